@@ -1,0 +1,105 @@
+"""Domain errors and the one table that maps them to HTTP status codes and JSON bodies.
+
+Every error body says what was wrong and where: `{"code", "description", "parameter"|"property"|"index"}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class GeoTwinError(Exception):
+    """Base of the errors the service raises on purpose."""
+
+    code = "ServerError"
+
+    def __init__(self, description: str, **where: Any) -> None:
+        super().__init__(description)
+        self.description = description
+        self.where = {k: v for k, v in where.items() if v is not None}
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "description": self.description, **self.where}
+
+
+class InvalidParameter(GeoTwinError):
+    code = "InvalidParameterValue"
+
+
+class UnknownParameter(GeoTwinError):
+    code = "UnknownParameter"
+
+
+class NotFound(GeoTwinError):
+    code = "NotFound"
+
+
+class NotAcceptable(GeoTwinError):
+    code = "NotAcceptable"
+
+
+class InvalidData(GeoTwinError):
+    """A feature or property that does not fit its layer type (on import or write)."""
+
+    code = "InvalidData"
+
+
+class ServiceUnavailable(GeoTwinError):
+    code = "ServiceUnavailable"
+
+
+STATUS: dict[type[GeoTwinError], int] = {
+    InvalidParameter: 400,
+    UnknownParameter: 400,
+    NotFound: 404,
+    NotAcceptable: 406,
+    InvalidData: 422,
+    ServiceUnavailable: 503,
+}
+
+
+def status_of(exc: GeoTwinError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> ORJSONResponse:
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers: domain errors, FastAPI's validation errors, HTTP errors, database outages."""
+
+    @app.exception_handler(GeoTwinError)
+    async def _domain(_: Request, exc: GeoTwinError) -> ORJSONResponse:
+        return _json(status_of(exc), exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ())]
+        where = {"parameter": loc[-1]} if loc and loc[0] in ("query", "path", "header") else {}
+        return _json(400, {"code": "InvalidParameterValue",
+                           "description": first.get("msg", "invalid request"), **where})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
+        return _json(exc.status_code, {"code": code, "description": str(exc.detail)},
+                     headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
+    @app.exception_handler(asyncpg.exceptions.TooManyConnectionsError)
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(OSError)
+    async def _db_down(_: Request, exc: Exception) -> ORJSONResponse:
+        return _json(503, {"code": "ServiceUnavailable", "description": "the database is not reachable"},
+                     headers={"Retry-After": "5"})

@@ -1,0 +1,150 @@
+"""The tables, as SQLAlchemy 2 + GeoAlchemy2 metadata: what Alembic's migrations build and are checked against.
+
+One `feature` table holds every layer of every municipality. Geometry is stored in one metric CRS
+(`STORAGE_SRID`, ETRS89 / UTM 32N) so that a regional query over Halle (25832) and Leipzig (25833) is a
+single index scan; sources arriving in 25833 are transformed on the way in. Properties are JSONB, checked
+against the collection's layer type on every write, with a GIN index for equality filters and expression
+indexes on the layer types' sortable keys. Validity dates are real columns so `datetime` uses a b-tree.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    Float,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+STORAGE_SRID = 25832
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+# Properties with a b-tree expression index, as (property, kind). The query builder uses the same
+# expression (`property_expr`), so the index is hit. Numbers go through `geotwin_num`, which is null for
+# a non-number, so a generic layer with an odd value under the same key can never make a write fail.
+INDEXED_PROPERTIES: tuple[tuple[str, str], ...] = (
+    ("area_net_ha", "number"),
+    ("area_gross_ha", "number"),
+    ("availability", "text"),
+    ("category", "text"),
+    ("land_use", "text"),
+)
+
+NUM_FUNCTION_SQL = """
+CREATE OR REPLACE FUNCTION geotwin_num(j jsonb) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+AS $$ SELECT CASE WHEN jsonb_typeof(j) = 'number' THEN j::double precision END $$
+"""
+
+
+def property_expr(name: str, kind: str, alias: str = "") -> str:
+    """The SQL expression for a property, as the expression indexes spell it. `name` must be a known key."""
+    col = f"{alias}.properties" if alias else "properties"
+    quoted = "'" + name.replace("'", "''") + "'"
+    if kind in ("number", "integer"):
+        return f"geotwin_num({col} -> {quoted})"
+    return f"({col} ->> {quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Municipality(Base):
+    __tablename__ = "municipality"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    ags: Mapped[str] = mapped_column(String(8), unique=True, comment="Amtlicher Gemeindeschlüssel")
+    state: Mapped[str] = mapped_column(Text)
+    crs: Mapped[int] = mapped_column(Integer, comment="official CRS (EPSG code) its data arrives in")
+    extent = mapped_column(Geometry("POLYGON", srid=4326, spatial_index=False), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(f"slug ~ '{SLUG_PATTERN}'", name="slug_format"),
+        CheckConstraint("ags ~ '^[0-9]{5,8}$'", name="ags_format"),
+    )
+
+
+class Collection(Base):
+    __tablename__ = "collection"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(ForeignKey("municipality.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(63), comment="the collectionId in URLs")
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    layer_type: Mapped[str] = mapped_column(String(63))
+    licence: Mapped[str] = mapped_column(Text, server_default="")
+    attribution: Mapped[str] = mapped_column(Text, server_default="")
+    keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    visibility: Mapped[str] = mapped_column(String(8), server_default="public")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    version: Mapped[int] = mapped_column(BigInteger, server_default="1",
+                                         comment="bumped by every data change; caches and feeds key on it")
+    # Derived on every data change (service.sql.catalog.refresh_collection) so metadata never scans features.
+    feature_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    bbox: Mapped[list[float] | None] = mapped_column(ARRAY(Float), nullable=True,
+                                                     comment="minx, miny, maxx, maxy in CRS84")
+    temporal_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    temporal_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("municipality_id", "slug"),
+        CheckConstraint(f"slug ~ '{SLUG_PATTERN}'", name="slug_format"),
+        CheckConstraint("visibility IN ('public', 'internal')", name="visibility_values"),
+    )
+
+
+class Feature(Base):
+    __tablename__ = "feature"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id", ondelete="CASCADE"))
+    fid: Mapped[str] = mapped_column(Text, comment="the featureId in URLs, unique in its collection")
+    geom = mapped_column(Geometry("GEOMETRY", srid=STORAGE_SRID, spatial_index=False), nullable=False)
+    properties: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    valid_from: Mapped[date | None] = mapped_column(Date, nullable=True)
+    valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("collection_id", "fid"),
+        CheckConstraint("valid_to IS NULL OR valid_from IS NULL OR valid_to >= valid_from",
+                        name="validity_order"),
+        Index("ix_feature_geom", "geom", postgresql_using="gist"),
+        Index("ix_feature_properties", "properties", postgresql_using="gin",
+              postgresql_ops={"properties": "jsonb_path_ops"}),
+        Index("ix_feature_validity", "collection_id", "valid_from", "valid_to"),
+        *(
+            Index(f"ix_feature_p_{prop}", "collection_id", text(property_expr(prop, kind)))
+            for prop, kind in INDEXED_PROPERTIES
+        ),
+    )

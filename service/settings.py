@@ -1,0 +1,54 @@
+"""Settings, grouped by concern. Nothing is read at import time: call `Settings()` where it is needed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseSettings):
+    """Connection settings under libpq's own names, so psql, Alembic and the service share one `.env`."""
+
+    model_config = SettingsConfigDict(env_prefix="PG", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "geotwin"
+    password: str = ""
+    database: str = "geotwin"
+    pool_min: int = Field(default=1, alias="GEOTWIN_DB_POOL_MIN")
+    pool_max: int = Field(default=10, alias="GEOTWIN_DB_POOL_MAX")
+
+    def dsn(self) -> str:
+        """A libpq URL (asyncpg and psql both read it)."""
+        auth = self.user if not self.password else f"{self.user}:{self.password}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+
+
+class ApiSettings(BaseModel):
+    """How collections are paged and presented."""
+
+    default_limit: int = 100
+    max_limit: int = 10_000
+    title: str = "GeoTwin"
+    # A MapLibre style URL for the basemap under the HTML maps; empty = plain background (works offline).
+    basemap_style_url: str = ""
+
+    @model_validator(mode="after")
+    def _limits(self) -> ApiSettings:
+        if not 1 <= self.default_limit <= self.max_limit:
+            raise ValueError("api.default_limit must be between 1 and api.max_limit")
+        return self
+
+
+class Settings(BaseSettings):
+    """All service settings; `GEOTWIN_API__DEFAULT_LIMIT=50` sets a nested value."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GEOTWIN_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+    )
+
+    api: ApiSettings = ApiSettings()
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    # Public base URL when behind a proxy (used in links); empty = derive from the request.
+    public_url: str = ""

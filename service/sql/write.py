@@ -1,0 +1,72 @@
+"""Writes: municipalities, collections, features. Each caller wraps them in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+import asyncpg
+
+from service.models import STORAGE_SRID
+from service.sql.catalog import refresh_collection
+
+# (fid, WKB, properties as JSON text, valid_from, valid_to)
+FeatureRow = tuple[str, bytes, str, date | None, date | None]
+
+UPSERT_MUNICIPALITY = """
+INSERT INTO municipality (slug, name, ags, state, crs) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, ags = EXCLUDED.ags, state = EXCLUDED.state,
+                                 crs = EXCLUDED.crs
+RETURNING id
+"""
+
+UPSERT_COLLECTION = """
+INSERT INTO collection (municipality_id, slug, title, description, layer_type, licence, attribution,
+                        keywords, visibility)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (municipality_id, slug) DO UPDATE SET title = EXCLUDED.title,
+  description = EXCLUDED.description, layer_type = EXCLUDED.layer_type, licence = EXCLUDED.licence,
+  attribution = EXCLUDED.attribution, keywords = EXCLUDED.keywords, visibility = EXCLUDED.visibility,
+  updated_at = now()
+RETURNING id
+"""
+
+# Properties travel as text and are cast once in SQL, so COPY stays binary and codec-free.
+STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS feature_stage (
+  fid text, wkb bytea, properties text, valid_from date, valid_to date) ON COMMIT DELETE ROWS
+"""
+
+INSERT_STAGED = f"""
+INSERT INTO feature (collection_id, fid, geom, properties, valid_from, valid_to)
+SELECT $1, fid, ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), $2), {STORAGE_SRID}), properties::jsonb,
+       valid_from, valid_to
+FROM feature_stage
+"""
+
+
+async def upsert_municipality(conn: asyncpg.Connection, slug: str, name: str, ags: str, state: str,
+                              crs: int) -> int:
+    return await conn.fetchval(UPSERT_MUNICIPALITY, slug, name, ags, state, crs)
+
+
+async def upsert_collection(conn: asyncpg.Connection, municipality_pk: int, slug: str, title: str,
+                            description: str, layer_type: str, licence: str, attribution: str,
+                            keywords: Sequence[str], visibility: str) -> int:
+    return await conn.fetchval(UPSERT_COLLECTION, municipality_pk, slug, title, description, layer_type,
+                               licence, attribution, list(keywords), visibility)
+
+
+async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Iterable[FeatureRow],
+                         source_srid: int, replace: bool = True) -> int:
+    """Stage rows with binary COPY, then insert them reprojected into the storage CRS.
+    Call inside a transaction; refreshes the collection's metadata and bumps its version."""
+    await conn.execute(STAGE)
+    await conn.execute("TRUNCATE feature_stage")
+    await conn.copy_records_to_table("feature_stage", records=rows,
+                                     columns=["fid", "wkb", "properties", "valid_from", "valid_to"])
+    if replace:
+        await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)
+    status = await conn.execute(INSERT_STAGED, collection_pk, source_srid)
+    await refresh_collection(conn, collection_pk)
+    return int(status.split()[-1])
