@@ -13,7 +13,6 @@ import sys
 import time
 
 import asyncpg
-import psycopg
 import psycopg_pool
 
 PAGE = """SELECT json_build_object('type','Feature','id',id,'geometry',ST_AsGeoJSON(ST_Transform(geom,4326),7)::json,

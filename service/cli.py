@@ -1,0 +1,99 @@
+"""The `geotwin` command: migrate, load the demo, generate test data, serve, or run the whole local demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from service.settings import DatabaseSettings
+
+app = typer.Typer(help="GeoTwin: municipal planning layers as OGC APIs.", no_args_is_help=True)
+console = Console()
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_PORT = 54329
+
+
+def _dsn(url: str | None) -> str:
+    return url or os.environ.get("DATABASE_URL") or DatabaseSettings().dsn()
+
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="libpq URL; default from PG* settings / .env")]
+
+
+@app.command()
+def migrate(url: UrlOpt = None) -> None:
+    """Bring the database schema up to date (alembic upgrade head)."""
+    from service.migrate import upgrade
+
+    upgrade(_dsn(url))
+    console.print("[green]schema is up to date[/]")
+
+
+async def _load_demo(dsn: str) -> dict[str, int]:
+    from service.db import connect
+    from service.loader import DEMO_DIR, load_demo
+
+    manifest_count = sum(1 for _ in DEMO_DIR.glob("*.geojson"))
+    conn = await connect(dsn)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("loading demo layers", total=manifest_count)
+
+            def step(name: str, n: int) -> None:
+                progress.update(task, advance=1, description=f"loaded {name} ({n} features)")
+
+            return await load_demo(conn, progress=step)
+    finally:
+        await conn.close()
+
+
+@app.command("load-demo")
+def load_demo_cmd(url: UrlOpt = None) -> None:
+    """Load the demo municipalities (Halle, Leipzig, Magdeburg) and their layers, replacing earlier demo data."""
+    counts = asyncio.run(_load_demo(_dsn(url)))
+    console.print(f"[green]{sum(counts.values())} features in {len(counts)} collections[/]")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve the API (database from PG* settings / .env)."""
+    import uvicorn
+
+    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=True)
+
+
+@app.command()
+def demo(
+    host: str = "127.0.0.1", port: int = 8000,
+    data_dir: Annotated[Path, typer.Option(help="where the project's own PostgreSQL cluster lives")] = ROOT / ".data",
+    db_port: Annotated[int, typer.Option(help="port of that cluster on 127.0.0.1")] = DEMO_PORT,
+) -> None:
+    """Start a project-managed PostGIS, migrate, load the demo data if it is missing, and serve."""
+    from service.localdb import LocalCluster
+    from service.migrate import upgrade
+
+    cluster = LocalCluster(data_dir / "pg", db_port)
+    with console.status("starting PostgreSQL + PostGIS"):
+        cluster.start()
+        dsn = cluster.create_database("geotwin")
+    console.print(f"database: {dsn}")
+    upgrade(dsn)
+    loaded = cluster.psql("SELECT count(*) FROM municipality", database="geotwin")
+    if loaded == "0":
+        asyncio.run(_load_demo(dsn))
+    os.environ.update(PGHOST="127.0.0.1", PGPORT=str(db_port), PGUSER="geotwin", PGDATABASE="geotwin")
+    console.print(f"[bold green]GeoTwin on http://{host}:{port}/[/]  (Ctrl+C stops it; the database keeps running:"
+                  f" `pg_ctl stop -D {cluster.datadir}`)")
+    serve(host=host, port=port)
+
+
+if __name__ == "__main__":
+    app()

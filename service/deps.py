@@ -1,0 +1,51 @@
+"""Dependencies that turn path ids into objects or a 404."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import asyncpg
+from fastapi import Path, Request
+
+from service.catalog import Catalog, Collection, Dataset, load_catalog
+from service.db import connection
+from service.errors import NotFound
+
+
+@dataclass
+class Scope:
+    """One API root, resolved: the dataset, the catalog it was read from, and the pool."""
+
+    dataset: Dataset
+    catalog: Catalog
+    pool: asyncpg.Pool
+
+    def collection(self, collection_id: str) -> Collection:
+        try:
+            return self.dataset.collections[collection_id]
+        except KeyError:
+            raise NotFound(f"no collection {collection_id!r} in {self.dataset.title}",
+                           parameter="collectionId") from None
+
+
+async def current_catalog(request: Request) -> Catalog:
+    async with connection(request.app.state.pool) as conn:
+        return await load_catalog(conn)
+
+
+async def municipality_scope(
+    request: Request,
+    municipality: Annotated[str, Path(description="Municipality slug, e.g. `halle`", examples=["halle"])],
+) -> Scope:
+    catalog = await current_catalog(request)
+    dataset = catalog.datasets.get(municipality)
+    if dataset is None:
+        raise NotFound(f"no municipality {municipality!r}; known: {', '.join(sorted(catalog.datasets))}",
+                       parameter="municipality")
+    return Scope(dataset, catalog, request.app.state.pool)
+
+
+async def region_scope(request: Request) -> Scope:
+    catalog = await current_catalog(request)
+    return Scope(catalog.region, catalog, request.app.state.pool)

@@ -1,0 +1,88 @@
+"""The JSON documents of an API root: landing page, conformance, collection metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.catalog import Collection, Dataset
+from service.crs import CRS84
+from service.responses import GEOJSON, HTML, JSON, OPENAPI, SCHEMA, link, self_links
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-common-2/1.0/conf/collections",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+]
+
+
+def landing(root: str, dataset: Dataset, fmt: str, api_title: str) -> dict[str, Any]:
+    return {
+        "title": f"{api_title} – {dataset.title}",
+        "description": dataset.description,
+        "links": [
+            *self_links(root, fmt, title="landing page"),
+            link(f"{root}/api", "service-desc", OPENAPI, "the API definition (OpenAPI 3.0)"),
+            link(f"{root}/api?f=html", "service-doc", HTML, "the API documentation"),
+            link(f"{root}/conformance", "conformance", JSON, "conformance classes"),
+            link(f"{root}/conformance", "http://www.opengis.net/def/rel/ogc/1.0/conformance", JSON,
+                 "conformance classes"),
+            link(f"{root}/collections", "data", JSON, "the collections"),
+            link(f"{root}/collections", "http://www.opengis.net/def/rel/ogc/1.0/data", JSON, "the collections"),
+        ],
+    }
+
+
+def _extent(c: Collection) -> dict[str, Any]:
+    extent: dict[str, Any] = {}
+    if c.bbox:
+        extent["spatial"] = {"bbox": [list(c.bbox)], "crs": CRS84}
+    if c.temporal:
+        start, end = c.temporal
+        extent["temporal"] = {
+            "interval": [[start.isoformat() + "T00:00:00Z" if start else None,
+                          end.isoformat() + "T23:59:59Z" if end else None]],
+            "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
+        }
+    return extent
+
+
+def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> dict[str, Any]:
+    """Collection metadata; `fmt` set for the collection's own document (adds self/alternate)."""
+    url = f"{root}/collections/{c.id}"
+    schema_url = f"{base}/schemas/{c.layer_type.name}"
+    links = [
+        link(f"{url}/items?f=json", "items", GEOJSON, "the features as GeoJSON"),
+        link(f"{url}/items?f=html", "items", HTML, "the features as HTML"),
+        link(schema_url, "describedby", SCHEMA, f"layer type {c.layer_type.name} (JSON Schema)"),
+    ]
+    if fmt:
+        links = self_links(url, fmt, title="collection") + links
+    else:
+        links.insert(0, link(url, "self", JSON, c.title))
+    doc: dict[str, Any] = {
+        "id": c.id,
+        "title": c.title,
+        "description": c.description,
+        "itemType": "feature",
+        "keywords": c.keywords,
+        "crs": [CRS84],
+        "extent": _extent(c),
+        "layerType": {"name": c.layer_type.name, "version": c.layer_type.version, "schema": schema_url},
+        "license": c.licence,
+        "attribution": c.attribution,
+        "numberOfFeatures": c.feature_count,
+        "links": links,
+    }
+    if c.regional:
+        doc["municipalities"] = sorted({m for _, m in c.members})
+    return doc
+
+
+def collections(root: str, base: str, dataset: Dataset, fmt: str) -> dict[str, Any]:
+    return {
+        "links": self_links(f"{root}/collections", fmt, title="collections"),
+        "collections": [collection(root, base, c) for c in dataset.collections.values()],
+    }

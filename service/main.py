@@ -1,0 +1,58 @@
+"""The application factory: `uvicorn --factory service.main:create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from service import __version__, errors
+from service.db import create_pool
+from service.deps import municipality_scope, region_scope
+from service.routers import ogc, platform
+from service.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+VENDOR = {"maplibre-gl": NODE_MODULES / "maplibre-gl" / "dist",
+          "swagger-ui": NODE_MODULES / "swagger-ui-dist"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. Nothing happens at import time; the lifespan opens and closes the pool."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(settings.db)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title=settings.api.title, version=__version__, lifespan=lifespan,
+        description="Open digital-twin backbone for municipal planning: planning zones, commercial-land "
+                    "potential and ecological zones per municipality and for the region, as OGC API – Features.",
+        openapi_url=None, docs_url=None, redoc_url=None,
+        license_info={"name": "EUPL-1.2", "url": "https://interoperable-europe.ec.europa.eu/collection/eupl"},
+    )
+    app.state.settings = settings
+    app.state.openapi_30 = None
+    app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
+    errors.install(app)
+    # Public data: any web map may read it (writes come with their own rules later).
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
+                       allow_headers=["*"], expose_headers=["ETag", "Content-Crs", "Link"])
+    app.include_router(platform.router)
+    app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
+    app.include_router(ogc.build_router("region", "/region", region_scope))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for name, path in VENDOR.items():
+        if path.exists():
+            app.mount(f"/vendor/{name}", StaticFiles(directory=path), name=f"vendor-{name}")
+    return app

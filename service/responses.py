@@ -1,0 +1,84 @@
+"""Representations: format negotiation, links, JSON/GeoJSON/HTML responses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from service.errors import InvalidParameter
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+HTML = "text/html"
+OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
+SCHEMA = "application/schema+json"
+
+
+def negotiate(request: Request) -> str:
+    """`json` or `html`: the `f` parameter wins, then the Accept header (browsers get HTML)."""
+    f = request.query_params.get("f")
+    if f is not None:
+        if f in ("json", "geojson"):
+            return "json"
+        if f == "html":
+            return "html"
+        raise InvalidParameter(f"f must be json, geojson or html; got {f!r}", parameter="f")
+    accept = request.headers.get("accept", "")
+    best_html = _quality(accept, ("text/html",))
+    best_json = _quality(accept, ("application/json", "application/geo+json", "application/*"))
+    return "html" if best_html > best_json else "json"
+
+
+def _quality(accept: str, types: tuple[str, ...]) -> float:
+    best = 0.0
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if fields[0] in types:
+            q = 1.0
+            for fld in fields[1:]:
+                if fld.startswith("q="):
+                    try:
+                        q = float(fld[2:])
+                    except ValueError:
+                        q = 0.0
+            best = max(best, q)
+    return best
+
+
+def base_url(request: Request) -> str:
+    public = request.app.state.settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+def link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str, str]:
+    out = {"href": href, "rel": rel, "type": type_}
+    if title:
+        out["title"] = title
+    return out
+
+
+def self_links(url: str, fmt: str, json_type: str = JSON, title: str = "this document") -> list[dict[str, str]]:
+    """`self` for the representation served and `alternate` for the other one."""
+    json_link = link(f"{url}?f=json", "self" if fmt == "json" else "alternate", json_type, f"{title} as JSON")
+    html_link = link(f"{url}?f=html", "self" if fmt == "html" else "alternate", HTML, f"{title} as HTML")
+    return [json_link, html_link]
+
+
+def json_response(body: Any, media_type: str = JSON, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), media_type=media_type, headers=headers)
+
+
+def html_response(request: Request, template: str, **context: Any) -> HTMLResponse:
+    settings = request.app.state.settings
+    return TEMPLATES.TemplateResponse(
+        request, template,
+        {"base": base_url(request), "api_title": settings.api.title,
+         "basemap": settings.api.basemap_style_url, "maplibre": request.app.state.maplibre_available,
+         **context},
+    )

@@ -1,0 +1,219 @@
+"""OGC API – Features endpoints, built once per kind of root: each municipality and the region."""
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from service import documents
+from service.catalog import Collection
+from service.db import connection
+from service.deps import Scope
+from service.errors import NotFound
+from service.openapi import root_openapi
+from service.params import check_known, parse_bbox, parse_datetime, parse_int, parse_limit, property_filter
+from service.responses import (
+    GEOJSON,
+    HTML,
+    OPENAPI,
+    base_url,
+    html_response,
+    json_response,
+    link,
+    negotiate,
+)
+from service.sql.features import ItemsQuery, count_sql, item_sql, items_sql
+
+F = Annotated[str | None, Query(description="Output format: json (GeoJSON for features) or html",
+                                pattern="^(json|geojson|html)$")]
+CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`")]
+FeatureId = Annotated[str, Path(alias="featureId", description="Feature id")]
+ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "datetime"}
+
+
+def _root(request: Request, scope: Scope) -> str:
+    return base_url(request) + scope.dataset.path
+
+
+def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -> APIRouter:
+    """The Features endpoints under `prefix`, resolved by `scope_dep` (municipality or region)."""
+    router = APIRouter(prefix=prefix, tags=[kind])
+    ScopeDep = Annotated[Scope, Depends(scope_dep)]
+
+    @router.get("", operation_id=f"{kind}.getLandingPage", summary="Landing page")
+    async def landing_page(request: Request, scope: ScopeDep, f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        fmt = negotiate(request)
+        doc = documents.landing(_root(request, scope), scope.dataset, fmt, request.app.state.settings.api.title)
+        if fmt == "html":
+            return html_response(request, "landing.html", doc=doc, dataset=scope.dataset, root=_root(request, scope))
+        return json_response(doc)
+
+    @router.get("/conformance", operation_id=f"{kind}.getConformance", summary="Conformance classes")
+    async def conformance(request: Request, scope: ScopeDep, f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        doc = {"conformsTo": documents.CONFORMANCE}
+        if negotiate(request) == "html":
+            return html_response(request, "conformance.html", doc=doc, dataset=scope.dataset,
+                                 root=_root(request, scope))
+        return json_response(doc)
+
+    @router.get("/api", operation_id=f"{kind}.getApi", summary="This root's API definition (OpenAPI 3.0)")
+    async def api(request: Request, scope: ScopeDep, f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        root = _root(request, scope)
+        if negotiate(request) == "html":
+            return html_response(request, "swagger.html", spec_url=f"{root}/api?f=json", dataset=scope.dataset)
+        return json_response(root_openapi(request.app, scope.dataset, root, prefix), media_type=OPENAPI)
+
+    @router.get("/collections", operation_id=f"{kind}.getCollections", summary="The collections")
+    async def collections(request: Request, scope: ScopeDep, f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        fmt, root = negotiate(request), _root(request, scope)
+        doc = documents.collections(root, base_url(request), scope.dataset, fmt)
+        if fmt == "html":
+            return html_response(request, "collections.html", doc=doc, dataset=scope.dataset, root=root)
+        return json_response(doc)
+
+    @router.get("/collections/{collectionId}", operation_id=f"{kind}.describeCollection",
+                summary="Collection metadata")
+    async def describe_collection(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                                  f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        c = scope.collection(collection_id)
+        fmt, root = negotiate(request), _root(request, scope)
+        doc = documents.collection(root, base_url(request), c, fmt)
+        if fmt == "html":
+            return html_response(request, "collection.html", doc=doc, dataset=scope.dataset, root=root,
+                                 collection=c)
+        return json_response(doc)
+
+    @router.get("/collections/{collectionId}/items", operation_id=f"{kind}.getFeatures",
+                summary="Features of a collection",
+                description="Paged with `limit`/`offset` (follow the `next` link). Any property of the "
+                            "collection's layer type can be given as `name=value` for an equality filter; "
+                            "on regional collections also `municipality=<slug>`.",
+                response_class=Response, responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
+    async def get_features(
+        request: Request, scope: ScopeDep, collection_id: CollectionId, f: F = None,
+        limit: Annotated[int | None, Query(ge=1, description="Page size (default 100; larger values are "
+                                                             "served as the maximum, 10000)")] = None,
+        offset: Annotated[int | None, Query(ge=0, description="Features to skip")] = None,
+        bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat in CRS84; selects "
+                                                      "features that intersect it")] = None,
+        datetime_: Annotated[str | None, Query(alias="datetime", description="Instant or interval "
+                                               "(`2020-01-01`, `2020-01-01/..`) tested against validity")] = None,
+    ) -> Response:
+        c = scope.collection(collection_id)
+        query = _items_query(request, scope, c)
+        return await _serve_items(request, scope, c, query)
+
+    @router.get("/collections/{collectionId}/items/{featureId}", operation_id=f"{kind}.getFeature",
+                summary="One feature", response_class=Response,
+                responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
+    async def get_feature(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                          feature_id: FeatureId, f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        c = scope.collection(collection_id)
+        members, fid = c.members, feature_id
+        if c.regional:
+            muni, _, fid = feature_id.partition(":")
+            members = [mem for mem in c.members if mem[1] == muni]
+        sql, args = item_sql(members, c.regional, fid)
+        async with connection(scope.pool) as conn:
+            row = await conn.fetchval(sql, *args) if members and fid else None
+        if row is None:
+            raise NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
+        root = _root(request, scope)
+        url = f"{root}/collections/{c.id}/items/{feature_id}"
+        fmt = negotiate(request)
+        links = [link(f"{url}?f=json", "self" if fmt == "json" else "alternate", GEOJSON, "this feature"),
+                 link(f"{url}?f=html", "self" if fmt == "html" else "alternate", HTML, "this feature as HTML"),
+                 link(f"{root}/collections/{c.id}", "collection", "application/json", c.title)]
+        feature = orjson.loads(row)
+        feature["links"] = links
+        if fmt == "html":
+            return html_response(request, "item.html", feature=feature, collection=c, dataset=scope.dataset,
+                                 root=root)
+        return json_response(feature, media_type=GEOJSON)
+
+    return router
+
+
+def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
+    """Parse the items parameters; anything not understood is a 400 naming the parameter."""
+    params = request.query_params
+    layer = c.layer_type
+    named = set(layer.property_kinds())
+    extra = {"municipality"} if c.regional else set()
+    if layer.open_properties:
+        # Generic layers: any other parameter is an equality filter on the property of that name.
+        extra |= set(params.keys()) - ITEMS_PARAMS
+    check_known(params, ITEMS_PARAMS | named | extra)
+    settings = request.app.state.settings.api
+    query = ItemsQuery(
+        members=c.members, regional=c.regional,
+        bbox=parse_bbox(params.get("bbox")), interval=parse_datetime(params.get("datetime")),
+        limit=parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
+        offset=parse_int(params.get("offset"), "offset", 0, 0),
+    )
+    for name in set(params.keys()) - ITEMS_PARAMS:
+        if name == "municipality" and c.regional:
+            query.members = [m for m in c.members if m[1] == params[name]]
+            continue
+        kind, value = property_filter(layer, name, params[name])
+        if kind == "json":
+            query.equals[name] = value
+        else:
+            query.text_equals[name] = value
+    return query
+
+
+async def _serve_items(request: Request, scope: Scope, c: Collection, query: ItemsQuery) -> Response:
+    rows: list[Any] = []
+    matched = 0
+    if query.members:
+        async with connection(scope.pool) as conn:
+            sql, args = items_sql(query)
+            rows = [r[0] for r in await conn.fetch(sql, *args)]
+            unfiltered = not (query.bbox or query.interval or query.equals or query.text_equals)
+            if unfiltered and len(query.members) == len(c.members):
+                matched = c.feature_count
+            else:
+                count, cargs = count_sql(query)
+                matched = await conn.fetchval(count, *cargs)
+    fmt = negotiate(request)
+    links = _page_links(request, _root(request, scope), c, query, len(rows), matched, fmt)
+    meta = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": len(rows),
+            "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "links": links}
+    if fmt == "html":
+        features = orjson.loads("[" + ",".join(rows) + "]")
+        return html_response(request, "items.html", meta=meta, features=features, collection=c,
+                             dataset=scope.dataset, root=_root(request, scope), query=query)
+    body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
+    return Response(body, media_type=GEOJSON)
+
+
+def _page_links(request: Request, root: str, c: Collection, query: ItemsQuery, returned: int, matched: int,
+                fmt: str) -> list[dict[str, str]]:
+    url = f"{root}/collections/{c.id}/items"
+    params = {k: v for k, v in request.query_params.items() if k not in ("offset", "f")}
+    params["limit"] = str(query.limit)
+
+    def href(offset: int, f: str) -> str:
+        return f"{url}?{urlencode({**params, 'offset': offset, 'f': f})}"
+
+    links = [link(href(query.offset, "json"), "self" if fmt == "json" else "alternate", GEOJSON, "this page"),
+             link(href(query.offset, "html"), "self" if fmt == "html" else "alternate", HTML, "this page as HTML"),
+             link(f"{root}/collections/{c.id}", "collection", "application/json", c.title)]
+    if query.offset + returned < matched:
+        links.append(link(href(query.offset + query.limit, fmt), "next", GEOJSON if fmt == "json" else HTML,
+                          "next page"))
+    if query.offset > 0:
+        links.append(link(href(max(0, query.offset - query.limit), fmt), "prev",
+                          GEOJSON if fmt == "json" else HTML, "previous page"))
+    return links

@@ -1,0 +1,93 @@
+"""The service root: which municipalities publish here, the regional root, and the layer-type schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from service.deps import current_catalog
+from service.errors import NotFound
+from service.layertypes import registry
+from service.openapi import service_openapi
+from service.params import check_known
+from service.responses import (
+    JSON,
+    OPENAPI,
+    SCHEMA,
+    base_url,
+    html_response,
+    json_response,
+    link,
+    negotiate,
+    self_links,
+)
+
+router = APIRouter(tags=["platform"])
+F = Annotated[str | None, Query(description="json or html", pattern="^(json|geojson|html)$")]
+
+
+@router.get("/", operation_id="platform.getRoot", summary="Municipalities, the region and the layer types")
+async def root(request: Request, f: F = None) -> Response:
+    check_known(request.query_params, {"f"})
+    catalog = await current_catalog(request)
+    base, fmt = base_url(request), negotiate(request)
+    doc = {
+        "title": request.app.state.settings.api.title,
+        "description": "Planning, commercial-land and ecology layers of the municipalities, as OGC API – "
+                       "Features. Each municipality has its own API root; the region combines them.",
+        "links": [
+            *self_links(base + "/", fmt, title="service root"),
+            link(f"{base}/api", "service-desc", OPENAPI, "the whole service (OpenAPI 3.0)"),
+            link(f"{base}/region", "child", JSON, "regional view: all municipalities"),
+            link(f"{base}/schemas", "describedby", JSON, "layer types (JSON Schema)"),
+        ],
+        "municipalities": [
+            {"id": m.slug, "title": m.name, "ags": m.ags, "state": m.state,
+             "crs": f"http://www.opengis.net/def/crs/EPSG/0/{m.crs}", "bbox": list(m.bbox) if m.bbox else None,
+             "collections": len(catalog.datasets[m.slug].collections),
+             "links": [link(f"{base}/municipalities/{m.slug}", "child", JSON, f"API root of {m.name}")]}
+            for m in catalog.municipalities.values()
+        ],
+        "region": {"id": "region", "title": "Region", "collections": sorted(catalog.region.collections),
+                   "links": [link(f"{base}/region", "child", JSON, "regional API root")]},
+    }
+    if fmt == "html":
+        return html_response(request, "root.html", doc=doc, layer_types=registry())
+    return json_response(doc)
+
+
+@router.get("/schemas", operation_id="platform.getLayerTypes", summary="The layer types (data contracts)")
+async def layer_types(request: Request) -> Response:
+    check_known(request.query_params, set())
+    base = base_url(request)
+    return json_response({
+        "layerTypes": [
+            {"name": lt.name, "title": lt.title, "version": lt.version,
+             "links": [link(f"{base}/schemas/{lt.name}", "describedby", SCHEMA, lt.title)]}
+            for lt in registry().values()
+        ],
+        "links": [link(f"{base}/schemas", "self", JSON)],
+    })
+
+
+@router.get("/schemas/{name}", operation_id="platform.getLayerType",
+            summary="One layer type as JSON Schema (2020-12)", response_class=Response,
+            responses={200: {"content": {SCHEMA: {}}}})
+async def layer_type(request: Request,
+                     name: Annotated[str, Path(description="layer type, e.g. `commercial-site`")]) -> Response:
+    check_known(request.query_params, set())
+    lt = registry().get(name.removesuffix(".schema.json").removesuffix(".json"))
+    if lt is None:
+        raise NotFound(f"no layer type {name!r}; known: {', '.join(registry())}", parameter="name")
+    return json_response(lt.schema, media_type=SCHEMA)
+
+
+@router.get("/api", operation_id="platform.getApi", summary="The whole service's API definition")
+async def api(request: Request, f: F = None) -> Response:
+    check_known(request.query_params, {"f"})
+    if negotiate(request) == "html":
+        return html_response(request, "swagger.html", spec_url=f"{base_url(request)}/api?f=json", dataset=None)
+    return json_response(service_openapi(request.app), media_type=OPENAPI)
+

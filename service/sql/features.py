@@ -1,0 +1,101 @@
+"""Items and item queries. Feature JSON is assembled in PostGIS; Python only joins the rows.
+
+Geometry leaves the storage CRS through ST_Transform to 4326 and is written x = longitude, which is the
+OGC CRS84 axis order GeoJSON requires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from service.models import STORAGE_SRID
+
+# A CRS84 bbox is a rectangle in longitude/latitude; its edges bend in UTM, so the envelope is densified
+# (every 0.001°, about 70 m) before it is transformed: the test is then the exact rectangle, not its corners.
+BBOX_GEOM = (
+    "(SELECT ST_Transform(ST_Segmentize(ST_MakeEnvelope({0}, {1}, {2}, {3}, 4326), 0.001), "
+    f"{STORAGE_SRID}))"
+)
+
+
+@dataclass
+class ItemsQuery:
+    """What an items request selects. Values are bound; property names are checked against the layer type."""
+
+    members: list[tuple[int, str]]
+    regional: bool
+    bbox: tuple[float, float, float, float] | None = None
+    interval: tuple[date | None, date | None] | None = None
+    equals: dict[str, Any] = field(default_factory=dict)
+    text_equals: dict[str, str] = field(default_factory=dict)
+    limit: int = 100
+    offset: int = 0
+
+
+class _Args:
+    """Collects bound values and hands out their `$n` placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _feature_json(regional: bool) -> str:
+    fid = "(c.muni || ':' || f.fid)" if regional else "f.fid"
+    props = "(f.properties || jsonb_build_object('municipality', c.muni))" if regional else "f.properties"
+    return (
+        "'{\"type\":\"Feature\",\"id\":' || to_json(" + fid + ")::text"
+        " || ',\"geometry\":' || ST_AsGeoJSON(ST_Transform(f.geom, 4326), 7)"
+        " || ',\"properties\":' || " + props + "::text || '}'"
+    )
+
+
+def _from(args: _Args, members: list[tuple[int, str]]) -> str:
+    pks = args([pk for pk, _ in members])
+    munis = args([m for _, m in members])
+    return f"FROM feature f JOIN unnest({pks}::int[], {munis}::text[]) AS c(pk, muni) ON f.collection_id = c.pk"
+
+
+def _where(args: _Args, q: ItemsQuery) -> str:
+    clauses = []
+    if q.bbox:
+        box = BBOX_GEOM.format(*(args(v) + "::float8" for v in q.bbox))
+        clauses.append(f"f.geom && {box} AND ST_Intersects(f.geom, {box})")
+    if q.interval:
+        start, end = q.interval
+        if end is not None:
+            clauses.append(f"(f.valid_from IS NULL OR f.valid_from <= {args(end)}::date)")
+        if start is not None:
+            clauses.append(f"(f.valid_to IS NULL OR f.valid_to >= {args(start)}::date)")
+    if q.equals:
+        clauses.append(f"f.properties @> {args(q.equals)}::jsonb")
+    for name, value in q.text_equals.items():
+        clauses.append(f"f.properties ->> {args(name)} = {args(value)}")
+    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def items_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
+    """One page of features as GeoJSON text rows, in a stable order (insertion order)."""
+    args = _Args()
+    frm, where = _from(args, q.members), _where(args, q)
+    sql = (f"SELECT {_feature_json(q.regional)} {frm} {where} ORDER BY f.id "
+           f"LIMIT {args(q.limit)} OFFSET {args(q.offset)}")
+    return sql, args.values
+
+
+def count_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
+    args = _Args()
+    frm, where = _from(args, q.members), _where(args, q)
+    return f"SELECT count(*) {frm} {where}", args.values
+
+
+def item_sql(members: list[tuple[int, str]], regional: bool, fid: str) -> tuple[str, list[Any]]:
+    args = _Args()
+    frm = _from(args, members)
+    return f"SELECT {_feature_json(regional)} {frm} WHERE f.fid = {args(fid)}", args.values
+
