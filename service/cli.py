@@ -61,6 +61,60 @@ def load_demo_cmd(url: UrlOpt = None) -> None:
     console.print(f"[green]{sum(counts.values())} features in {len(counts)} collections[/]")
 
 
+async def _generate(dsn: str, municipality: str, collection: str, spec) -> int:
+    from service.db import connect
+    from service.generator import CHUNK, features
+    from service.layertypes import registry
+    from service.models import STORAGE_SRID
+    from service.sql.catalog import refresh_collection
+    from service.sql.write import upsert_collection, write_features
+
+    conn = await connect(dsn)
+    try:
+        m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = $1", municipality)
+        if m_pk is None:
+            raise typer.BadParameter(f"no municipality {municipality!r}; load the demo first", param_hint="--municipality")
+        layer = registry()[spec.layer]
+        total = 0
+        async with conn.transaction():
+            c_pk = await upsert_collection(
+                conn, m_pk, collection, f"{layer.title} (generated, {spec.size:,})",
+                f"Deterministic test data: seed {spec.seed}, {spec.size} features.", spec.layer, "CC0-1.0",
+                "GeoTwin generator", ["generated"], "public")
+            await conn.execute("DELETE FROM feature WHERE collection_id = $1", c_pk)
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as progress:
+                task = progress.add_task(f"generating {collection}", total=spec.size)
+                for rows in features(spec):
+                    total += await write_features(conn, c_pk, rows, STORAGE_SRID, replace=False, refresh=False)
+                    progress.update(task, advance=min(len(rows), CHUNK))
+            await refresh_collection(conn, c_pk)
+        await conn.execute("ANALYZE feature")
+        return total
+    finally:
+        await conn.close()
+
+
+@app.command()
+def generate(
+    features_: Annotated[int, typer.Option("--features", min=1, help="how many features")] = 10_000,
+    layer: Annotated[str, typer.Option(help="commercial-site, planning-zone or ecological-zone")] = "commercial-site",
+    seed: int = 42,
+    vertices: Annotated[int, typer.Option(min=8, help="vertices per ecological zone ring")] = 48,
+    municipality: str = "halle",
+    collection: Annotated[str | None, typer.Option(help="collection id; default generated-<layer>s")] = None,
+    url: UrlOpt = None,
+) -> None:
+    """Generate deterministic features into a collection (the same seed gives the same features at any size)."""
+    from service.generator import LAYERS, Spec
+
+    if layer not in LAYERS:
+        raise typer.BadParameter(f"choose one of {', '.join(LAYERS)}", param_hint="--layer")
+    spec = Spec(layer, features_, seed, vertices)
+    n = asyncio.run(_generate(_dsn(url), municipality, collection or f"generated-{layer}s", spec))
+    console.print(f"[green]{n} features written[/]")
+
+
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve the API (database from PG* settings / .env)."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -71,19 +72,19 @@ def status_of(exc: GeoTwinError) -> int:
     return 500
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> ORJSONResponse:
-    return ORJSONResponse(body, status_code=status, headers=headers)
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
 def install(app: FastAPI) -> None:
     """Register the handlers: domain errors, FastAPI's validation errors, HTTP errors, database outages."""
 
     @app.exception_handler(GeoTwinError)
-    async def _domain(_: Request, exc: GeoTwinError) -> ORJSONResponse:
+    async def _domain(_: Request, exc: GeoTwinError) -> Response:
         return _json(status_of(exc), exc.body())
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ())]
         where = {"parameter": loc[-1]} if loc and loc[0] in ("query", "path", "header") else {}
@@ -91,7 +92,7 @@ def install(app: FastAPI) -> None:
                            "description": first.get("msg", "invalid request"), **where})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
         return _json(exc.status_code, {"code": code, "description": str(exc.detail)},
                      headers=getattr(exc, "headers", None))
@@ -100,6 +101,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.exceptions.TooManyConnectionsError)
     @app.exception_handler(ConnectionError)
     @app.exception_handler(OSError)
-    async def _db_down(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _db_down(_: Request, exc: Exception) -> Response:
         return _json(503, {"code": "ServiceUnavailable", "description": "the database is not reachable"},
                      headers={"Retry-After": "5"})

@@ -24,8 +24,12 @@ def check_known(params: QueryParams, allowed: set[str]) -> None:
             parameter=unknown[0],
         )
     for key in params.keys():
-        if len(params.getlist(key)) > 1:
+        values = params.getlist(key)
+        if len(values) > 1:
             raise InvalidParameter(f"parameter {key!r} is given more than once", parameter=key)
+        if "\x00" in values[0]:
+            # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+            raise InvalidParameter(f"parameter {key!r} contains a NUL character", parameter=key)
 
 
 def parse_int(raw: str | None, name: str, default: int, minimum: int) -> int:

@@ -125,7 +125,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             members = [mem for mem in c.members if mem[1] == muni]
         sql, args = item_sql(members, c.regional, fid)
         async with connection(scope.pool) as conn:
-            row = await conn.fetchval(sql, *args) if members and fid else None
+            row = await conn.fetchval(sql, *args) if members and fid and "\x00" not in fid else None
         if row is None:
             raise NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
         root = _root(request, scope)

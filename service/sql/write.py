@@ -58,9 +58,10 @@ async def upsert_collection(conn: asyncpg.Connection, municipality_pk: int, slug
 
 
 async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Iterable[FeatureRow],
-                         source_srid: int, replace: bool = True) -> int:
+                         source_srid: int, replace: bool = True, refresh: bool = True) -> int:
     """Stage rows with binary COPY, then insert them reprojected into the storage CRS.
-    Call inside a transaction; refreshes the collection's metadata and bumps its version."""
+    Call inside a transaction; refreshes the collection's metadata and bumps its version (a caller writing
+    many batches passes refresh=False and calls `refresh_collection` once at the end)."""
     await conn.execute(STAGE)
     await conn.execute("TRUNCATE feature_stage")
     await conn.copy_records_to_table("feature_stage", records=rows,
@@ -68,5 +69,6 @@ async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Ite
     if replace:
         await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)
     status = await conn.execute(INSERT_STAGED, collection_pk, source_srid)
-    await refresh_collection(conn, collection_pk)
+    if refresh:
+        await refresh_collection(conn, collection_pk)
     return int(status.split()[-1])

@@ -1,0 +1,107 @@
+"""A real PostGIS for the whole session: started here, migrated with Alembic, demo data loaded once.
+
+The app comes from the factory with the test's own settings and is driven in-process through httpx;
+clients that need a socket (GDAL, OWSLib) get a live uvicorn on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from service.localdb import LocalCluster
+from service.main import create_app
+from service.migrate import upgrade
+from service.settings import ApiSettings, DatabaseSettings, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    base = tempfile.mkdtemp(prefix="geotwin-test-")
+    os.chmod(base, 0o755)  # as root, the cluster runs as `postgres`, which must reach its directory
+    c = LocalCluster(Path(base) / "pg", free_port())
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def empty_db(cluster: LocalCluster):
+    """A factory for fresh, empty databases (PostGIS extension not yet created)."""
+    counter = iter(range(1000))
+
+    def make() -> str:
+        name = f"empty_{next(counter)}"
+        cluster.psql(f'DROP DATABASE IF EXISTS "{name}"')
+        cluster.psql(f'CREATE DATABASE "{name}"')
+        return cluster.url(name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def db_url(cluster: LocalCluster) -> str:
+    """The demo database: migrated from empty and loaded with the demo fixtures."""
+    cluster.psql('CREATE DATABASE "geotwin_test"')
+    url = cluster.url("geotwin_test")
+    upgrade(url)
+    import asyncio
+
+    from service.cli import _load_demo
+
+    asyncio.run(_load_demo(url))
+    return url
+
+
+def settings_for(cluster: LocalCluster, database: str = "geotwin_test", **api: object) -> Settings:
+    db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database)
+    return Settings(db=db, api=ApiSettings(**api), public_url="")
+
+
+@pytest.fixture(scope="session")
+async def app(cluster: LocalCluster, db_url: str):
+    application = create_app(settings_for(cluster))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def live_server(cluster: LocalCluster, db_url: str) -> Iterator[str]:
+    """The service on a real socket, for GDAL, OWSLib and browsers."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings_for(cluster)), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -1,0 +1,166 @@
+"""OGC API – Features Part 1 read path: landing, conformance, collections, items, item, formats."""
+
+from __future__ import annotations
+
+import pytest
+
+HALLE = "/municipalities/halle"
+SITES = f"{HALLE}/collections/commercial-sites"
+OPENAPI_30 = "application/vnd.oai.openapi+json;version=3.0"
+
+
+async def test_landing_page_links(client):
+    r = await client.get(HALLE)
+    assert r.status_code == 200
+    rels = {link["rel"]: link for link in r.json()["links"]}
+    assert rels["service-desc"]["type"] == OPENAPI_30
+    assert rels["service-desc"]["href"].endswith(f"{HALLE}/api")
+    assert rels["conformance"]["href"].endswith(f"{HALLE}/conformance")
+    assert rels["data"]["href"].endswith(f"{HALLE}/collections")
+    assert "Halle (Saale)" in r.json()["title"]
+
+
+async def test_conformance_declares_only_what_holds(client):
+    r = await client.get(f"{HALLE}/conformance")
+    classes = set(r.json()["conformsTo"])
+    base = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/"
+    assert {base + c for c in ("core", "geojson", "html", "oas30")} <= classes
+    # Not yet implemented, so not declared: CRS (Part 2), filtering (Part 3), transactions (Part 4).
+    assert not any("features-2" in c or "features-3" in c or "features-4" in c for c in classes)
+
+
+async def test_collections_list_public_layers_only(client):
+    r = await client.get(f"{HALLE}/collections")
+    ids = {c["id"] for c in r.json()["collections"]}
+    assert ids == {"planning-zones", "commercial-sites", "ecological-zones", "charging-stations"}
+    assert "internal-notes" not in ids
+    missing = await client.get(f"{HALLE}/collections/internal-notes")
+    assert missing.status_code == 404
+
+
+async def test_collection_metadata(client):
+    doc = (await client.get(f"{HALLE}/collections/planning-zones")).json()
+    assert doc["extent"]["spatial"]["crs"].endswith("OGC/1.3/CRS84")
+    minx, miny, maxx, maxy = doc["extent"]["spatial"]["bbox"][0]
+    assert 11.8 < minx < maxx < 12.1 and 51.4 < miny < maxy < 51.6  # Halle, lon/lat
+    assert doc["extent"]["temporal"]["interval"][0][0].startswith("1994-02-01")
+    assert doc["layerType"]["name"] == "planning-zone"
+    schema_link = next(link for link in doc["links"] if link["rel"] == "describedby")
+    assert schema_link["href"].endswith("/schemas/planning-zone")
+    assert schema_link["type"] == "application/schema+json"
+    assert {link["rel"] for link in doc["links"]} >= {"self", "alternate", "items"}
+
+
+async def test_items_geojson_in_crs84(client):
+    r = await client.get(f"{SITES}/items")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/geo+json")
+    fc = r.json()
+    assert fc["type"] == "FeatureCollection"
+    assert fc["numberMatched"] == fc["numberReturned"] == 6
+    star_park = next(f for f in fc["features"] if f["id"] == "gs-001")
+    lon, lat = star_park["geometry"]["coordinates"][0][0]
+    assert 12.0 < lon < 12.1 and 51.4 < lat < 51.6  # longitude first
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/geo+json", "*/*", ""])
+async def test_items_json_by_accept(client, accept):
+    r = await client.get(f"{SITES}/items", headers={"accept": accept} if accept else {})
+    assert r.headers["content-type"].startswith("application/geo+json")
+
+
+async def test_html_for_browsers_with_map(client):
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    for path in (HALLE, f"{HALLE}/collections", f"{SITES}", f"{SITES}/items", f"{SITES}/items/gs-003", "/"):
+        r = await client.get(path, headers={"accept": browser})
+        assert r.status_code == 200, path
+        assert r.headers["content-type"].startswith("text/html"), path
+    page = (await client.get(f"{SITES}/items/gs-003?f=html")).text
+    assert 'class="map"' in page and "Gewerbegebiet Halle-Ost, Dieselstraße" in page
+    collection_page = (await client.get(f"{SITES}?f=html")).text
+    assert 'class="map"' in collection_page
+
+
+async def test_single_item(client):
+    r = await client.get(f"{SITES}/items/gs-002")
+    assert r.status_code == 200
+    feature = r.json()
+    assert feature["geometry"]["type"] == "MultiPolygon"
+    assert feature["properties"]["name"] == "Star Park – Teilfläche B (östlich der Reide)"
+    assert {link["rel"] for link in feature["links"]} >= {"self", "collection"}
+
+
+async def test_paging_walks_every_feature_once(client):
+    seen, url, pages = [], f"{HALLE}/collections/planning-zones/items?limit=4", 0
+    while url:
+        fc = (await client.get(url)).json()
+        assert fc["numberMatched"] == 11
+        seen += [f["id"] for f in fc["features"]]
+        url = next((link["href"] for link in fc["links"] if link["rel"] == "next"), None)
+        pages += 1
+    assert pages == 3 and len(seen) == len(set(seen)) == 11
+    last = (await client.get(f"{HALLE}/collections/planning-zones/items?limit=4&offset=8")).json()
+    assert any(link["rel"] == "prev" for link in last["links"])
+
+
+async def test_limit_default_and_maximum(cluster, db_url):
+    import httpx
+
+    from service.main import create_app
+    from tests.conftest import settings_for
+
+    app = create_app(settings_for(cluster, default_limit=2, max_limit=3))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.get(f"{SITES}/items")).json()["numberReturned"] == 2
+            over = (await c.get(f"{SITES}/items?limit=500")).json()
+            assert over["numberReturned"] == 3  # served as the maximum, not an error
+            assert "limit=3" in next(link["href"] for link in over["links"] if link["rel"] == "next")
+
+
+async def test_equality_filters(client):
+    fc = (await client.get(f"{SITES}/items?availability=verfuegbar&zoning=GE")).json()
+    assert {f["id"] for f in fc["features"]} == {"gs-003", "gs-006"}
+    assert fc["numberMatched"] == 2
+    fc = (await client.get(f"{SITES}/items?rail_siding=true")).json()
+    assert {f["id"] for f in fc["features"]} == {"gs-003", "gs-004"}
+    fc = (await client.get(f"{SITES}/items?area_net_ha=19")).json()
+    assert [f["id"] for f in fc["features"]] == ["gs-002"]
+    generic = (await client.get(f"{HALLE}/collections/charging-stations/items?operator=Stadtwerke Halle")).json()
+    assert generic["numberMatched"] == 3
+
+
+async def test_datetime_against_validity(client):
+    zones = f"{HALLE}/collections/planning-zones/items"
+    in_2005 = {f["id"] for f in (await client.get(f"{zones}?datetime=2005-01-01")).json()["features"]}
+    assert "bp47-1" in in_2005 and "bp47a-1" not in in_2005  # the old plan, repealed in 2011
+    assert "bp213-1" in in_2005  # in preparation: no validity dates, so not excluded by time
+    in_2020 = {f["id"] for f in (await client.get(f"{zones}?datetime=2020-06-01T12:00:00Z")).json()["features"]}
+    assert "bp47a-1" in in_2020 and "bp47-1" not in in_2020
+    before = {f["id"] for f in (await client.get(f"{zones}?datetime=../1995-01-01")).json()["features"]}
+    assert "bp47-1" in before and "bp158-1" not in before
+    after = {f["id"] for f in (await client.get(f"{zones}?datetime=2012-01-01/..")).json()["features"]}
+    assert "bp47-1" not in after and "bp47a-1" in after
+
+
+async def test_schemas_served_at_stable_urls(client):
+    index = (await client.get("/schemas")).json()
+    assert {lt["name"] for lt in index["layerTypes"]} == {"planning-zone", "commercial-site", "ecological-zone",
+                                                          "generic"}
+    r = await client.get("/schemas/commercial-site")
+    assert r.headers["content-type"] == "application/schema+json"
+    assert r.json()["$id"] == "urn:geotwin:layer-type:commercial-site:1.0"
+    assert (await client.get("/schemas/commercial-site.schema.json")).json() == r.json()
+
+
+async def test_service_root_lists_municipalities_and_region(client):
+    doc = (await client.get("/")).json()
+    assert {m["id"] for m in doc["municipalities"]} == {"halle", "leipzig", "magdeburg"}
+    halle = next(m for m in doc["municipalities"] if m["id"] == "halle")
+    assert halle["ags"] == "15002000" and halle["crs"].endswith("/25832")
+    assert doc["region"]["collections"] == ["commercial-sites", "ecological-zones", "planning-zones"]
+
+
+async def test_cors_allows_any_origin(client):
+    r = await client.get(f"{SITES}/items", headers={"origin": "https://masterportal.example"})
+    assert r.headers["access-control-allow-origin"] == "*"

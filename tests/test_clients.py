@@ -1,0 +1,69 @@
+"""Real clients against a live server: GDAL/OGR (ogrinfo, ogr2ogr) and OWSLib."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+
+import httpx
+from owslib.ogcapi.features import Features
+
+
+def run(*cmd: str) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={"CPL_DEBUG": "OFF",
+                                                                                     "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def api_counts(root: str) -> dict[str, int]:
+    cols = httpx.get(f"{root}/collections").json()["collections"]
+    return {c["id"]: httpx.get(f"{root}/collections/{c['id']}/items?limit=1").json()["numberMatched"] for c in cols}
+
+
+def test_ogrinfo_lists_collections_with_their_counts(live_server):
+    for root in (f"{live_server}/municipalities/halle", f"{live_server}/municipalities/leipzig",
+                 f"{live_server}/region"):
+        expected = api_counts(root)
+        listing = run("ogrinfo", "-ro", "-q", f"OAPIF:{root}")
+        assert set(re.findall(r"^\d+: ([\w-]+)", listing, re.M)) == set(expected)
+        for layer, count in expected.items():
+            summary = run("ogrinfo", "-ro", "-so", f"OAPIF:{root}", layer)
+            assert f"Feature Count: {count}" in summary, (root, layer)
+
+
+def test_ogr2ogr_copies_a_collection_to_geopackage(live_server, tmp_path):
+    out = tmp_path / "sites.gpkg"
+    run("ogr2ogr", "-f", "GPKG", str(out), f"OAPIF:{live_server}/region", "commercial-sites")
+    with sqlite3.connect(out) as db:
+        names = [r[0] for r in db.execute('SELECT name FROM "commercial-sites"')]
+        srs = db.execute("SELECT srs_id FROM gpkg_geometry_columns").fetchone()[0]
+    assert len(names) == 15
+    assert "Star Park – Teilfläche B (östlich der Reide)" in names
+    assert "Güterverkehrszentrum Leipzig, Erweiterungsflächen" in names
+    assert srs == 4326
+
+
+def test_ogr2ogr_honours_a_bbox_spatial_filter(live_server, tmp_path):
+    out = tmp_path / "leipzig.gpkg"
+    run("ogr2ogr", "-f", "GPKG", "-spat", "12.2", "51.2", "12.6", "51.5", str(out), f"OAPIF:{live_server}/region",
+        "ecological-zones")
+    with sqlite3.connect(out) as db:
+        assert db.execute('SELECT count(*) FROM "ecological-zones"').fetchone()[0] == 5
+
+
+def test_owslib_pages_through_the_largest_demo_collection(live_server):
+    api = Features(f"{live_server}/region")
+    assert "planning-zones" in {c["id"] for c in api.collections()["collections"]}
+    total = api.collection_items("planning-zones", limit=1)["numberMatched"]
+    assert total == max(api_counts(f"{live_server}/region").values()) == 22
+    seen, offset = [], 0
+    while True:
+        page = api.collection_items("planning-zones", limit=5, offset=offset)
+        seen += [f["id"] for f in page["features"]]
+        if not any(link["rel"] == "next" for link in page["links"]):
+            break
+        offset += 5
+    assert len(seen) == len(set(seen)) == total
+    assert any(f.startswith("leipzig:") for f in seen) and any(f.startswith("magdeburg:") for f in seen)
