@@ -73,7 +73,8 @@ async def _generate(dsn: str, municipality: str, collection: str, spec) -> int:
     try:
         m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = $1", municipality)
         if m_pk is None:
-            raise typer.BadParameter(f"no municipality {municipality!r}; load the demo first", param_hint="--municipality")
+            raise typer.BadParameter(f"no municipality {municipality!r}; load the demo first",
+                                     param_hint="--municipality")
         layer = registry()[spec.layer]
         total = 0
         async with conn.transaction():

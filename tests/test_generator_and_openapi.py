@@ -51,7 +51,8 @@ async def test_generate_into_the_database(cluster, empty_db):
     app = create_app(settings_for(cluster, database=url.rsplit("/", 1)[1]))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            fc = (await c.get("/municipalities/magdeburg/collections/generated-sites/items?limit=2&offset=10000")).json()
+            url = "/municipalities/magdeburg/collections/generated-sites/items?limit=2&offset=10000"
+            fc = (await c.get(url)).json()
             assert fc["numberMatched"] == 25_000
             expected = [row for rows in features(Spec("commercial-site", 10_002, seed=3)) for row in rows][-2:]
             assert [f["id"] for f in fc["features"]] == [row[0] for row in expected]

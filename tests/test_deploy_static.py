@@ -1,0 +1,79 @@
+"""Self-hosting files, checked statically (no Docker engine here): they parse and reference what exists."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import yaml
+from typer.main import get_command
+
+from service.cli import app as cli_app
+from service.settings import DatabaseSettings, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def cli_commands() -> set[str]:
+    return set(get_command(cli_app).commands)
+
+
+def test_compose_has_postgis_with_a_volume_and_the_service():
+    doc = compose()
+    db, app = doc["services"]["db"], doc["services"]["app"]
+    assert db["image"].startswith("postgis/postgis:")
+    volume = db["volumes"][0].split(":")[0]
+    assert volume in doc["volumes"]
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert app["depends_on"]["db"]["condition"] == "service_healthy"
+    assert (ROOT / app["build"] / "Dockerfile").exists()
+
+
+def test_compose_service_migrates_then_serves_with_real_cli_commands():
+    command = " ".join(compose()["services"]["app"]["command"])
+    steps = re.findall(r"geotwin (\w[\w-]*)", command)
+    assert steps[:2] == ["migrate", "serve"]
+    assert set(steps) <= cli_commands()
+
+
+def test_compose_environment_is_what_the_settings_read():
+    env = compose()["services"]["app"]["environment"]
+    fields = {f"PG{name.upper()}" for name in DatabaseSettings.model_fields if name in
+              ("host", "port", "user", "password", "database")}
+    assert fields <= set(env)
+    geotwin_vars = {k for k in env if k.startswith("GEOTWIN_")}
+    assert geotwin_vars <= {f"GEOTWIN_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_env_example_sets_what_compose_requires():
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    example = (ROOT / ".env.example").read_text()
+    assert all(re.search(rf"^{name}=", example, re.M) for name in required)
+
+
+def test_dockerfile_runs_the_packaged_entry_point_as_non_root():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1)
+    argv = yaml.safe_load(cmd)
+    assert argv[0] in scripts and argv[1] in cli_commands()
+    assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)
+    for src in re.findall(r"^COPY (?:--chown=\S+ )?(?!--from)(.+) \S+$", dockerfile, re.M):
+        for path in shlex.split(src):
+            assert (ROOT / path).exists(), path
+    assert dockerfile.count("FROM ") >= 2  # multi-stage
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
+    block = lines[lines.index("```sh") + 1: lines.index("```sh") + 3]
+    assert [line.split("#")[0].strip() for line in block] == ["./dev.sh serve", "./dev.sh test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./dev.sh test" in ci
