@@ -56,7 +56,13 @@ def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> d
     links = [
         link(f"{url}/items?f=json", "items", GEOJSON, "the features as GeoJSON"),
         link(f"{url}/items?f=html", "items", HTML, "the features as HTML"),
-        link(schema_url, "describedby", SCHEMA, f"layer type {c.layer_type.name} (JSON Schema)"),
+        # The feature schema, so clients know every field before the first page. Relation types compare
+        # case-insensitively (RFC 8288), but GDAL's OAPIF driver matches only "describedBy": both spellings.
+        link(f"{url}/schema", "describedby", SCHEMA, "schema of the features (JSON Schema)"),
+        link(f"{url}/schema", "describedBy", SCHEMA, "schema of the features (JSON Schema)"),
+        link(f"{url}/schema", "http://www.opengis.net/def/rel/ogc/1.0/schema", SCHEMA,
+             "schema of the features (JSON Schema)"),
+        link(schema_url, "profile", SCHEMA, f"the layer-type contract {c.layer_type.name} {c.layer_type.version}"),
     ]
     if fmt:
         links = self_links(url, fmt, title="collection") + links

@@ -53,6 +53,39 @@ class LayerType:
         return (v["start"], v["end"]) if v else None
 
     @property
+    def multi_polygon(self) -> bool:
+        """Polygonal layers are served as MultiPolygon throughout, so GIS clients see one geometry type."""
+        return set(self.geometry_types or ()) == {"Polygon", "MultiPolygon"}
+
+    def feature_schema(self, title: str, schema_id: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """JSON Schema of a whole GeoJSON feature of this layer type, as served (OGC API – Features Part 5
+        style; GDAL reads it through the collection's `describedby` link to know every field up front)."""
+        props = {k: v for k, v in self.schema.get("properties", {}).items()}
+        props.update(extra or {})
+        geometry: dict[str, Any] = {"type": "object", "format": "geometry-any"}
+        if self.multi_polygon:
+            geometry["format"] = "geometry-multipolygon"
+        elif self.geometry_types and len(self.geometry_types) == 1:
+            geometry["format"] = f"geometry-{self.geometry_types[0].lower()}"
+        inner: dict[str, Any] = {"type": "object", "properties": props, "required": self.schema.get("required", [])}
+        if self.open_properties:
+            inner["additionalProperties"] = self.schema.get("additionalProperties", True)
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": schema_id,
+            "title": title,
+            "description": f"A feature of layer type {self.name} {self.version}: {self.schema.get('description', '')}",
+            "type": "object",
+            "required": ["type", "geometry", "properties"],
+            "properties": {
+                "type": {"type": "string", "enum": ["Feature"]},
+                "id": {"type": "string"},
+                "geometry": geometry,
+                "properties": inner,
+            },
+        }
+
+    @property
     def open_properties(self) -> bool:
         """True for a layer type that accepts properties it does not name (generic)."""
         return self.schema.get("additionalProperties") is not False

@@ -45,9 +45,11 @@ async def test_collection_metadata(client):
     assert 11.8 < minx < maxx < 12.1 and 51.4 < miny < maxy < 51.6  # Halle, lon/lat
     assert doc["extent"]["temporal"]["interval"][0][0].startswith("1994-02-01")
     assert doc["layerType"]["name"] == "planning-zone"
-    schema_link = next(link for link in doc["links"] if link["rel"] == "describedby")
-    assert schema_link["href"].endswith("/schemas/planning-zone")
-    assert schema_link["type"] == "application/schema+json"
+    contract = next(link for link in doc["links"] if link["rel"] == "profile")
+    assert contract["href"].endswith("/schemas/planning-zone")
+    assert contract["type"] == "application/schema+json"
+    described = next(link for link in doc["links"] if link["rel"] == "describedby")
+    assert described["href"].endswith(f"{HALLE}/collections/planning-zones/schema")
     assert {link["rel"] for link in doc["links"]} >= {"self", "alternate", "items"}
 
 
@@ -59,7 +61,7 @@ async def test_items_geojson_in_crs84(client):
     assert fc["type"] == "FeatureCollection"
     assert fc["numberMatched"] == fc["numberReturned"] == 6
     star_park = next(f for f in fc["features"] if f["id"] == "gs-001")
-    lon, lat = star_park["geometry"]["coordinates"][0][0]
+    lon, lat = star_park["geometry"]["coordinates"][0][0][0]
     assert 12.0 < lon < 12.1 and 51.4 < lat < 51.6  # longitude first
 
 
@@ -79,6 +81,22 @@ async def test_html_for_browsers_with_map(client):
     assert 'class="map"' in page and "Gewerbegebiet Halle-Ost, Dieselstraße" in page
     collection_page = (await client.get(f"{SITES}?f=html")).text
     assert 'class="map"' in collection_page
+
+
+async def test_feature_schema_lists_every_property(client):
+    r = await client.get(f"{HALLE}/collections/planning-zones/schema")
+    assert r.headers["content-type"] == "application/schema+json"
+    props = r.json()["properties"]["properties"]["properties"]
+    assert {"gfz", "max_storeys", "in_force_until", "land_use"} <= set(props)
+    regional = (await client.get("/region/collections/planning-zones/schema")).json()
+    assert "municipality" in regional["properties"]["properties"]["properties"]
+
+
+async def test_polygon_layers_are_served_as_multipolygons(client):
+    types = {f["geometry"]["type"] for f in (await client.get(f"{SITES}/items")).json()["features"]}
+    assert types == {"MultiPolygon"}
+    points = (await client.get(f"{HALLE}/collections/charging-stations/items")).json()["features"]
+    assert {f["geometry"]["type"] for f in points} == {"Point"}
 
 
 async def test_single_item(client):

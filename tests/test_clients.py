@@ -67,3 +67,18 @@ def test_owslib_pages_through_the_largest_demo_collection(live_server):
         offset += 5
     assert len(seen) == len(set(seen)) == total
     assert any(f.startswith("leipzig:") for f in seen) and any(f.startswith("magdeburg:") for f in seen)
+
+
+def test_gdal_knows_every_field_before_it_has_seen_one(live_server, tmp_path):
+    """With one feature per page, GDAL still gets every layer-type field (from the feature schema) and one
+    geometry type, so nothing a later feature carries is dropped on export."""
+    out = tmp_path / "zones.gpkg"
+    run("ogr2ogr", "-oo", "PAGE_SIZE=1", "-f", "GPKG", str(out), f"OAPIF:{live_server}/municipalities/halle",
+        "planning-zones")
+    with sqlite3.connect(out) as db:
+        columns = {row[1] for row in db.execute('PRAGMA table_info("planning-zones")')}
+        repealed = db.execute('SELECT in_force_until FROM "planning-zones" WHERE id = ?', ("bp47-1",)).fetchone()
+        geometry_type = db.execute("SELECT geometry_type_name FROM gpkg_geometry_columns").fetchone()[0]
+    assert {"gfz", "max_storeys", "in_force_until", "max_height_m"} <= columns
+    assert repealed == ("2011-06-30",)
+    assert geometry_type == "MULTIPOLYGON"

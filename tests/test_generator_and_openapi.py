@@ -76,7 +76,8 @@ async def test_root_openapi_is_a_standalone_ogc_api(client):
     validate(doc)
     assert doc["servers"][0]["url"].endswith("/municipalities/halle")
     assert {"/", "/conformance", "/collections", "/collections/{collectionId}", "/collections/{collectionId}/items",
-            "/collections/{collectionId}/items/{featureId}", "/api"} == set(doc["paths"])
+            "/collections/{collectionId}/items/{featureId}", "/collections/{collectionId}/schema",
+            "/api"} == set(doc["paths"])
     items = doc["paths"]["/collections/{collectionId}/items"]["get"]
     names = {p["name"] for p in items["parameters"]}
     assert {"collectionId", "limit", "offset", "bbox", "datetime"} <= names and "municipality" not in names

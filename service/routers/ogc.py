@@ -20,6 +20,7 @@ from service.responses import (
     GEOJSON,
     HTML,
     OPENAPI,
+    SCHEMA,
     base_url,
     html_response,
     json_response,
@@ -50,7 +51,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         fmt = negotiate(request)
         doc = documents.landing(_root(request, scope), scope.dataset, fmt, request.app.state.settings.api.title)
         if fmt == "html":
-            return html_response(request, "landing.html", doc=doc, dataset=scope.dataset, root=_root(request, scope))
+            return html_response(request, "landing.html", doc=doc, dataset=scope.dataset,
+                                 root=_root(request, scope))
         return json_response(doc)
 
     @router.get("/conformance", operation_id=f"{kind}.getConformance", summary="Conformance classes")
@@ -92,6 +94,16 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                                  collection=c)
         return json_response(doc)
 
+    @router.get("/collections/{collectionId}/schema", operation_id=f"{kind}.getCollectionSchema",
+                summary="JSON Schema of the collection's features", response_class=Response,
+                responses={200: {"content": {SCHEMA: {}}}})
+    async def collection_schema(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
+        check_known(request.query_params, {"f"})
+        c = scope.collection(collection_id)
+        url = f"{_root(request, scope)}/collections/{c.id}/schema"
+        extra = {"municipality": {"type": "string", "title": "Municipality (slug)"}} if c.regional else None
+        return json_response(c.layer_type.feature_schema(c.title, url, extra), media_type=SCHEMA)
+
     @router.get("/collections/{collectionId}/items", operation_id=f"{kind}.getFeatures",
                 summary="Features of a collection",
                 description="Paged with `limit`/`offset` (follow the `next` link). Any property of the "
@@ -123,7 +135,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         if c.regional:
             muni, _, fid = feature_id.partition(":")
             members = [mem for mem in c.members if mem[1] == muni]
-        sql, args = item_sql(members, c.regional, fid)
+        sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid)
         async with connection(scope.pool) as conn:
             row = await conn.fetchval(sql, *args) if members and fid and "\x00" not in fid else None
         if row is None:
@@ -156,7 +168,7 @@ def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
     check_known(params, ITEMS_PARAMS | named | extra)
     settings = request.app.state.settings.api
     query = ItemsQuery(
-        members=c.members, regional=c.regional,
+        members=c.members, regional=c.regional, multi=c.layer_type.multi_polygon,
         bbox=parse_bbox(params.get("bbox")), interval=parse_datetime(params.get("datetime")),
         limit=parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
         offset=parse_int(params.get("offset"), "offset", 0, 0),

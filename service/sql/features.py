@@ -26,6 +26,7 @@ class ItemsQuery:
 
     members: list[tuple[int, str]]
     regional: bool
+    multi: bool = False
     bbox: tuple[float, float, float, float] | None = None
     interval: tuple[date | None, date | None] | None = None
     equals: dict[str, Any] = field(default_factory=dict)
@@ -45,12 +46,13 @@ class _Args:
         return f"${len(self.values)}"
 
 
-def _feature_json(regional: bool) -> str:
+def _feature_json(regional: bool, multi: bool) -> str:
+    geom = "ST_Multi(f.geom)" if multi else "f.geom"
     fid = "(c.muni || ':' || f.fid)" if regional else "f.fid"
     props = "(f.properties || jsonb_build_object('municipality', c.muni))" if regional else "f.properties"
     return (
         "'{\"type\":\"Feature\",\"id\":' || to_json(" + fid + ")::text"
-        " || ',\"geometry\":' || ST_AsGeoJSON(ST_Transform(f.geom, 4326), 7)"
+        " || ',\"geometry\":' || ST_AsGeoJSON(ST_Transform(" + geom + ", 4326), 7)"
         " || ',\"properties\":' || " + props + "::text || '}'"
     )
 
@@ -83,7 +85,7 @@ def items_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
     """One page of features as GeoJSON text rows, in a stable order (insertion order)."""
     args = _Args()
     frm, where = _from(args, q.members), _where(args, q)
-    sql = (f"SELECT {_feature_json(q.regional)} {frm} {where} ORDER BY f.id "
+    sql = (f"SELECT {_feature_json(q.regional, q.multi)} {frm} {where} ORDER BY f.id "
            f"LIMIT {args(q.limit)} OFFSET {args(q.offset)}")
     return sql, args.values
 
@@ -94,8 +96,8 @@ def count_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
     return f"SELECT count(*) {frm} {where}", args.values
 
 
-def item_sql(members: list[tuple[int, str]], regional: bool, fid: str) -> tuple[str, list[Any]]:
+def item_sql(members: list[tuple[int, str]], regional: bool, multi: bool, fid: str) -> tuple[str, list[Any]]:
     args = _Args()
     frm = _from(args, members)
-    return f"SELECT {_feature_json(regional)} {frm} WHERE f.fid = {args(fid)}", args.values
+    return f"SELECT {_feature_json(regional, multi)} {frm} WHERE f.fid = {args(fid)}", args.values
 
