@@ -2,7 +2,7 @@
 # GeoTwin on a fresh Debian 12 / Ubuntu 24.04 machine, in one command each:
 #   ./dev.sh serve   install what is missing, start PostGIS + GeoTwin with the demo data on http://127.0.0.1:8000
 #   ./dev.sh test    install what is missing, run the tests (they start their own PostGIS)
-# What it installs: PostgreSQL + PostGIS and GDAL (Debian packages), Node.js/npm (for MapLibre GL JS), a
+# What it installs: PostgreSQL + PostGIS (and for the tests GDAL and Chromium) from Debian's packages, Node.js/npm (for MapLibre GL JS), a
 # Python virtual environment in .venv with the project, and the browser assets in node_modules.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,11 +11,15 @@ say() { printf '\033[1;34m==> %s\033[0m\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_packages() {
+  local for_tests=${1:-}
   local missing=()
   ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || missing+=(postgresql postgresql-postgis)
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v runuser >/dev/null || missing+=(util-linux)
-  command -v ogrinfo >/dev/null || missing+=(gdal-bin)
+  if [ -n "$for_tests" ]; then
+    command -v ogrinfo >/dev/null || missing+=(gdal-bin)          # client tests: GDAL/OGR
+    command -v chromium >/dev/null || missing+=(chromium)         # browser tests (Playwright drives it)
+  fi
   command -v npm >/dev/null || missing+=(nodejs npm)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
@@ -52,7 +56,7 @@ case "${1:-}" in
     exec .venv/bin/geotwin demo --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
     ;;
   test)
-    need_packages; python_env "[test]"; web_assets
+    need_packages tests; python_env "[test]"; web_assets
     shift
     exec .venv/bin/python -m pytest "$@"
     ;;

@@ -102,6 +102,11 @@ class LayerType:
                 kinds[name] = spec.get("type", "string")
         return kinds
 
+    def ordered_keys(self, present: set[str]) -> list[str]:
+        """`present` property names in the contract's order (unknown ones after, sorted) for tables."""
+        named = [k for k in self.schema.get("properties", {}) if k in present]
+        return named + sorted(present - set(named))
+
     def enum_values(self, name: str) -> list[Any] | None:
         return self.schema.get("properties", {}).get(name, {}).get("enum")
 

@@ -149,8 +149,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         feature = orjson.loads(row)
         feature["links"] = links
         if fmt == "html":
-            return html_response(request, "item.html", feature=feature, collection=c, dataset=scope.dataset,
-                                 root=root)
+            keys = c.layer_type.ordered_keys(set(feature["properties"]))
+            return html_response(request, "item.html", feature=feature, keys=keys, collection=c,
+                                 dataset=scope.dataset, root=root)
         return json_response(feature, media_type=GEOJSON)
 
     return router
@@ -204,7 +205,9 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "links": links}
     if fmt == "html":
         features = orjson.loads("[" + ",".join(rows) + "]")
-        return html_response(request, "items.html", meta=meta, features=features, collection=c,
+        present = {k for f in features for k in f["properties"]} - {"municipality"}
+        columns = (["municipality"] if c.regional else []) + c.layer_type.ordered_keys(present)
+        return html_response(request, "items.html", meta=meta, features=features, columns=columns, collection=c,
                              dataset=scope.dataset, root=_root(request, scope), query=query)
     body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
     return Response(body, media_type=GEOJSON)

@@ -1,0 +1,63 @@
+"""The HTML pages' maps in a real browser (Debian's chromium through Playwright): they draw, and a click
+shows the feature's properties."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from playwright.async_api import async_playwright
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+# Share of the map canvas that is not the plain background colour (#eef1ea).
+DRAWN_SHARE = """() => {
+  const c = window.geotwinMap.getCanvas();
+  const tmp = document.createElement("canvas");
+  tmp.width = c.width; tmp.height = c.height;
+  const ctx = tmp.getContext("2d");
+  ctx.drawImage(c, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.abs(d[i] - 0xee) + Math.abs(d[i + 1] - 0xf1) + Math.abs(d[i + 2] - 0xea) > 40) n++;
+  }
+  return n / (c.width * c.height);
+}"""
+
+
+@pytest.fixture
+async def page():
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = await browser.new_page(viewport={"width": 1100, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        await browser.close()
+        assert not errors, errors
+
+
+async def open_map(page, url: str) -> float:
+    await page.goto(url)
+    await page.wait_for_function("window.geotwinMapReady === true", timeout=30_000)
+    return await page.evaluate(DRAWN_SHARE)
+
+
+@pytest.mark.parametrize("path", ["/municipalities/halle/collections/ecological-zones?f=html",
+                                  "/region/collections/commercial-sites/items?f=html",
+                                  "/municipalities/leipzig/collections/planning-zones/items/bp-zentrum-1?f=html"])
+async def test_maps_draw_the_features(live_server, page, path):
+    assert await open_map(page, live_server + path) > 0.01
+
+
+async def test_click_on_a_feature_shows_its_properties(live_server, page):
+    await open_map(page, f"{live_server}/municipalities/halle/collections/commercial-sites/items/gs-001?f=html")
+    box = await page.locator("#map").bounding_box()
+    await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    popup = page.locator(".maplibregl-popup")
+    await popup.wait_for(timeout=10_000)
+    text = await popup.inner_text()
+    assert "Star Park – Teilfläche A" in text and "vermarktet" in text
