@@ -22,7 +22,9 @@ async def create_pool(db: DatabaseSettings) -> asyncpg.Pool:
     """Open the pool (the application lifespan owns it)."""
     return await asyncpg.create_pool(
         db.dsn(), min_size=db.pool_min, max_size=db.pool_max, init=_init_connection,
-        server_settings={"application_name": "geotwin", "jit": "off"},
+        # Custom plans always: collections differ in size by orders of magnitude, and a generic plan for
+        # a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
+        server_settings={"application_name": "geotwin", "jit": "off", "plan_cache_mode": "force_custom_plan"},
     )
 
 

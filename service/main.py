@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service import __version__, errors
 from service.db import create_pool
+from service.head import HeadAsGet
 from service.deps import municipality_scope, region_scope
 from service.routers import ogc, platform
 from service.settings import Settings
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Public data: any web map may read it (writes come with their own rules later).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=["ETag", "Content-Crs", "Link"])
+    app.add_middleware(HeadAsGet)
     app.include_router(platform.router)
     app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("region", "/region", region_scope))

@@ -140,6 +140,8 @@ class Feature(Base):
         CheckConstraint("valid_to IS NULL OR valid_from IS NULL OR valid_to >= valid_from",
                         name="validity_order"),
         Index("ix_feature_geom", "geom", postgresql_using="gist"),
+        # Paging in insertion order within a collection, without walking other collections' rows.
+        Index("ix_feature_collection_id_id", "collection_id", "id"),
         Index("ix_feature_properties", "properties", postgresql_using="gin",
               postgresql_ops={"properties": "jsonb_path_ops"}),
         Index("ix_feature_validity", "collection_id", "valid_from", "valid_to"),

@@ -182,3 +182,11 @@ async def test_service_root_lists_municipalities_and_region(client):
 async def test_cors_allows_any_origin(client):
     r = await client.get(f"{SITES}/items", headers={"origin": "https://masterportal.example"})
     assert r.headers["access-control-allow-origin"] == "*"
+
+
+async def test_head_answers_like_get_without_a_body(client):
+    for path in (f"{SITES}/items", f"{SITES}/items/gs-001", f"{HALLE}/collections", "/schemas/generic"):
+        get, head = await client.get(path), await client.head(path)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+    assert (await client.head(f"{SITES}/items/nope")).status_code == 404

@@ -57,14 +57,23 @@ def _feature_json(regional: bool, multi: bool) -> str:
     )
 
 
-def _from(args: _Args, members: list[tuple[int, str]]) -> str:
+def _scope(args: _Args, members: list[tuple[int, str]], with_muni: bool = True) -> tuple[str, str]:
+    """The collection predicate and the municipality expression. Written so the planner sees the values
+    (one collection: `=`; several: `= ANY`) and uses per-collection statistics and (collection_id, id);
+    a join against unnest() hid them and walked the whole table for a 6-feature collection."""
+    if len(members) == 1:
+        pk, muni = members[0]
+        return f"f.collection_id = {args(pk)}::int", (f"{args(muni)}::text" if with_muni else "")
     pks = args([pk for pk, _ in members])
+    if not with_muni:
+        return f"f.collection_id = ANY({pks}::int[])", ""
     munis = args([m for _, m in members])
-    return f"FROM feature f JOIN unnest({pks}::int[], {munis}::text[]) AS c(pk, muni) ON f.collection_id = c.pk"
+    return (f"f.collection_id = ANY({pks}::int[])",
+            f"({munis}::text[])[array_position({pks}::int[], f.collection_id)]")
 
 
-def _where(args: _Args, q: ItemsQuery) -> str:
-    clauses = []
+def _where(args: _Args, q: ItemsQuery, scope: str) -> str:
+    clauses = [scope]
     if q.bbox:
         box = BBOX_GEOM.format(*(args(v) + "::float8" for v in q.bbox))
         clauses.append(f"f.geom && {box} AND ST_Intersects(f.geom, {box})")
@@ -78,26 +87,33 @@ def _where(args: _Args, q: ItemsQuery) -> str:
         clauses.append(f"f.properties @> {args(q.equals)}::jsonb")
     for name, value in q.text_equals.items():
         clauses.append(f"f.properties ->> {args(name)} = {args(value)}")
-    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    return "WHERE " + " AND ".join(clauses)
 
 
 def items_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
-    """One page of features as GeoJSON text rows, in a stable order (insertion order)."""
+    """One page of features as GeoJSON text rows, in a stable order (insertion order).
+
+    The page's ids are chosen first and the JSON built only for them: PostgreSQL would otherwise compute
+    the output of every row OFFSET skips (1 s at offset 199,000 here, against milliseconds this way)."""
     args = _Args()
-    frm, where = _from(args, q.members), _where(args, q)
-    sql = (f"SELECT {_feature_json(q.regional, q.multi)} {frm} {where} ORDER BY f.id "
-           f"LIMIT {args(q.limit)} OFFSET {args(q.offset)}")
+    scope, muni = _scope(args, q.members)
+    where = _where(args, q, scope)
+    page = (f"SELECT f.id, {muni} AS muni FROM feature f {where} ORDER BY f.id "
+            f"LIMIT {args(q.limit)} OFFSET {args(q.offset)}")
+    sql = (f"SELECT {_feature_json(q.regional, q.multi)} FROM ({page}) AS c "
+           "JOIN feature f ON f.id = c.id ORDER BY f.id")
     return sql, args.values
 
 
 def count_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
     args = _Args()
-    frm, where = _from(args, q.members), _where(args, q)
-    return f"SELECT count(*) {frm} {where}", args.values
+    scope, _ = _scope(args, q.members, with_muni=False)
+    return f"SELECT count(*) FROM feature f {_where(args, q, scope)}", args.values
 
 
 def item_sql(members: list[tuple[int, str]], regional: bool, multi: bool, fid: str) -> tuple[str, list[Any]]:
     args = _Args()
-    frm = _from(args, members)
-    return f"SELECT {_feature_json(regional, multi)} {frm} WHERE f.fid = {args(fid)}", args.values
+    scope, muni = _scope(args, members)
+    return (f"SELECT {_feature_json(regional, multi)} FROM (SELECT f.id, {muni} AS muni FROM feature f "
+            f"WHERE {scope} AND f.fid = {args(fid)}) AS c JOIN feature f ON f.id = c.id"), args.values
 
