@@ -12,8 +12,8 @@ from fastapi.staticfiles import StaticFiles
 
 from service import __version__, errors
 from service.db import create_pool
-from service.head import HeadAsGet
 from service.deps import municipality_scope, region_scope
+from service.head import HeadAsGet
 from service.routers import ogc, platform
 from service.settings import Settings
 

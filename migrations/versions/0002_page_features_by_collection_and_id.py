@@ -7,10 +7,7 @@ Create Date: 2026-11-22 02:05:23.149702
 
 from collections.abc import Sequence
 
-import geoalchemy2
-import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = '0002'
 down_revision: str | None = '0001'
