@@ -56,7 +56,11 @@ async def _load_demo(dsn: str) -> dict[str, int]:
 
 @app.command("load-demo")
 def load_demo_cmd(url: UrlOpt = None) -> None:
-    """Load the demo municipalities (Halle, Leipzig, Magdeburg) and their layers, replacing earlier demo data."""
+    """Load the demo municipalities (Halle, Leipzig, Magdeburg) and their layers, replacing earlier demo data.
+    Works on an empty database: the schema is brought up to date first."""
+    from service.migrate import upgrade
+
+    upgrade(_dsn(url))
     counts = asyncio.run(_load_demo(_dsn(url)))
     console.print(f"[green]{sum(counts.values())} features in {len(counts)} collections[/]")
 

@@ -137,3 +137,23 @@ def test_loader_is_all_or_nothing_and_reports_every_problem(tmp_path, empty_db):
     assert {(i["index"], i["property"]) for i in issues} == {(1, "availability"), (2, "geometry"), (3, "id")}
     assert "Self-intersection" in next(i["message"] for i in issues if i["property"] == "geometry")
     assert err.where["index"] == 1 and err.where["property"] == "availability"
+
+
+def test_one_command_loads_the_demo_into_an_empty_database(empty_db):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    url = empty_db()
+    result = CliRunner().invoke(app, ["load-demo", "--url", url])
+    assert result.exit_code == 0, result.output
+    assert "59 features in 11 collections" in result.output
+
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM feature")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(count()) == 59
