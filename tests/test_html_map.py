@@ -61,3 +61,30 @@ async def test_click_on_a_feature_shows_its_properties(live_server, page):
     await popup.wait_for(timeout=10_000)
     text = await popup.inner_text()
     assert "Star Park – Teilfläche A" in text and "vermarktet" in text
+
+
+async def test_property_values_are_shown_as_text_never_run(live_server, page, db_url):
+    """A municipality's data is not markup: HTML in a property shows as text in the table and the popup."""
+    import asyncpg
+
+    hostile = '<img src=x onerror="window.pwned=1">'
+    conn = await asyncpg.connect(db_url)
+    try:
+        m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'halle'")
+        c_pk = await conn.fetchval(
+            "INSERT INTO collection (municipality_id, slug, title, layer_type) "
+            "VALUES ($1, 'xss-probe', 'Probe', 'generic') RETURNING id", m_pk)
+        await conn.execute(
+            "INSERT INTO feature (collection_id, fid, geom, properties) VALUES "
+            "($1, 'p1', ST_Buffer(ST_SetSRID(ST_MakePoint(706193, 5707666), 25832), 200), "
+            "jsonb_build_object('note', $2::text))", c_pk, hostile)
+        await open_map(page, f"{live_server}/municipalities/halle/collections/xss-probe/items/p1?f=html")
+        assert hostile in await page.locator("table").last.inner_text()
+        box = await page.locator("#map").bounding_box()
+        await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.locator(".maplibregl-popup").wait_for(timeout=10_000)
+        assert hostile in await page.locator(".maplibregl-popup").inner_text()
+        assert await page.evaluate("window.pwned") is None
+    finally:
+        await conn.execute("DELETE FROM collection WHERE slug = 'xss-probe'")
+        await conn.close()
