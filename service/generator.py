@@ -142,6 +142,9 @@ def chunk(spec: Spec, k: int) -> tuple[np.ndarray, list[dict]]:
 
 def features(spec: Spec) -> Iterator[list[FeatureRow]]:
     """Rows for COPY, a chunk at a time (bounded memory at any size)."""
+    from service.layertypes import registry
+
+    layer = registry()[spec.layer]
     validity = {"planning-zone": ("in_force_from", "in_force_until"),
                 "ecological-zone": ("designated_on", "repealed_on")}.get(spec.layer)
     for k in range((spec.size + CHUNK - 1) // CHUNK):
@@ -151,6 +154,9 @@ def features(spec: Spec) -> Iterator[list[FeatureRow]]:
         rows = []
         for i in range(take):
             p = props[i]
+            issues = layer.check(p)
+            if issues:  # every write is checked against its layer type, generated ones too
+                raise ValueError(f"generated feature {k * CHUNK + i} breaks {spec.layer}: {issues[0]}")
             start = date.fromisoformat(p[validity[0]]) if validity and p.get(validity[0]) else None
             end = date.fromisoformat(p[validity[1]]) if validity and p.get(validity[1]) else None
             rows.append((f"g{k * CHUNK + i + 1}", wkb[i], orjson.dumps(p).decode(), start, end))

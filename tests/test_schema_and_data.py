@@ -157,3 +157,23 @@ def test_one_command_loads_the_demo_into_an_empty_database(empty_db):
             await conn.close()
 
     assert asyncio.run(count()) == 59
+
+
+def test_fast_and_explaining_validators_agree():
+    """jsonschema-rs decides, Python's jsonschema explains: they must agree on what is valid."""
+    import copy
+
+    from service.generator import Spec, chunk
+
+    mutations = [("area_gross_ha", -1), ("area_gross_ha", "12"), ("zoning", "XX"), ("last_update", "2020-13-01"),
+                 ("last_update", "2020-1-1"), ("rail_siding", "yes"), ("name", ""), ("unknown", 1), ("servicing", None)]
+    layer = registry()["commercial-site"]
+    _, props = chunk(Spec("commercial-site", 10), 0)
+    for base in props[:50]:
+        assert layer.fast.is_valid(base) and not list(layer.validator.iter_errors(base))
+        for key, value in mutations:
+            broken = copy.deepcopy(base)
+            broken[key] = value
+            slow = list(layer.validator.iter_errors(broken))
+            assert layer.fast.is_valid(broken) == (not slow), (key, value)
+            assert layer.check(broken), (key, value)
