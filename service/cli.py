@@ -133,15 +133,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 def demo(
     host: str = "127.0.0.1", port: int = 8000,
     data_dir: Annotated[Path, typer.Option(help="where the project's own PostgreSQL cluster lives")] = ROOT / ".data",
-    db_port: Annotated[int, typer.Option(help="port of that cluster on 127.0.0.1")] = DEMO_PORT,
+    db_port: Annotated[int | None, typer.Option(help="port of that cluster on 127.0.0.1 (default: the one it "
+                                                     f"was created with; {DEMO_PORT} or a free one at first)")] = None,
 ) -> None:
     """Start a project-managed PostGIS, migrate, load the demo data if it is missing, and serve."""
-    from service.localdb import LocalCluster
+    from service.localdb import LocalCluster, remembered_port
     from service.migrate import upgrade
 
+    db_port = db_port or remembered_port(data_dir, DEMO_PORT)
     cluster = LocalCluster(data_dir / "pg", db_port)
     with console.status("starting PostgreSQL + PostGIS"):
-        cluster.start()
+        try:
+            cluster.start()
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
         dsn = cluster.create_database("geotwin")
     console.print(f"database: {dsn}")
     upgrade(dsn)

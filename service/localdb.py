@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,6 +30,31 @@ def find_bindir() -> Path:
     if pg_ctl:
         return Path(pg_ctl).resolve().parent
     raise RuntimeError("no PostgreSQL server with PostGIS found; install postgresql and postgis")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def remembered_port(data_dir: Path, preferred: int) -> int:
+    """The port this data directory's cluster uses: remembered from its first start; on the first start the
+    preferred port if free, else any free one (a second checkout on the same machine must just work)."""
+    record = data_dir / "port"
+    if record.exists():
+        return int(record.read_text().strip())
+    port = preferred
+    if not port_is_free(port):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(f"{port}\n")
+    return port
 
 
 @dataclass
@@ -68,6 +94,10 @@ class LocalCluster:
                       "--encoding=UTF8", "--locale=C.UTF-8")
         if self.is_running():
             return
+        if not port_is_free(self.port):
+            raise RuntimeError(
+                f"port {self.port} on 127.0.0.1 is taken by another program, so the project's PostgreSQL in "
+                f"{self.datadir} cannot start there; stop that program or choose another port")
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.datadir}'"
                 " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                 " -c shared_buffers=256MB -c max_connections=200")

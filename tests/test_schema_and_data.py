@@ -177,3 +177,16 @@ def test_fast_and_explaining_validators_agree():
             slow = list(layer.validator.iter_errors(broken))
             assert layer.fast.is_valid(broken) == (not slow), (key, value)
             assert layer.check(broken), (key, value)
+
+
+def test_demo_cluster_port_is_remembered_and_avoids_a_taken_one(tmp_path):
+    import socket
+
+    from service.localdb import remembered_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        chosen = remembered_port(tmp_path, busy)
+        assert chosen != busy
+    assert remembered_port(tmp_path, 5) == chosen  # the first choice sticks
