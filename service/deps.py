@@ -8,8 +8,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Path, Request
 
-from service.catalog import Catalog, Collection, Dataset, load_catalog
-from service.db import connection
+from service.catalog import Catalog, Collection, Dataset
 from service.errors import NotFound
 
 
@@ -30,8 +29,8 @@ class Scope:
 
 
 async def current_catalog(request: Request) -> Catalog:
-    async with connection(request.app.state.pool) as conn:
-        return await load_catalog(conn)
+    """The catalog as of now: from memory while the database's change announcements arrive."""
+    return await request.app.state.catalog_cache.get(request.app.state.pool)
 
 
 async def municipality_scope(

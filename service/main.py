@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from service import __version__, errors
+from service.cache import BytesCache, CatalogCache
 from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
@@ -30,9 +31,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.db)
+        app.state.catalog_cache = CatalogCache(settings.db.dsn())
+        await app.state.catalog_cache.start()
         try:
             yield
         finally:
+            await app.state.catalog_cache.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -43,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         license_info={"name": "EUPL-1.2", "url": "https://interoperable-europe.ec.europa.eu/collection/eupl"},
     )
     app.state.settings = settings
+    app.state.tile_cache = BytesCache(settings.cache.tile_cache_mb * 1024 * 1024)
     app.state.openapi_30 = None
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)

@@ -41,6 +41,13 @@ class ApiSettings(BaseModel):
         return self
 
 
+class CacheSettings(BaseModel):
+    """In-process caches; entries are keyed by collection versions, so their size only bounds memory."""
+
+    tile_cache_mb: int = 256
+    count_cache_entries: int = 10_000
+
+
 class Settings(BaseSettings):
     """All service settings; `GEOTWIN_API__DEFAULT_LIMIT=50` sets a nested value."""
 
@@ -49,6 +56,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = ApiSettings()
+    cache: CacheSettings = CacheSettings()
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Public base URL when behind a proxy (used in links); empty = derive from the request.
     public_url: str = ""

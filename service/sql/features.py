@@ -35,7 +35,7 @@ class ItemsQuery:
     offset: int = 0
 
 
-class _Args:
+class Args:
     """Collects bound values and hands out their `$n` placeholders."""
 
     def __init__(self) -> None:
@@ -57,7 +57,7 @@ def _feature_json(regional: bool, multi: bool) -> str:
     )
 
 
-def _scope(args: _Args, members: list[tuple[int, str]], with_muni: bool = True) -> tuple[str, str]:
+def scope_predicate(args: Args, members: list[tuple[int, str]], with_muni: bool = True) -> tuple[str, str]:
     """The collection predicate and the municipality expression. Written so the planner sees the values
     (one collection: `=`; several: `= ANY`) and uses per-collection statistics and (collection_id, id);
     a join against unnest() hid them and walked the whole table for a 6-feature collection."""
@@ -72,7 +72,7 @@ def _scope(args: _Args, members: list[tuple[int, str]], with_muni: bool = True) 
             f"({munis}::text[])[array_position({pks}::int[], f.collection_id)]")
 
 
-def _where(args: _Args, q: ItemsQuery, scope: str) -> str:
+def _where(args: Args, q: ItemsQuery, scope: str) -> str:
     clauses = [scope]
     if q.bbox:
         box = BBOX_GEOM.format(*(args(v) + "::float8" for v in q.bbox))
@@ -95,8 +95,8 @@ def items_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
 
     The page's ids are chosen first and the JSON built only for them: PostgreSQL would otherwise compute
     the output of every row OFFSET skips (1 s at offset 199,000 here, against milliseconds this way)."""
-    args = _Args()
-    scope, muni = _scope(args, q.members)
+    args = Args()
+    scope, muni = scope_predicate(args, q.members)
     where = _where(args, q, scope)
     page = (f"SELECT f.id, {muni} AS muni FROM feature f {where} ORDER BY f.id "
             f"LIMIT {args(q.limit)} OFFSET {args(q.offset)}")
@@ -106,14 +106,14 @@ def items_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
 
 
 def count_sql(q: ItemsQuery) -> tuple[str, list[Any]]:
-    args = _Args()
-    scope, _ = _scope(args, q.members, with_muni=False)
+    args = Args()
+    scope, _ = scope_predicate(args, q.members, with_muni=False)
     return f"SELECT count(*) FROM feature f {_where(args, q, scope)}", args.values
 
 
 def item_sql(members: list[tuple[int, str]], regional: bool, multi: bool, fid: str) -> tuple[str, list[Any]]:
-    args = _Args()
-    scope, muni = _scope(args, members)
+    args = Args()
+    scope, muni = scope_predicate(args, members)
     return (f"SELECT {_feature_json(regional, multi)} FROM (SELECT f.id, {muni} AS muni FROM feature f "
             f"WHERE {scope} AND f.fid = {args(fid)}) AS c JOIN feature f ON f.id = c.id"), args.values
 

@@ -1,0 +1,114 @@
+"""Caches that are never stale: the catalog snapshot (dropped on the database's announcement), and bytes
+keyed by collection versions (tiles), so a change makes old entries unreachable rather than expired.
+
+The database announces every catalog change on `geotwin_catalog` at commit (migration 0003), and every
+feature write bumps its collection's version in the same transaction. While the listening connection is
+down, the catalog is read from the database on every request instead: slower, never stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Hashable
+from typing import Any
+
+import asyncpg
+from cachetools import LRUCache
+
+from service.catalog import Catalog, load_catalog
+from service.db import connection
+
+log = logging.getLogger("geotwin.cache")
+CHANNEL = "geotwin_catalog"
+
+
+def etag_for(*parts: Any) -> str:
+    """A strong ETag from the parts that determine a response (versions, query, format)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+    return f'"{digest}"'
+
+
+class CatalogCache:
+    """The published catalog, held in memory between announcements of change."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.snapshot: Catalog | None = None
+        self.generation = 0  # counts announcements; tests wait on it
+        self.listening = False
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task | None = None
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_listening())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+
+    def _invalidate(self, *_: Any) -> None:
+        self.snapshot = None
+        self.generation += 1
+        self.changed.set()
+
+    def _lost(self, *_: Any) -> None:
+        self.listening = False
+        self._invalidate()
+
+    async def _keep_listening(self) -> None:
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "geotwin-listen"})
+                    self._conn.add_termination_listener(self._lost)
+                    await self._conn.add_listener(CHANNEL, self._invalidate)
+                    self._invalidate()  # anything may have changed while nobody listened
+                    self.listening = True
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError) as exc:
+                self._lost()
+                log.warning("catalog listener: %s; reading the catalog per request until it is back", exc)
+                await asyncio.sleep(2)
+
+    async def get(self, pool: asyncpg.Pool) -> Catalog:
+        snapshot = self.snapshot
+        if snapshot is not None and self.listening:
+            return snapshot
+        generation = self.generation
+        async with connection(pool) as conn:
+            catalog = await load_catalog(conn)
+        if self.listening and generation == self.generation:  # no announcement while we read
+            self.snapshot = catalog
+        return catalog
+
+
+class BytesCache:
+    """An in-process LRU bounded by bytes; keys carry collection versions. The interface (get/put) is what
+    an external cache (Redis, memcached) would implement later."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lru: LRUCache = LRUCache(maxsize=max(max_bytes, 1), getsizeof=lambda v: len(v[0]) + 64)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> tuple[bytes, str] | None:
+        value = self._lru.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: Hashable, body: bytes, etag: str) -> None:
+        if len(body) + 64 <= self._lru.maxsize:
+            self._lru[key] = (body, etag)

@@ -1,0 +1,125 @@
+"""Tile queries: Mapbox Vector Tiles and GeoJSON tiles, generated in PostGIS.
+
+Per tile: select by the tile's footprint in the storage CRS (index), simplify to about one MVT grid unit, cut
+to the buffered tile before reprojecting (fewer vertices to transform), then ST_AsMVTGeom / an exact clip.
+One MVT layer per collection; the layers' bytes concatenate into one tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import shapely
+from pyproj import Transformer
+
+from service.models import STORAGE_SRID
+from service.sql.features import Args, scope_predicate
+from service.tiles import BUFFER, EXTENT, TileRef
+
+# Where computing in UTM 32 is meaningful (its zone widened generously); tiles outside hold no data here.
+STORAGE_WINDOW = (-6.0, 30.0, 30.0, 80.0)
+
+
+@dataclass(frozen=True)
+class TileLayer:
+    name: str
+    members: tuple[tuple[int, str], ...]
+    regional: bool
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The tile in the storage CRS: a search box (buffered) and, for GeoJSON, the exact outline."""
+
+    box: tuple[float, float, float, float]
+    outline: bytes
+    tolerance: float
+
+
+@lru_cache(maxsize=8)
+def _transformers(srid: int) -> tuple[Transformer, Transformer]:
+    return (Transformer.from_crs(srid, 4326, always_xy=True),
+            Transformer.from_crs(4326, STORAGE_SRID, always_xy=True))
+
+
+def footprint(tile: TileRef) -> Footprint | None:
+    """None when the tile lies where no data can be (outside the storage CRS's window)."""
+    x0, y0, x1, y1 = tile.bounds
+    to_lonlat, to_storage = _transformers(tile.srid)
+    lon0, lat0, lon1, lat1 = to_lonlat.transform_bounds(x0, y0, x1, y1, densify_pts=21)
+    w = STORAGE_WINDOW
+    lon0, lat0, lon1, lat1 = max(lon0, w[0]), max(lat0, w[1]), min(lon1, w[2]), min(lat1, w[3])
+    if lon0 >= lon1 or lat0 >= lat1:
+        return None
+    if tile.srid == STORAGE_SRID:
+        outline = shapely.box(x0, y0, x1, y1)
+    else:
+        # The tile's outline, densified along its edges, in lon/lat clamped to the window, then in UTM.
+        n = 16
+        edge = [i / n for i in range(n)]
+        ring = ([(x0 + (x1 - x0) * t, y0) for t in edge] + [(x1, y0 + (y1 - y0) * t) for t in edge]
+                + [(x1 - (x1 - x0) * t, y1) for t in edge] + [(x0, y1 - (y1 - y0) * t) for t in edge])
+        lons, lats = to_lonlat.transform([p[0] for p in ring], [p[1] for p in ring])
+        lons = [min(max(v, lon0), lon1) for v in lons]
+        lats = [min(max(v, lat0), lat1) for v in lats]
+        xs, ys = to_storage.transform(lons, lats)
+        outline = shapely.Polygon(list(zip(xs, ys, strict=True)))
+    bx0, by0, bx1, by1 = outline.bounds
+    unit = (bx1 - bx0) / EXTENT
+    pad = unit * BUFFER
+    return Footprint((bx0 - pad, by0 - pad, bx1 + pad, by1 + pad), shapely.to_wkb(outline), unit)
+
+
+def _props(layer: TileLayer, muni: str, extra: str = "") -> str:
+    props = "f.properties || jsonb_build_object('id', f.fid"
+    if layer.regional:
+        props += f", 'municipality', {muni}"
+    return props + extra + ")"
+
+
+def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str, list[Any]]:
+    args = Args()
+    tb = [args(v) + "::float8" for v in tile.bounds]
+    bb = [args(v) + "::float8" for v in fp.box]
+    tol = args(fp.tolerance) + "::float8"
+    parts = []
+    for layer in layers:
+        scope, muni = scope_predicate(args, list(layer.members))
+        geom = f"ST_ClipByBox2D(ST_Simplify(f.geom, {tol}, true), t.box)"
+        if tile.srid != STORAGE_SRID:
+            geom = f"ST_Transform({geom}, {int(tile.srid)})"
+        parts.append(
+            f"COALESCE((SELECT ST_AsMVT(l, {args(layer.name)}, {EXTENT}, 'geom', '_fid') FROM ("
+            f"SELECT f.id AS _fid, {_props(layer, muni)} AS properties, "
+            f"ST_AsMVTGeom({geom}, t.tile, {EXTENT}, {BUFFER}, true) AS geom "
+            f"FROM feature f, t WHERE {scope} AND f.geom && t.box) AS l WHERE l.geom IS NOT NULL), ''::bytea)")
+    body = " || ".join(parts) if parts else "''::bytea"
+    sql = (f"WITH t AS (SELECT ST_MakeEnvelope({', '.join(tb)}, {int(tile.srid)}) AS tile, "
+           f"ST_MakeEnvelope({', '.join(bb)}, {STORAGE_SRID}) AS box) SELECT {body} FROM t")
+    return sql, args.values
+
+
+def geojson_sql(layers: list[TileLayer], fp: Footprint, multi_layer: bool) -> tuple[str, list[Any]]:
+    """Features clipped to the tile and simplified for its zoom, as GeoJSON text rows (CRS84)."""
+    args = Args()
+    bb = [args(v) + "::float8" for v in fp.box]
+    outline = args(fp.outline)
+    tol = args(fp.tolerance) + "::float8"
+    parts = []
+    for layer in layers:
+        scope, muni = scope_predicate(args, list(layer.members))
+        extra = f", 'layer', {args(layer.name)}::text" if multi_layer else ""
+        parts.append(
+            f"SELECT f.fid, {_props(layer, muni, extra)} AS props, "
+            f"ST_Intersection(ST_SimplifyPreserveTopology(f.geom, {tol}), t.outline) AS g "
+            f"FROM feature f, t WHERE {scope} AND f.geom && t.box AND ST_Intersects(f.geom, t.outline)")
+    if not parts:
+        return "SELECT NULL::text WHERE false", args.values
+    sql = (f"WITH t AS (SELECT ST_MakeEnvelope({', '.join(bb)}, {STORAGE_SRID}) AS box, "
+           f"ST_SetSRID(ST_GeomFromWKB({outline}), {STORAGE_SRID}) AS outline) "
+           "SELECT '{\"type\":\"Feature\",\"id\":' || to_json(x.fid)::text || ',\"geometry\":' || "
+           "ST_AsGeoJSON(ST_Transform(x.g, 4326), 7) || ',\"properties\":' || x.props::text || '}' "
+           f"FROM ({' UNION ALL '.join(parts)}) AS x WHERE NOT ST_IsEmpty(x.g)")
+    return sql, args.values

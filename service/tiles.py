@@ -1,0 +1,95 @@
+"""Tile matrix sets and tile geometry: WebMercatorQuad and an ETRS89 / UTM 32N grid (morecantile).
+
+The UTM grid has the origin and level-0 resolution of the AdV tiling scheme for EPSG:25832, so its tiles line
+up with those of German state and federal tile services.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import morecantile
+from pyproj import CRS
+
+from service.errors import NotFound
+
+UTM32_ORIGIN = (-46133.17, 6301219.54)
+UTM32_RES0 = 4891.96981025128
+# How far we serve each grid. WebMercatorQuad z20 is ~15 cm per pixel at 51° N; UTM32 z17 is ~4 cm.
+MAX_ZOOM = {"WebMercatorQuad": 20, "UTM32ETRS89Quad": 17}
+EXTENT = 4096  # MVT grid units per tile
+BUFFER = 64  # MVT units around each tile, so lines and fills join seamlessly
+# Below these WebMercatorQuad zooms a layer type is not in tiles (declared in TileJSON and tileset metadata):
+# a regional overview of 200,000 sites at z5 is a grey blanket, not information.
+MIN_ZOOM = {"commercial-site": 8, "planning-zone": 10, "ecological-zone": 6, "generic": 0}
+REFERENCE_LAT = 51.5  # the region's latitude, for comparing ground resolutions across grids
+
+
+@cache
+def matrix_sets() -> dict[str, morecantile.TileMatrixSet]:
+    size = 256 * UTM32_RES0
+    x0, y1 = UTM32_ORIGIN
+    utm = morecantile.TileMatrixSet.custom(
+        [x0, y1 - size, x0 + size, y1], CRS.from_epsg(25832), id="UTM32ETRS89Quad",
+        title="ETRS89 / UTM zone 32N (EPSG:25832), AdV tiling scheme", minzoom=0, maxzoom=MAX_ZOOM["UTM32ETRS89Quad"])
+    return {"WebMercatorQuad": morecantile.tms.get("WebMercatorQuad"), "UTM32ETRS89Quad": utm}
+
+
+@dataclass(frozen=True)
+class TileRef:
+    tms_id: str
+    srid: int
+    z: int
+    row: int
+    col: int
+    bounds: tuple[float, float, float, float]  # in the matrix set's CRS
+
+    @property
+    def key(self) -> str:
+        return f"{self.tms_id}/{self.z}/{self.row}/{self.col}"
+
+
+def get_tms(tms_id: str) -> morecantile.TileMatrixSet:
+    try:
+        return matrix_sets()[tms_id]
+    except KeyError:
+        raise NotFound(f"no tile matrix set {tms_id!r}; known: {', '.join(matrix_sets())}",
+                       parameter="tileMatrixSetId") from None
+
+
+def srid_of(tms: morecantile.TileMatrixSet) -> int:
+    return tms.crs._pyproj_crs.to_epsg()
+
+
+def tile_ref(tms_id: str, z: int, row: int, col: int) -> TileRef:
+    """The tile, or a 404 naming the coordinate that is outside the matrix set."""
+    tms = get_tms(tms_id)
+    if not 0 <= z <= MAX_ZOOM[tms_id]:
+        raise NotFound(f"tileMatrix {z} is outside 0..{MAX_ZOOM[tms_id]} of {tms_id}", parameter="tileMatrix")
+    matrix = tms.matrix(z)
+    if not 0 <= row < matrix.matrixHeight:
+        raise NotFound(f"tileRow {row} is outside 0..{matrix.matrixHeight - 1} at tileMatrix {z}",
+                       parameter="tileRow")
+    if not 0 <= col < matrix.matrixWidth:
+        raise NotFound(f"tileCol {col} is outside 0..{matrix.matrixWidth - 1} at tileMatrix {z}",
+                       parameter="tileCol")
+    b = tms.xy_bounds(morecantile.Tile(col, row, z))
+    return TileRef(tms_id, srid_of(tms), z, row, col, (b.left, b.bottom, b.right, b.top))
+
+
+def ground_resolution(tms_id: str, z: int) -> float:
+    """Metres on the ground per pixel (256 px tiles) at the region's latitude."""
+    cell = get_tms(tms_id).matrix(z).cellSize
+    return cell * math.cos(math.radians(REFERENCE_LAT)) if tms_id == "WebMercatorQuad" else cell
+
+
+def min_zoom(layer_type: str, tms_id: str) -> int:
+    """The layer type's minimum zoom in this matrix set (same ground resolution as in WebMercatorQuad)."""
+    wm_zoom = MIN_ZOOM.get(layer_type, 0)
+    if tms_id == "WebMercatorQuad":
+        return wm_zoom
+    target = ground_resolution("WebMercatorQuad", wm_zoom)
+    return next((z for z in range(MAX_ZOOM[tms_id] + 1) if ground_resolution(tms_id, z) <= target * 1.01),
+                MAX_ZOOM[tms_id])
