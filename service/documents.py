@@ -15,7 +15,18 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/dataset-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
 ]
+TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
+STYLES = "http://www.opengis.net/def/rel/ogc/1.0/styles"
 
 
 def landing(root: str, dataset: Dataset, fmt: str, api_title: str) -> dict[str, Any]:
@@ -31,6 +42,9 @@ def landing(root: str, dataset: Dataset, fmt: str, api_title: str) -> dict[str, 
                  "conformance classes"),
             link(f"{root}/collections", "data", JSON, "the collections"),
             link(f"{root}/collections", "http://www.opengis.net/def/rel/ogc/1.0/data", JSON, "the collections"),
+            link(f"{root}/tiles", TILESETS_VECTOR, JSON, "vector tiles of all collections (one layer each)"),
+            link(f"{root}/tileMatrixSets", TILING_SCHEMES, JSON, "tile matrix sets"),
+            link(f"{root}/styles", STYLES, JSON, "map styles"),
         ],
     }
 
@@ -63,6 +77,8 @@ def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> d
         link(f"{url}/schema", "http://www.opengis.net/def/rel/ogc/1.0/schema", SCHEMA,
              "schema of the features (JSON Schema)"),
         link(schema_url, "profile", SCHEMA, f"the layer-type contract {c.layer_type.name} {c.layer_type.version}"),
+        link(f"{url}/tiles", TILESETS_VECTOR, JSON, "vector tiles of this collection"),
+        link(f"{url}/styles/default", "stylesheet", "application/vnd.mapbox.style+json", "MapLibre style"),
     ]
     if fmt:
         links = self_links(url, fmt, title="collection") + links

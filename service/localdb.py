@@ -47,8 +47,11 @@ def remembered_port(data_dir: Path, preferred: int) -> int:
     record = data_dir / "port"
     if record.exists():
         return int(record.read_text().strip())
-    port = preferred
-    if not port_is_free(port):
+    pid_file = data_dir / "pg" / "postmaster.pid"
+    lines = pid_file.read_text().splitlines() if pid_file.exists() else []
+    running = len(lines) > 3 and lines[3].strip().isdigit()
+    port = int(lines[3]) if running else preferred  # a cluster already running here keeps its port
+    if not running and not port_is_free(port):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

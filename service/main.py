@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from cachetools import LRUCache
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -15,7 +16,7 @@ from service.cache import BytesCache, CatalogCache
 from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
-from service.routers import ogc, platform
+from service.routers import ogc, platform, tiles
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.tile_cache = BytesCache(settings.cache.tile_cache_mb * 1024 * 1024)
+    app.state.count_cache = LRUCache(maxsize=settings.cache.count_cache_entries)
     app.state.openapi_30 = None
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(platform.router)
     app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("region", "/region", region_scope))
+    app.include_router(tiles.build_tiles_router("municipality", "/municipalities/{municipality}", municipality_scope))
+    app.include_router(tiles.build_tiles_router("region", "/region", region_scope))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for name, path in VENDOR.items():
         if path.exists():

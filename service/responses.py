@@ -70,6 +70,23 @@ def self_links(url: str, fmt: str, json_type: str = JSON, title: str = "this doc
     return [json_link, html_link]
 
 
+DATA_CACHE = "public, no-cache"  # keep, but revalidate every time: the ETag makes revalidation cheap
+
+
+def not_modified(request: Request, etag: str) -> Response | None:
+    """304 when the client's copy (If-None-Match) is the current one."""
+    sent = request.headers.get("if-none-match", "")
+    if etag in {t.strip().removeprefix("W/") for t in sent.split(",")} or sent.strip() == "*":
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": DATA_CACHE})
+    return None
+
+
+def with_etag(response: Response, etag: str) -> Response:
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = DATA_CACHE
+    return response
+
+
 def json_response(body: Any, media_type: str = JSON, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), media_type=media_type, headers=headers)
 

@@ -25,6 +25,8 @@ async def test_conformance_declares_only_what_holds(client):
     classes = set(r.json()["conformsTo"])
     base = "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/"
     assert {base + c for c in ("core", "geojson", "html", "oas30")} <= classes
+    tiles = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
+    assert {tiles + c for c in ("core", "tileset", "dataset-tilesets", "geodata-tilesets", "mvt")} <= classes
     # Not yet implemented, so not declared: CRS (Part 2), filtering (Part 3), transactions (Part 4).
     assert not any("features-2" in c or "features-3" in c or "features-4" in c for c in classes)
 

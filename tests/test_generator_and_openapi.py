@@ -77,7 +77,10 @@ async def test_root_openapi_is_a_standalone_ogc_api(client):
     assert doc["servers"][0]["url"].endswith("/municipalities/halle")
     assert {"/", "/conformance", "/collections", "/collections/{collectionId}", "/collections/{collectionId}/items",
             "/collections/{collectionId}/items/{featureId}", "/collections/{collectionId}/schema",
-            "/api"} == set(doc["paths"])
+            "/api", "/tileMatrixSets", "/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+            "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+            "/styles/{styleId}"} <= set(doc["paths"])
+    assert all(not p.startswith("/municipalities") for p in doc["paths"])
     items = doc["paths"]["/collections/{collectionId}/items"]["get"]
     names = {p["name"] for p in items["parameters"]}
     assert {"collectionId", "limit", "offset", "bbox", "datetime"} <= names and "municipality" not in names

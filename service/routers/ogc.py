@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from service import documents
+from service.cache import etag_for
 from service.catalog import Collection
 from service.db import connection
 from service.deps import Scope
@@ -26,6 +27,8 @@ from service.responses import (
     json_response,
     link,
     negotiate,
+    not_modified,
+    with_etag,
 )
 from service.sql.features import ItemsQuery, count_sql, item_sql, items_sql
 
@@ -76,10 +79,14 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
     async def collections(request: Request, scope: ScopeDep, f: F = None) -> Response:
         check_known(request.query_params, {"f"})
         fmt, root = negotiate(request), _root(request, scope)
+        etag = etag_for(root, "collections", fmt, [(c.id, c.version) for c in scope.dataset.collections.values()])
+        if (cached := not_modified(request, etag)) is not None:
+            return cached
         doc = documents.collections(root, base_url(request), scope.dataset, fmt)
         if fmt == "html":
-            return html_response(request, "collections.html", doc=doc, dataset=scope.dataset, root=root)
-        return json_response(doc)
+            return with_etag(html_response(request, "collections.html", doc=doc, dataset=scope.dataset, root=root),
+                             etag)
+        return with_etag(json_response(doc), etag)
 
     @router.get("/collections/{collectionId}", operation_id=f"{kind}.describeCollection",
                 summary="Collection metadata")
@@ -88,11 +95,14 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         check_known(request.query_params, {"f"})
         c = scope.collection(collection_id)
         fmt, root = negotiate(request), _root(request, scope)
+        etag = etag_for(root, c.id, c.version, fmt)
+        if (cached := not_modified(request, etag)) is not None:
+            return cached
         doc = documents.collection(root, base_url(request), c, fmt)
         if fmt == "html":
-            return html_response(request, "collection.html", doc=doc, dataset=scope.dataset, root=root,
-                                 collection=c)
-        return json_response(doc)
+            return with_etag(html_response(request, "collection.html", doc=doc, dataset=scope.dataset, root=root,
+                                           collection=c), etag)
+        return with_etag(json_response(doc), etag)
 
     @router.get("/collections/{collectionId}/schema", operation_id=f"{kind}.getCollectionSchema",
                 summary="JSON Schema of the collection's features", response_class=Response,
@@ -135,6 +145,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         if c.regional:
             muni, _, fid = feature_id.partition(":")
             members = [mem for mem in c.members if mem[1] == muni]
+        etag = etag_for(scope.dataset.path, c.id, c.version, feature_id, negotiate(request))
+        if (cached := not_modified(request, etag)) is not None:
+            return cached
         sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid)
         async with connection(scope.pool) as conn:
             row = await conn.fetchval(sql, *args) if members and fid and "\x00" not in fid else None
@@ -150,9 +163,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         feature["links"] = links
         if fmt == "html":
             keys = c.layer_type.ordered_keys(set(feature["properties"]))
-            return html_response(request, "item.html", feature=feature, keys=keys, collection=c,
-                                 dataset=scope.dataset, root=root)
-        return json_response(feature, media_type=GEOJSON)
+            return with_etag(html_response(request, "item.html", feature=feature, keys=keys, collection=c,
+                                           dataset=scope.dataset, root=root), etag)
+        return with_etag(json_response(feature, media_type=GEOJSON), etag)
 
     return router
 
@@ -187,19 +200,17 @@ def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
 
 
 async def _serve_items(request: Request, scope: Scope, c: Collection, query: ItemsQuery) -> Response:
+    fmt = negotiate(request)
+    etag = etag_for(scope.dataset.path, c.id, c.version, sorted(request.query_params.multi_items()), fmt)
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
     rows: list[Any] = []
     matched = 0
     if query.members:
         async with connection(scope.pool) as conn:
             sql, args = items_sql(query)
             rows = [r[0] for r in await conn.fetch(sql, *args)]
-            unfiltered = not (query.bbox or query.interval or query.equals or query.text_equals)
-            if unfiltered and len(query.members) == len(c.members):
-                matched = c.feature_count
-            else:
-                count, cargs = count_sql(query)
-                matched = await conn.fetchval(count, *cargs)
-    fmt = negotiate(request)
+            matched = await _number_matched(request, conn, c, query, len(rows))
     links = _page_links(request, _root(request, scope), c, query, len(rows), matched, fmt)
     meta = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": len(rows),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "links": links}
@@ -207,10 +218,28 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
         features = orjson.loads("[" + ",".join(rows) + "]")
         present = {k for f in features for k in f["properties"]} - {"municipality"}
         columns = (["municipality"] if c.regional else []) + c.layer_type.ordered_keys(present)
-        return html_response(request, "items.html", meta=meta, features=features, columns=columns, collection=c,
-                             dataset=scope.dataset, root=_root(request, scope), query=query)
+        return with_etag(html_response(request, "items.html", meta=meta, features=features, columns=columns,
+                                       collection=c, dataset=scope.dataset, root=_root(request, scope), query=query),
+                         etag)
     body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
-    return Response(body, media_type=GEOJSON)
+    return with_etag(Response(body, media_type=GEOJSON), etag)
+
+
+async def _number_matched(request: Request, conn: Any, c: Collection, query: ItemsQuery, returned: int) -> int:
+    """Exact, without a count on every page: the stored count when unfiltered, the page itself when it is
+    the whole answer, otherwise counted once per filter and collection version and remembered."""
+    filtered = bool(query.bbox or query.interval or query.equals or query.text_equals)
+    if not filtered and len(query.members) == len(c.members):
+        return c.feature_count
+    if query.offset == 0 and returned < query.limit:
+        return returned
+    key = (c.version, tuple(query.members), query.bbox, query.interval, tuple(sorted(query.equals.items())),
+           tuple(sorted(query.text_equals.items())))
+    counts = request.app.state.count_cache
+    if key not in counts:
+        sql, args = count_sql(query)
+        counts[key] = await conn.fetchval(sql, *args)
+    return counts[key]
 
 
 def _page_links(request: Request, root: str, c: Collection, query: ItemsQuery, returned: int, matched: int,

@@ -86,12 +86,12 @@ def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str,
     tol = args(fp.tolerance) + "::float8"
     parts = []
     for layer in layers:
-        scope, muni = scope_predicate(args, list(layer.members))
+        scope, muni = scope_predicate(args, list(layer.members), with_muni=layer.regional)
         geom = f"ST_ClipByBox2D(ST_Simplify(f.geom, {tol}, true), t.box)"
         if tile.srid != STORAGE_SRID:
             geom = f"ST_Transform({geom}, {int(tile.srid)})"
         parts.append(
-            f"COALESCE((SELECT ST_AsMVT(l, {args(layer.name)}, {EXTENT}, 'geom', '_fid') FROM ("
+            f"COALESCE((SELECT ST_AsMVT(l, {args(layer.name)}::text, {EXTENT}, 'geom', '_fid') FROM ("
             f"SELECT f.id AS _fid, {_props(layer, muni)} AS properties, "
             f"ST_AsMVTGeom({geom}, t.tile, {EXTENT}, {BUFFER}, true) AS geom "
             f"FROM feature f, t WHERE {scope} AND f.geom && t.box) AS l WHERE l.geom IS NOT NULL), ''::bytea)")
@@ -109,7 +109,7 @@ def geojson_sql(layers: list[TileLayer], fp: Footprint, multi_layer: bool) -> tu
     tol = args(fp.tolerance) + "::float8"
     parts = []
     for layer in layers:
-        scope, muni = scope_predicate(args, list(layer.members))
+        scope, muni = scope_predicate(args, list(layer.members), with_muni=layer.regional)
         extra = f", 'layer', {args(layer.name)}::text" if multi_layer else ""
         parts.append(
             f"SELECT f.fid, {_props(layer, muni, extra)} AS props, "

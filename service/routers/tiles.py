@@ -1,0 +1,296 @@
+"""OGC API – Tiles for every API root: the dataset's tiles (one layer per collection) and each collection's,
+in WebMercatorQuad and UTM32ETRS89Quad, as Mapbox Vector Tiles or GeoJSON; TileJSON and MapLibre styles.
+
+An empty tile is answered 204 No Content in both formats; a tile outside the matrix set is a 404.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from service.cache import etag_for
+from service.catalog import Collection
+from service.crs import CRS84, epsg_uri
+from service.db import connection
+from service.deps import Scope
+from service.errors import NotFound
+from service.params import check_known
+from service.responses import DATA_CACHE, JSON, base_url, json_response, link, not_modified
+from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
+from service.styles import style
+from service.tiles import MAX_ZOOM, get_tms, matrix_sets, min_zoom, tile_ref
+
+MVT = "application/vnd.mapbox-vector-tile"
+GEOJSON = "application/geo+json"
+TILEJSON = "application/vnd.mapbox.tile+json"
+STYLE = "application/vnd.mapbox.style+json"
+
+TmsId = Annotated[str, Path(alias="tileMatrixSetId", description="WebMercatorQuad or UTM32ETRS89Quad")]
+CollectionId = Annotated[str, Path(alias="collectionId")]
+TileMatrix = Annotated[int, Path(alias="tileMatrix", description="zoom level")]
+TileRow = Annotated[int, Path(alias="tileRow")]
+TileCol = Annotated[int, Path(alias="tileCol")]
+F = Annotated[str | None, Query(description="mvt (default) or geojson", pattern="^(mvt|json|geojson)$")]
+KIND_NAMES = {"string": "String", "number": "Number", "integer": "Number", "boolean": "Boolean", "date": "String"}
+
+
+def tile_format(request: Request) -> str:
+    f = request.query_params.get("f")
+    if f is not None:
+        return "mvt" if f == "mvt" else "geojson"
+    accept = request.headers.get("accept", "")
+    if MVT in accept or "application/x-protobuf" in accept:
+        return "mvt"
+    if "geo+json" in accept or "application/json" in accept:
+        return "geojson"
+    return "mvt"
+
+
+def _tile_layers(collections: list[Collection], tms_id: str, z: int) -> list[TileLayer]:
+    return [TileLayer(c.id, tuple(c.members), c.regional) for c in collections
+            if min_zoom(c.layer_type.name, tms_id) <= z and c.members]
+
+
+async def serve_tile(request: Request, scope: Scope, collections: list[Collection], owner: str, tms_id: str,
+                     z: int, row: int, col: int) -> Response:
+    """One tile: from the version-keyed cache or PostGIS; 304 when the client's copy is current."""
+    check_known(request.query_params, {"f"})
+    tile = tile_ref(tms_id, z, row, col)
+    fmt = tile_format(request)
+    key = (scope.dataset.path, owner, tuple(c.version for c in collections), tile.key, fmt)
+    etag = etag_for(*key)
+    headers = {"ETag": etag, "Cache-Control": DATA_CACHE, "Vary": "Accept"}
+    if (cached := not_modified(request, etag)) is not None:
+        return cached
+    cache = request.app.state.tile_cache
+    hit = cache.get(key)
+    if hit is not None:
+        body = hit[0]
+    else:
+        body = await _render(scope, _tile_layers(collections, tms_id, z), tile, fmt, multi_layer=owner == "*")
+        cache.put(key, body, etag)
+    if not body:
+        return Response(status_code=204, headers=headers)
+    return Response(body, media_type=MVT if fmt == "mvt" else GEOJSON, headers=headers)
+
+
+async def _render(scope: Scope, layers: list[TileLayer], tile, fmt: str, multi_layer: bool) -> bytes:
+    fp = footprint(tile)
+    if fp is None or not layers:
+        return b""
+    async with connection(scope.pool) as conn:
+        if fmt == "mvt":
+            sql, args = mvt_sql(layers, tile, fp)
+            return bytes(await conn.fetchval(sql, *args) or b"")
+        sql, args = geojson_sql(layers, fp, multi_layer)
+        rows = [r[0] for r in await conn.fetch(sql, *args)]
+    if not rows:
+        return b""
+    return b'{"type":"FeatureCollection","features":[' + ",".join(rows).encode() + b"]}"
+
+
+def _bbox(collections: list[Collection]) -> tuple[float, float, float, float] | None:
+    boxes = [c.bbox for c in collections if c.bbox]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _fields(c: Collection) -> dict[str, str]:
+    fields = {"id": "String"}
+    if c.regional:
+        fields["municipality"] = "String"
+    fields.update({k: KIND_NAMES.get(v, "String") for k, v in c.layer_type.property_kinds().items()})
+    return fields
+
+
+def tileset_doc(base: str, url: str, title: str, collections: list[Collection], tms_id: str) -> dict[str, Any]:
+    """OGC API – Tiles tileset metadata (vector) with the tile URL template and its layers."""
+    bbox = _bbox(collections)
+    template = url + "/{tileMatrix}/{tileRow}/{tileCol}"
+    doc: dict[str, Any] = {
+        "title": title,
+        "dataType": "vector",
+        "crs": epsg_uri(25832) if tms_id == "UTM32ETRS89Quad" else epsg_uri(3857),
+        "tileMatrixSetURI": f"{base}/tileMatrixSets/{tms_id}",
+        "links": [
+            link(url, "self", JSON, title),
+            link(f"{base}/tileMatrixSets/{tms_id}", "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme", JSON,
+                 tms_id),
+            {**link(template + "?f=mvt", "item", MVT, "Mapbox Vector Tiles"), "templated": True},
+            {**link(template + "?f=geojson", "item", GEOJSON, "GeoJSON tiles"), "templated": True},
+        ],
+        "layers": [{"id": c.id, "title": c.title, "dataType": "vector", "geometryDimension": 2,
+                    "minTileMatrix": str(min_zoom(c.layer_type.name, tms_id)),
+                    "maxTileMatrix": str(MAX_ZOOM[tms_id]),
+                    "propertiesSchema": {"type": "object", "properties": {
+                        k: {"type": v.lower()} for k, v in _fields(c).items()}}} for c in collections],
+    }
+    if tms_id == "WebMercatorQuad":
+        doc["links"].append(link(url + "/tilejson.json", "describedby", TILEJSON, "TileJSON 3.0"))
+    if bbox:
+        doc["boundingBox"] = {"lowerLeft": list(bbox[:2]), "upperRight": list(bbox[2:]), "crs": CRS84}
+    return doc
+
+
+def tilejson_doc(url: str, title: str, description: str, attribution: str,
+                 collections: list[Collection]) -> dict[str, Any]:
+    """TileJSON 3.0 for WebMercatorQuad; `vector_layers` ids are the layer names inside the tiles."""
+    bbox = _bbox(collections) or (-180.0, -85.0511, 180.0, 85.0511)
+    layers = [{"id": c.id, "description": c.title, "fields": _fields(c),
+               "minzoom": min_zoom(c.layer_type.name, "WebMercatorQuad"), "maxzoom": MAX_ZOOM["WebMercatorQuad"]}
+              for c in collections]
+    return {
+        "tilejson": "3.0.0",
+        "name": title,
+        "description": description,
+        "attribution": attribution,
+        "tiles": [url + "/{z}/{y}/{x}"],
+        "minzoom": min((layer["minzoom"] for layer in layers), default=0),
+        "maxzoom": MAX_ZOOM["WebMercatorQuad"],
+        "bounds": list(bbox),
+        "center": [(bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2, 10],
+        "vector_layers": layers,
+    }
+
+
+def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -> APIRouter:
+    router = APIRouter(prefix=prefix, tags=[f"{kind} tiles"])
+    ScopeDep = Annotated[Scope, Depends(scope_dep)]
+
+    def root(request: Request, scope: Scope) -> str:
+        return base_url(request) + scope.dataset.path
+
+    def target(scope: Scope, collection_id: str | None) -> tuple[list[Collection], str, str, str]:
+        """(collections, cache owner, title, url path below the root) of the dataset or one collection."""
+        if collection_id is None:
+            return list(scope.dataset.collections.values()), "*", scope.dataset.title, ""
+        c = scope.collection(collection_id)
+        return [c], c.id, c.title, f"/collections/{c.id}"
+
+    @router.get("/tileMatrixSets", operation_id=f"{kind}.getTileMatrixSetsList", summary="Tile matrix sets")
+    async def tile_matrix_sets(request: Request, scope: ScopeDep) -> Response:
+        check_known(request.query_params, {"f"})
+        base = root(request, scope)
+        return json_response({"tileMatrixSets": [
+            {"id": tid, "title": tms.title or tid, "links": [link(f"{base}/tileMatrixSets/{tid}", "self", JSON)]}
+            for tid, tms in matrix_sets().items()]})
+
+    @router.get("/tileMatrixSets/{tileMatrixSetId}", operation_id=f"{kind}.getTileMatrixSet",
+                summary="A tile matrix set definition")
+    async def tile_matrix_set(request: Request, scope: ScopeDep, tms_id: TmsId) -> Response:
+        check_known(request.query_params, {"f"})
+        return json_response(get_tms(tms_id).model_dump(mode="json", exclude_none=True))
+
+    async def tilesets(request: Request, scope: Scope, collection_id: str | None) -> Response:
+        check_known(request.query_params, {"f"})
+        collections, _, title, path = target(scope, collection_id)
+        url = root(request, scope) + path + "/tiles"
+        return json_response({"links": [link(url, "self", JSON)], "tilesets": [
+            {"title": f"{title} ({tid})", "dataType": "vector", "tileMatrixSetURI": f"{root(request, scope)}"
+             f"/tileMatrixSets/{tid}", "links": [link(f"{url}/{tid}", "self", JSON)]} for tid in matrix_sets()]})
+
+    async def tileset(request: Request, scope: Scope, collection_id: str | None, tms_id: str) -> Response:
+        check_known(request.query_params, {"f"})
+        get_tms(tms_id)
+        collections, _, title, path = target(scope, collection_id)
+        url = f"{root(request, scope)}{path}/tiles/{tms_id}"
+        return json_response(tileset_doc(root(request, scope), url, title, collections, tms_id))
+
+    async def tilejson(request: Request, scope: Scope, collection_id: str | None, tms_id: str) -> Response:
+        check_known(request.query_params, set())
+        if tms_id != "WebMercatorQuad":
+            get_tms(tms_id)
+            raise NotFound("TileJSON describes WebMercatorQuad tiles only", parameter="tileMatrixSetId")
+        collections, _, title, path = target(scope, collection_id)
+        url = f"{root(request, scope)}{path}/tiles/{tms_id}"
+        attribution = "; ".join(sorted({c.attribution for c in collections if c.attribution}))
+        doc = tilejson_doc(url, title, scope.dataset.description, attribution, collections)
+        return json_response(doc, media_type=JSON)
+
+    async def tile(request: Request, scope: Scope, collection_id: str | None, tms_id: str, z: int, row: int,
+                   col: int) -> Response:
+        collections, owner, _, _ = target(scope, collection_id)
+        return await serve_tile(request, scope, collections, owner, tms_id, z, row, col)
+
+    async def style_doc(request: Request, scope: Scope, collection_id: str | None, style_id: str) -> Response:
+        check_known(request.query_params, {"f"})
+        if style_id != "default":
+            raise NotFound(f"no style {style_id!r}; this API offers 'default'", parameter="styleId")
+        collections, _, title, path = target(scope, collection_id)
+        tj = f"{root(request, scope)}{path}/tiles/WebMercatorQuad/tilejson.json"
+        entries = [(c.id, c.layer_type, c.title, min_zoom(c.layer_type.name, "WebMercatorQuad")) for c in collections]
+        doc = style(title, tj, entries, _bbox(collections), request.app.state.settings.api.basemap_style_url)
+        return json_response(doc, media_type=STYLE)
+
+    # The same operations for the whole dataset and for one collection.
+    for path, cid in (("", None), ("/collections/{collectionId}", "collection")):
+        _register(router, kind, path, cid, ScopeDep, tilesets, tileset, tilejson, tile, style_doc)
+
+    @router.get("/styles", operation_id=f"{kind}.getStyles", summary="Styles")
+    async def styles(request: Request, scope: ScopeDep) -> Response:
+        check_known(request.query_params, {"f"})
+        url = root(request, scope) + "/styles/default"
+        return json_response({"styles": [{"id": "default", "title": "By land use, availability and protection "
+                                          "category", "links": [link(url, "stylesheet", STYLE)]}]})
+
+    return router
+
+
+def _register(router: APIRouter, kind: str, path: str, cid: str | None, ScopeDep: Any, tilesets, tileset, tilejson,
+              tile, style_doc) -> None:
+    """Declare the tile routes under `path` (the dataset, or one collection when `cid` is set)."""
+    op = "Collection" if cid else "Dataset"
+    if cid:
+        async def _tilesets(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
+            return await tilesets(request, scope, collection_id)
+
+        async def _tileset(request: Request, scope: ScopeDep, collection_id: CollectionId, tms_id: TmsId) -> Response:
+            return await tileset(request, scope, collection_id, tms_id)
+
+        async def _tilejson(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                            tms_id: TmsId) -> Response:
+            return await tilejson(request, scope, collection_id, tms_id)
+
+        async def _tile(request: Request, scope: ScopeDep, collection_id: CollectionId, tms_id: TmsId,
+                        z: TileMatrix, row: TileRow, col: TileCol, f: F = None) -> Response:
+            return await tile(request, scope, collection_id, tms_id, z, row, col)
+
+        async def _style(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                         style_id: Annotated[str, Path(alias="styleId")]) -> Response:
+            return await style_doc(request, scope, collection_id, style_id)
+    else:
+        async def _tilesets(request: Request, scope: ScopeDep) -> Response:
+            return await tilesets(request, scope, None)
+
+        async def _tileset(request: Request, scope: ScopeDep, tms_id: TmsId) -> Response:
+            return await tileset(request, scope, None, tms_id)
+
+        async def _tilejson(request: Request, scope: ScopeDep, tms_id: TmsId) -> Response:
+            return await tilejson(request, scope, None, tms_id)
+
+        async def _tile(request: Request, scope: ScopeDep, tms_id: TmsId, z: TileMatrix, row: TileRow,
+                        col: TileCol, f: F = None) -> Response:
+            return await tile(request, scope, None, tms_id, z, row, col)
+
+        async def _style(request: Request, scope: ScopeDep,
+                         style_id: Annotated[str, Path(alias="styleId")]) -> Response:
+            return await style_doc(request, scope, None, style_id)
+
+    tile_responses = {200: {"content": {MVT: {}, GEOJSON: {}}}, 204: {"description": "empty tile"}}
+    router.get(f"{path}/tiles", operation_id=f"{kind}.get{op}Tilesets", summary="Tilesets")(_tilesets)
+    router.get(f"{path}/tiles/{{tileMatrixSetId}}", operation_id=f"{kind}.get{op}Tileset",
+               summary="Tileset metadata")(_tileset)
+    router.get(f"{path}/tiles/{{tileMatrixSetId}}/tilejson.json", operation_id=f"{kind}.get{op}TileJSON",
+               summary="TileJSON 3.0 (WebMercatorQuad)", response_class=Response,
+               responses={200: {"content": {JSON: {}}}})(_tilejson)
+    router.get(f"{path}/tiles/{{tileMatrixSetId}}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
+               operation_id=f"{kind}.get{op}Tile", summary="A vector tile (MVT or GeoJSON)",
+               response_class=Response, responses=tile_responses)(_tile)
+    router.get(f"{path}/styles/{{styleId}}", operation_id=f"{kind}.get{op}Style", summary="MapLibre style",
+               response_class=Response, responses={200: {"content": {STYLE: {}}}})(_style)
+
+
+
