@@ -42,6 +42,7 @@ class CatalogCache:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
         self.changed = asyncio.Event()
+        self._disconnected = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._keep_listening())
@@ -62,6 +63,7 @@ class CatalogCache:
     def _lost(self, *_: Any) -> None:
         self.listening = False
         self._invalidate()
+        self._disconnected.set()
 
     async def _keep_listening(self) -> None:
         while True:
@@ -70,15 +72,17 @@ class CatalogCache:
                     self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "geotwin-listen"})
                     self._conn.add_termination_listener(self._lost)
                     await self._conn.add_listener(CHANNEL, self._invalidate)
+                    self._disconnected.clear()
                     self._invalidate()  # anything may have changed while nobody listened
                     self.listening = True
-                await asyncio.sleep(5)
+                await self._disconnected.wait()
+                await asyncio.sleep(0.5)
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError) as exc:
                 self._lost()
                 log.warning("catalog listener: %s; reading the catalog per request until it is back", exc)
-                await asyncio.sleep(2)
+                await asyncio.sleep(1)
 
     async def get(self, pool: asyncpg.Pool) -> Catalog:
         snapshot = self.snapshot

@@ -1,0 +1,112 @@
+"""Caching that is never stale: ETags and 304s, and tiles that follow every data change at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import mapbox_vector_tile
+import pytest
+
+from service.tiles import matrix_sets
+
+HALLE = "/municipalities/halle"
+SITES = f"{HALLE}/collections/commercial-sites"
+T = matrix_sets()["WebMercatorQuad"].tile(11.95, 51.49, 12)  # the Saale at the Peißnitzinsel (site gs-005)
+TILE = f"{HALLE}/tiles/WebMercatorQuad/{T.z}/{T.y}/{T.x}"
+
+
+async def site_ids(client) -> set[str]:
+    r = await client.get(TILE)
+    if r.status_code == 204:
+        return set()
+    layer = mapbox_vector_tile.decode(r.content).get("commercial-sites", {"features": []})
+    return {f["properties"]["id"] for f in layer["features"]}
+
+
+async def announced(app, before: int) -> None:
+    """Wait (bounded) until the database's change announcement reached the app."""
+    cache = app.state.catalog_cache
+    for _ in range(100):
+        if cache.generation > before:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no change announcement within 5 s")
+
+
+@pytest.mark.parametrize("path", [TILE, f"{SITES}/items?limit=2", f"{SITES}/items/gs-001", SITES,
+                                  f"{HALLE}/collections"])
+async def test_etag_and_304(client, path):
+    first = await client.get(path)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "public, no-cache"
+    again = await client.get(path, headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    other = await client.get(path, headers={"if-none-match": '"something-else"'})
+    assert other.status_code == 200
+
+
+async def test_a_second_request_is_served_from_the_tile_cache(app, client):
+    await client.get(TILE)
+    hits = app.state.tile_cache.hits
+    await client.get(TILE)
+    assert app.state.tile_cache.hits == hits + 1
+
+
+async def test_tiles_follow_a_write_from_another_process(app, client, db_url):
+    """A change made outside the service (psql, the CLI) reaches the tiles as soon as it is announced."""
+    assert "gs-005" in await site_ids(client)
+    old_etag = (await client.get(TILE)).headers["etag"]
+    conn = await asyncpg.connect(db_url)
+    try:
+        before = app.state.catalog_cache.generation
+        await conn.execute("UPDATE feature SET fid = 'gs-005-sold' WHERE fid = 'gs-005'")
+        await announced(app, before)
+        ids = await site_ids(client)
+        assert "gs-005" not in ids and "gs-005-sold" in ids
+        stale = await client.get(TILE, headers={"if-none-match": old_etag})
+        assert stale.status_code == 200  # the old ETag no longer matches
+
+        before = app.state.catalog_cache.generation
+        await conn.execute("""
+            INSERT INTO feature (collection_id, fid, geom, properties)
+            SELECT collection_id, 'gs-new', ST_Translate(geom, 50, 50), properties FROM feature
+            WHERE fid = 'gs-005-sold'""")
+        await announced(app, before)
+        assert "gs-new" in await site_ids(client)
+        before = app.state.catalog_cache.generation
+        await conn.execute("DELETE FROM feature WHERE fid = 'gs-new'")
+        await announced(app, before)
+        assert "gs-new" not in await site_ids(client)  # a deleted site is gone from the map at once
+        assert (await client.get(f"{SITES}/items/gs-new")).status_code == 404
+    finally:
+        before = app.state.catalog_cache.generation
+        await conn.execute("UPDATE feature SET fid = 'gs-005' WHERE fid = 'gs-005-sold'")
+        await conn.close()
+        await announced(app, before)
+    assert "gs-005" in await site_ids(client)
+
+
+async def test_without_the_listener_every_request_reads_the_catalog(app, client, db_url):
+    cache = app.state.catalog_cache
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = 'geotwin-listen'")
+        for _ in range(100):
+            if not cache.listening:
+                break
+            await asyncio.sleep(0.05)
+        assert not cache.listening
+        await conn.execute("UPDATE feature SET fid = 'gs-005-x' WHERE fid = 'gs-005'")
+        assert "gs-005-x" in await site_ids(client)  # no announcement needed: read fresh
+    finally:
+        await conn.execute("UPDATE feature SET fid = 'gs-005' WHERE fid = 'gs-005-x'")
+        await conn.close()
+    for _ in range(200):  # the listener reconnects by itself
+        if cache.listening:
+            break
+        await asyncio.sleep(0.05)
+    assert cache.listening
+    assert "gs-005" in await site_ids(client)

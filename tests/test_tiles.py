@@ -1,0 +1,201 @@
+"""OGC API – Tiles: tilesets, tiles in both matrix sets, formats, empty and invalid tiles, TileJSON, styles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mapbox_vector_tile
+import morecantile
+import pytest
+from pyproj import Transformer
+
+from service.tiles import matrix_sets
+
+HALLE = "/municipalities/halle"
+LEIPZIG = "/municipalities/leipzig"
+MVT = "application/vnd.mapbox-vector-tile"
+DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+
+
+def tile_of(tms_id: str, lon: float, lat: float, z: int) -> morecantile.Tile:
+    return matrix_sets()[tms_id].tile(lon, lat, z)
+
+
+def url(root: str, tms_id: str, t: morecantile.Tile, collection: str | None = None) -> str:
+    base = f"{root}/collections/{collection}" if collection else root
+    return f"{base}/tiles/{tms_id}/{t.z}/{t.y}/{t.x}"
+
+
+async def get_mvt(client, path: str) -> dict:
+    r = await client.get(path)
+    assert r.status_code == 200, (path, r.status_code, r.text[:200])
+    assert r.headers["content-type"] == MVT
+    return mapbox_vector_tile.decode(r.content)
+
+
+async def test_tile_matrix_sets(client):
+    ids = {t["id"] for t in (await client.get(f"{HALLE}/tileMatrixSets")).json()["tileMatrixSets"]}
+    assert ids == {"WebMercatorQuad", "UTM32ETRS89Quad"}
+    utm = (await client.get(f"{HALLE}/tileMatrixSets/UTM32ETRS89Quad")).json()
+    assert utm["crs"].endswith("/25832")
+    assert utm["tileMatrices"][0]["pointOfOrigin"] == [-46133.17, 6301219.54]
+
+
+async def test_tileset_metadata_links_the_template_and_lists_layers(client):
+    doc = (await client.get(f"{HALLE}/tiles/WebMercatorQuad")).json()
+    assert doc["dataType"] == "vector"
+    assert {layer["id"] for layer in doc["layers"]} == {"planning-zones", "commercial-sites", "ecological-zones",
+                                                         "charging-stations"}
+    item = next(link for link in doc["links"] if link["rel"] == "item" and link["type"] == MVT)
+    assert item["href"].endswith(f"{HALLE}/tiles/WebMercatorQuad/{{tileMatrix}}/{{tileRow}}/{{tileCol}}?f=mvt")
+    sites = next(layer for layer in doc["layers"] if layer["id"] == "commercial-sites")
+    assert sites["minTileMatrix"] == "8"
+    lists = (await client.get(f"{HALLE}/collections/commercial-sites/tiles")).json()
+    assert len(lists["tilesets"]) == 2
+
+
+async def test_dataset_tile_has_one_layer_per_collection(client):
+    t = tile_of("WebMercatorQuad", 12.056, 51.511, 13)  # Star Park
+    layers = await get_mvt(client, url(HALLE, "WebMercatorQuad", t))
+    assert {"commercial-sites", "planning-zones", "ecological-zones"} <= set(layers)
+    names = {f["properties"]["name"] for f in layers["commercial-sites"]["features"]}
+    assert "Star Park – Teilfläche A" in names
+    feature = next(f for f in layers["commercial-sites"]["features"] if f["properties"]["id"] == "gs-001")
+    assert feature["properties"]["availability"] == "vermarktet" and feature["properties"]["area_net_ha"] == 38.5
+
+
+def _expected_tile_xy(tms_id: str, t: morecantile.Tile, x: float, y: float, src_epsg: int) -> tuple[float, float]:
+    """Where a source coordinate must land in the tile's 4096 grid (computed here with pyproj/morecantile)."""
+    tms = matrix_sets()[tms_id]
+    to_tms = Transformer.from_crs(src_epsg, tms.crs._pyproj_crs, always_xy=True)
+    tx, ty = to_tms.transform(x, y)
+    b = tms.xy_bounds(t)
+    return (tx - b.left) / (b.right - b.left) * 4096, (ty - b.bottom) / (b.top - b.bottom) * 4096
+
+
+@pytest.mark.parametrize(("root", "muni", "src_epsg", "fid", "tms_id", "z"), [
+    (LEIPZIG, "leipzig", 25833, "gs-101", "UTM32ETRS89Quad", 9),  # 25833 source in the 25832 grid
+    (LEIPZIG, "leipzig", 25833, "gs-101", "WebMercatorQuad", 14),
+    (HALLE, "halle", 25832, "gs-006", "WebMercatorQuad", 14),
+    (HALLE, "halle", 25832, "gs-006", "UTM32ETRS89Quad", 9),
+])
+async def test_features_sit_where_their_source_coordinates_say(client, root, muni, src_epsg, fid, tms_id, z):
+    """Every vertex inside the tile is one of the source's corners, put there independently with pyproj."""
+    source = json.loads((DEMO / f"{muni}-commercial-sites.geojson").read_text(encoding="utf-8"))
+    feat = next(f for f in source["features"] if f["id"] == fid)
+    ring = feat["geometry"]["coordinates"][0][:-1]
+    cx, cy = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
+    lon, lat = Transformer.from_crs(src_epsg, 4326, always_xy=True).transform(cx, cy)
+    t = tile_of(tms_id, lon, lat, z)
+    layers = await get_mvt(client, url(root, tms_id, t, "commercial-sites"))
+    got = next(f for f in layers["commercial-sites"]["features"] if f["properties"]["id"] == fid)
+    expected = [_expected_tile_xy(tms_id, t, x, y, src_epsg) for x, y in ring]
+    inside = [(x, y) for x, y in _points(got["geometry"]) if 0 < x < 4096 and 0 < y < 4096]
+    assert inside, "no vertex of the site inside its own tile"
+    for gx, gy in inside:
+        assert min(abs(gx - ex) + abs(gy - ey) for ex, ey in expected) <= 2, (gx, gy, expected)
+
+
+async def test_geojson_tiles_are_clipped_and_simplified(client):
+    t = tile_of("WebMercatorQuad", 11.905, 51.503, 15)  # inside the Dölauer Heide
+    r = await client.get(url(HALLE, "WebMercatorQuad", t, "ecological-zones"), headers={"accept": "application/geo+json"})
+    assert r.headers["content-type"] == "application/geo+json"
+    fc = r.json()
+    b = matrix_sets()["WebMercatorQuad"].bounds(t)
+    for f in fc["features"]:
+        for lon, lat in _points(f["geometry"]):
+            assert b.left - 1e-6 <= lon <= b.right + 1e-6 and b.bottom - 1e-6 <= lat <= b.top + 1e-6
+    ids = {f["id"] for f in fc["features"]}
+    assert "lsg0034hal" in ids
+    low = await client.get(url(HALLE, "WebMercatorQuad", tile_of("WebMercatorQuad", 11.905, 51.503, 9),
+                                "ecological-zones") + "?f=geojson")
+    lsg_low = next(f for f in low.json()["features"] if f["id"] == "lsg0034hal")
+    assert len(_points(lsg_low["geometry"])) < 33 + 13  # shell and hole in the source: fewer after simplifying
+
+
+def _points(geometry: dict) -> list[tuple[float, float]]:
+    out = []
+
+    def walk(c):
+        if isinstance(c[0], (int, float)):
+            out.append((c[0], c[1]))
+        else:
+            for part in c:
+                walk(part)
+    walk(geometry["coordinates"])
+    return out
+
+
+async def test_empty_and_invalid_tiles(client):
+    atlantic = tile_of("WebMercatorQuad", -30.0, 45.0, 10)
+    r = await client.get(url(HALLE, "WebMercatorQuad", atlantic))
+    assert r.status_code == 204 and r.content == b""
+    r = await client.get(url(HALLE, "WebMercatorQuad", atlantic) + "?f=geojson")
+    assert r.status_code == 204
+    for path, parameter in [(f"{HALLE}/tiles/WebMercatorQuad/3/8/0", "tileRow"),
+                            (f"{HALLE}/tiles/WebMercatorQuad/3/0/8", "tileCol"),
+                            (f"{HALLE}/tiles/WebMercatorQuad/-1/0/0", "tileMatrix"),
+                            (f"{HALLE}/tiles/WebMercatorQuad/21/0/0", "tileMatrix"),
+                            (f"{HALLE}/tiles/NoSuchGrid/3/0/0", "tileMatrixSetId"),
+                            (f"{HALLE}/collections/nope/tiles/WebMercatorQuad/3/0/0", "collectionId")]:
+        r = await client.get(path)
+        assert r.status_code == 404 and r.json()["parameter"] == parameter, path
+    r = await client.get(f"{HALLE}/tiles/WebMercatorQuad/3/x/0")
+    assert r.status_code == 400 and r.json()["parameter"] == "tileRow"
+    r = await client.get(f"{HALLE}/tiles/WebMercatorQuad/3/0/0?f=png")
+    assert r.status_code == 400 and r.json()["parameter"] == "f"
+
+
+async def test_layers_start_at_their_minimum_zoom(client):
+    t7 = tile_of("WebMercatorQuad", 12.056, 51.511, 7)
+    layers = await get_mvt(client, url(HALLE, "WebMercatorQuad", t7))
+    assert "ecological-zones" in layers and "commercial-sites" not in layers and "planning-zones" not in layers
+
+
+async def test_regional_tiles_carry_the_municipality(client):
+    t = tile_of("WebMercatorQuad", 12.43, 51.40, 12)  # Leipzig-Nord
+    layers = await get_mvt(client, url("/region", "WebMercatorQuad", t))
+    assert set(layers) <= {"planning-zones", "commercial-sites", "ecological-zones"}
+    assert {f["properties"]["municipality"] for f in layers["commercial-sites"]["features"]} == {"leipzig"}
+
+
+async def test_tilejson_layer_ids_equal_the_tile_layers(client):
+    tj = (await client.get(f"{HALLE}/tiles/WebMercatorQuad/tilejson.json")).json()
+    assert tj["tilejson"] == "3.0.0"
+    assert tj["tiles"][0].endswith(f"{HALLE}/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}")
+    ids = {layer["id"] for layer in tj["vector_layers"]}
+    t = tile_of("WebMercatorQuad", 12.056, 51.511, 13)
+    assert set(await get_mvt(client, url(HALLE, "WebMercatorQuad", t))) <= ids
+    assert {"planning-zones", "commercial-sites", "ecological-zones", "charging-stations"} == ids
+    sites = next(layer for layer in tj["vector_layers"] if layer["id"] == "commercial-sites")
+    assert sites["fields"]["area_net_ha"] == "Number" and sites["minzoom"] == 8
+    one = (await client.get(f"{HALLE}/collections/ecological-zones/tiles/WebMercatorQuad/tilejson.json")).json()
+    assert [layer["id"] for layer in one["vector_layers"]] == ["ecological-zones"]
+    assert (await client.get(f"{HALLE}/tiles/UTM32ETRS89Quad/tilejson.json")).status_code == 404
+
+
+async def test_styles_colour_by_code_with_legends(client):
+    style = (await client.get(f"{HALLE}/styles/default")).json()
+    assert style["version"] == 8
+    assert style["sources"]["geotwin"]["url"].endswith(f"{HALLE}/tiles/WebMercatorQuad/tilejson.json")
+    source_layers = {layer.get("source-layer") for layer in style["layers"]} - {None}
+    assert source_layers == {"planning-zones", "commercial-sites", "ecological-zones", "charging-stations"}
+    fill = next(layer for layer in style["layers"] if layer["id"] == "planning-zones-fill")
+    assert fill["paint"]["fill-color"][:2] == ["match", ["get", "land_use"]]
+    legend = style["metadata"]["geotwin:legend"]
+    assert legend["commercial-sites"]["property"] == "availability"
+    assert {i["value"] for i in legend["ecological-zones"]["items"]} >= {"NSG", "LSG", "FFH", "UESG"}
+    assert any("verfügbar" in i["label"] for i in legend["commercial-sites"]["items"])
+    one = (await client.get(f"{HALLE}/collections/commercial-sites/styles/default")).json()
+    assert {layer.get("source-layer") for layer in one["layers"]} - {None} == {"commercial-sites"}
+    assert (await client.get(f"{HALLE}/styles/fancy")).status_code == 404
+
+
+async def test_head_and_cors_on_tiles(client):
+    t = tile_of("WebMercatorQuad", 12.056, 51.511, 13)
+    path = url(HALLE, "WebMercatorQuad", t)
+    head = await client.head(path, headers={"origin": "https://example.org"})
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["access-control-allow-origin"] == "*"
+    assert head.headers["content-type"] == MVT
