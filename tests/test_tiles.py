@@ -99,7 +99,8 @@ async def test_features_sit_where_their_source_coordinates_say(client, root, mun
 
 async def test_geojson_tiles_are_clipped_and_simplified(client):
     t = tile_of("WebMercatorQuad", 11.905, 51.503, 15)  # inside the Dölauer Heide
-    r = await client.get(url(HALLE, "WebMercatorQuad", t, "ecological-zones"), headers={"accept": "application/geo+json"})
+    r = await client.get(url(HALLE, "WebMercatorQuad", t, "ecological-zones"),
+                         headers={"accept": "application/geo+json"})
     assert r.headers["content-type"] == "application/geo+json"
     fc = r.json()
     b = matrix_sets()["WebMercatorQuad"].bounds(t)
