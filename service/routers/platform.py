@@ -42,6 +42,7 @@ async def root(request: Request, f: F = None) -> Response:
             link(f"{base}/api", "service-desc", OPENAPI, "the whole service (OpenAPI 3.0)"),
             link(f"{base}/region", "child", JSON, "regional view: all municipalities"),
             link(f"{base}/schemas", "describedby", JSON, "layer types (JSON Schema)"),
+            link(f"{base}/viewer", "alternate", "text/html", "map viewer"),
         ],
         "municipalities": [
             {"id": m.slug, "title": m.name, "ags": m.ags, "state": m.state,
@@ -56,6 +57,15 @@ async def root(request: Request, f: F = None) -> Response:
     if fmt == "html":
         return html_response(request, "root.html", doc=doc, layer_types=registry())
     return json_response(doc)
+
+
+@router.get("/viewer", operation_id="platform.getViewer", summary="Map viewer (HTML)",
+            response_class=Response, responses={200: {"content": {"text/html": {}}}})
+async def viewer(request: Request,
+                 root: Annotated[str | None, Query(description="API root to open, e.g. /municipalities/halle")] = None
+                 ) -> Response:
+    check_known(request.query_params, {"root"})
+    return html_response(request, "viewer.html")
 
 
 @router.get("/schemas", operation_id="platform.getLayerTypes", summary="The layer types (data contracts)")
