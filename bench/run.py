@@ -1,0 +1,346 @@
+"""GeoTwin against tipg and the pure-SQL floor, in one run on one PostGIS (see README, "Benchmarks").
+
+    .venv/bin/python bench/run.py                  # 200k sites + 5k zones of 1,000 vertices, 6 s per measurement
+    .venv/bin/python bench/run.py --quick          # small data and short runs, to try the harness
+
+What it does: starts a project-managed PostGIS in .data/bench, loads the generator's layers once, installs
+tipg (PyPI) into .data/tipg-venv and points it at views over the same rows, starts GeoTwin twice (tile cache
+off = cold, on = warm) and tipg, 2 workers each, and drives them with wrk over fixed, density-weighted tile
+and items URL sets: throughput at 8 connections, latency at 1. The floor runs GeoTwin's own SQL for the same
+requests straight through asyncpg, without HTTP. Raw numbers go to bench/results/<time>.json; one table is
+printed with the ratios GeoTwin/tipg and GeoTwin/floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import morecantile
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.cli import _generate  # noqa: E402
+from service.generator import Spec  # noqa: E402
+from service.localdb import LocalCluster, remembered_port  # noqa: E402
+from service.migrate import upgrade  # noqa: E402
+from service.sql.features import ItemsQuery, count_sql, items_sql  # noqa: E402
+from service.sql.tiles import TileLayer, footprint, mvt_sql  # noqa: E402
+from service.tiles import tile_ref  # noqa: E402
+
+WM = morecantile.tms.get("WebMercatorQuad")
+DATA = ROOT / ".data"
+TIPG_VENV = DATA / "tipg-venv"
+
+
+@dataclass
+class Scenario:
+    name: str
+    kind: str  # tile | items
+    collection: str  # GeoTwin collection id
+    view: str  # tipg view
+    requests: list[dict[str, Any]] = field(default_factory=list)  # z/x/y or limit/offset/bbox
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- data
+
+async def prepare_data(dsn: str, sites: int, zones: int, vertices: int) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("""INSERT INTO municipality (slug, name, ags, state, crs)
+            VALUES ('bench', 'Benchstadt', '15099999', 'Sachsen-Anhalt', 25832) ON CONFLICT (slug) DO NOTHING""")
+        have = dict(await conn.fetch("SELECT c.slug, c.feature_count FROM collection c JOIN municipality m "
+                                     "ON m.id = c.municipality_id WHERE m.slug = 'bench'"))
+    finally:
+        await conn.close()
+    if have.get("sites") != sites:
+        print(f"generating {sites:,} commercial sites")
+        await _generate(dsn, "bench", "sites", Spec("commercial-site", sites, seed=1))
+    if have.get("zones") != zones:
+        print(f"generating {zones:,} ecological zones with {vertices:,} vertices each")
+        await _generate(dsn, "bench", "zones", Spec("ecological-zone", zones, seed=2, vertices=vertices))
+    conn = await asyncpg.connect(dsn)
+    try:
+        pks = dict(await conn.fetch("SELECT c.slug, c.id FROM collection c JOIN municipality m "
+                                    "ON m.id = c.municipality_id WHERE m.slug = 'bench'"))
+        # tipg serves tables and views: these show it exactly the rows GeoTwin serves.
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS tipg_bench")
+        for slug, pk in pks.items():
+            await conn.execute(f"CREATE OR REPLACE VIEW tipg_bench.{slug} AS SELECT f.id, f.fid, f.properties, "
+                               f"f.geom FROM feature f WHERE f.collection_id = {int(pk)}")
+        await conn.execute("ANALYZE feature")
+    finally:
+        await conn.close()
+    return pks
+
+
+async def sample_points(dsn: str, pk: int, n: int) -> list[tuple[float, float]]:
+    """Feature centres, spread over the collection: density-weighted request positions."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_PointOnSurface(geom), 4326) AS p FROM feature "
+            "WHERE collection_id = $1 ORDER BY md5(fid) LIMIT $2) s", pk, n)
+        return [(r[0], r[1]) for r in rows]
+    finally:
+        await conn.close()
+
+
+def scenarios(points_sites, points_zones, n_sites: int, quick: bool) -> list[Scenario]:
+    rng = random.Random(7)
+    out = []
+    for z in (8, 12, 14, 16):
+        s = Scenario(f"tiles z{z} sites", "tile", "sites", "sites")
+        s.requests = [dict(z=z, x=t.x, y=t.y) for t in (WM.tile(lon, lat, z) for lon, lat in points_sites)]
+        out.append(s)
+    for z in (8, 10, 12):
+        s = Scenario(f"tiles z{z} zones (1k vertices)", "tile", "zones", "zones")
+        s.requests = [dict(z=z, x=t.x, y=t.y) for t in (WM.tile(lon, lat, z) for lon, lat in points_zones)]
+        out.append(s)
+    for limit in (100, 1000):
+        s = Scenario(f"items limit={limit}", "items", "sites", "sites")
+        s.requests = [dict(limit=limit, offset=rng.randrange(0, max(1, n_sites - limit))) for _ in range(200)]
+        out.append(s)
+    s = Scenario("items bbox (limit=100)", "items", "sites", "sites")
+    s.requests = [dict(limit=100, bbox=(round(lon - 0.01, 5), round(lat - 0.007, 5), round(lon + 0.01, 5),
+                                        round(lat + 0.007, 5))) for lon, lat in points_sites[:200]]
+    out.append(s)
+    return out
+
+
+def geotwin_path(s: Scenario, r: dict) -> str:
+    base = f"/municipalities/bench/collections/{s.collection}"
+    if s.kind == "tile":
+        return f"{base}/tiles/WebMercatorQuad/{r['z']}/{r['y']}/{r['x']}"
+    q = f"limit={r['limit']}" + (f"&offset={r['offset']}" if "offset" in r else "")
+    return f"{base}/items?{q}" + (f"&bbox={','.join(map(str, r['bbox']))}" if "bbox" in r else "")
+
+
+def tipg_path(s: Scenario, r: dict) -> str:
+    base = f"/collections/tipg_bench.{s.view}"
+    if s.kind == "tile":
+        return f"{base}/tiles/WebMercatorQuad/{r['z']}/{r['x']}/{r['y']}"
+    q = f"limit={r['limit']}" + (f"&offset={r['offset']}" if "offset" in r else "")
+    return f"{base}/items?{q}" + (f"&bbox={','.join(map(str, r['bbox']))}" if "bbox" in r else "")
+
+
+# ---------------------------------------------------------------- servers
+
+def start(cmd: list[str], env: dict[str, str], port: int, probe: str) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.5)
+    raise RuntimeError(f"{' '.join(cmd)} did not answer on {port}")
+
+
+def ensure_tipg() -> Path:
+    if not (TIPG_VENV / "bin" / "uvicorn").exists():
+        print("installing tipg into .data/tipg-venv (PyPI)")
+        subprocess.run([sys.executable, "-m", "venv", str(TIPG_VENV)], check=True)
+        subprocess.run([str(TIPG_VENV / "bin" / "pip"), "install", "-q", "tipg", "uvicorn"], check=True)
+    return TIPG_VENV / "bin" / "uvicorn"
+
+
+# ---------------------------------------------------------------- measuring
+
+def wrk(port: int, paths: list[str], connections: int, duration: int) -> dict[str, float]:
+    listing = DATA / "bench" / "paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    threads = min(2, connections)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "30s",
+                          "-s", str(ROOT / "bench" / "paths.lua"), f"http://127.0.0.1:{port}"],
+                         capture_output=True, text=True, env={**os.environ, "PATHS": str(listing)}, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {m.group(1): _ms(m.group(2), m.group(3)) for m in re.finditer(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", out)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*timeout (\d+)", out)
+    return {"rps": rps, "p50_ms": lat.get("50", float("nan")), "p99_ms": lat.get("99", float("nan")),
+            "non_2xx": int(bad.group(1)) if bad else 0, "timeouts": int(errors.group(1)) if errors else 0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def floor(dsn: str, s: Scenario, pk: int, connections: int, duration: int) -> dict[str, float]:
+    """GeoTwin's own SQL for the same requests, straight through asyncpg: what PostGIS alone costs."""
+    statements = []
+    for r in s.requests:
+        if s.kind == "tile":
+            tile = tile_ref("WebMercatorQuad", r["z"], r["y"], r["x"])
+            fp = footprint(tile)
+            statements.append(mvt_sql([TileLayer(s.collection, ((pk, "bench"),), False)], tile, fp))
+        else:
+            q = ItemsQuery(members=[(pk, "bench")], regional=False, multi=True, limit=r["limit"],
+                           offset=r.get("offset", 0), bbox=r.get("bbox"))
+            statements.append(items_sql(q))
+            if "bbox" in r:
+                statements.append(count_sql(q))
+    pool = await asyncpg.create_pool(dsn, min_size=connections, max_size=connections,
+                                     server_settings={"jit": "off", "plan_cache_mode": "force_custom_plan"})
+    latencies: list[float] = []
+    deadline = time.monotonic() + duration
+    done = 0
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        i = offset
+        async with pool.acquire() as conn:
+            while time.monotonic() < deadline:
+                sql, args = statements[i % len(statements)]
+                t = time.perf_counter()
+                await conn.fetch(sql, *args)
+                latencies.append((time.perf_counter() - t) * 1000)
+                done += 1
+                i += 1
+
+    start_t = time.monotonic()
+    await asyncio.gather(*(worker(k * 7919) for k in range(connections)))
+    elapsed = time.monotonic() - start_t
+    await pool.close()
+    latencies.sort()
+    return {"rps": done / elapsed, "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "non_2xx": 0, "timeouts": 0}
+
+
+def tipg_layer_features(port: int, s: Scenario) -> int:
+    """How many features tipg's tile for the first request holds (it caps them per tile)."""
+    import mapbox_vector_tile
+
+    r = httpx.get(f"http://127.0.0.1:{port}{tipg_path(s, s.requests[0])}", timeout=120)
+    if r.status_code != 200 or not r.content:
+        return 0
+    return sum(len(layer["features"]) for layer in mapbox_vector_tile.decode(r.content).values())
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sites", type=int, default=200_000)
+    ap.add_argument("--zones", type=int, default=5_000)
+    ap.add_argument("--vertices", type=int, default=1_000)
+    ap.add_argument("--duration", type=int, default=6, help="seconds per measurement")
+    ap.add_argument("--quick", action="store_true", help="20k sites, 500 zones, 2 s per measurement")
+    args = ap.parse_args()
+    if args.quick:
+        args.sites, args.zones, args.duration = 20_000, 500, 2
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    cluster = LocalCluster(DATA / "bench" / "pg", remembered_port(DATA / "bench", 54339))
+    cluster.start()
+    dsn = cluster.create_database("geotwin_bench")
+    upgrade(dsn)
+    pks = asyncio.run(prepare_data(dsn, args.sites, args.zones, args.vertices))
+    points_sites = asyncio.run(sample_points(dsn, pks["sites"], 300))
+    points_zones = asyncio.run(sample_points(dsn, pks["zones"], 100))
+    plan = scenarios(points_sites, points_zones, args.sites, args.quick)
+
+    env_db = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_bench",
+              "GEOTWIN_DB_POOL_MAX": "8"}
+    geotwin = [str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--workers", "2", "--port"]
+    ports = {"cold": free_port(), "warm": free_port(), "tipg": free_port()}
+    procs = [
+        start(geotwin + [str(ports["cold"])], {**env_db, "GEOTWIN_CACHE__TILE_CACHE_MB": "0"}, ports["cold"],
+              "/schemas"),
+        start(geotwin + [str(ports["warm"])], env_db, ports["warm"], "/schemas"),
+        start([str(ensure_tipg()), "tipg.main:app", "--workers", "2", "--port", str(ports["tipg"]), "--log-level",
+               "warning"], {"DATABASE_URL": dsn, "TIPG_DB_SCHEMAS": '["tipg_bench"]'}, ports["tipg"], "/collections"),
+    ]
+    results: dict[str, Any] = {"settings": vars(args), "machine": {"cores": os.cpu_count()}, "scenarios": {}}
+    try:
+        for s in plan:
+            gt_paths = [geotwin_path(s, r) for r in s.requests]
+            tp_paths = [tipg_path(s, r) for r in s.requests]
+            row = {"requests": len(s.requests)}
+            print(f"measuring {s.name} ...", flush=True)
+            for label, port, paths in (("geotwin", ports["cold"], gt_paths), ("tipg", ports["tipg"], tp_paths)):
+                row[label] = {"c8": wrk(port, paths, 8, args.duration), "c1": wrk(port, paths, 1, args.duration)}
+            pk = pks[s.collection]
+            row["floor"] = {"c8": asyncio.run(floor(dsn, s, pk, 8, args.duration)),
+                            "c1": asyncio.run(floor(dsn, s, pk, 1, args.duration))}
+            if s.kind == "tile" and s.requests[0]["z"] == 8:
+                row["tipg_features_in_first_tile"] = tipg_layer_features(ports["tipg"], s)
+            results["scenarios"][s.name] = row
+        # Warm cache: the same tiles again from the cache-on instance, after one pass to fill it.
+        for s in plan:
+            if s.kind != "tile" or s.requests[0]["z"] not in (14, 16) or "sites" not in s.name:
+                continue
+            paths = [geotwin_path(s, r) for r in s.requests]
+            for p in paths:
+                httpx.get(f"http://127.0.0.1:{ports['warm']}{p}", timeout=60)
+            row = {"requests": len(paths), "geotwin": {"c8": wrk(ports["warm"], paths, 8, args.duration),
+                                                       "c1": wrk(ports["warm"], paths, 1, args.duration)}}
+            results["scenarios"][f"{s.name} (warm cache)"] = row
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / time.strftime("%Y%m%d-%H%M%S.json")
+    out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nraw numbers: {out.relative_to(ROOT)}")
+
+
+def print_table(results: dict[str, Any]) -> None:
+    head = (f"{'scenario':34} {'GeoTwin r/s':>11} {'p50':>7} {'p99':>7} {'tipg r/s':>9} {'p50':>7} {'p99':>7} "
+            f"{'floor r/s':>9} {'p50':>7} {'GT/tipg':>8} {'GT/floor':>8}")
+    print("\nthroughput at 8 connections; p50/p99 in ms at 1 connection\n" + head + "\n" + "-" * len(head))
+    for name, row in results["scenarios"].items():
+        gt, tp, fl = row.get("geotwin"), row.get("tipg"), row.get("floor")
+
+        def cell(x, key, conc="c8", width=9, fmt="{:.0f}"):
+            return f"{fmt.format(x[conc][key]):>{width}}" if x else f"{'':>{width}}"
+        ratio_t = f"{gt['c8']['rps'] / tp['c8']['rps']:.2f}" if tp and tp["c8"]["rps"] else ""
+        ratio_f = f"{gt['c8']['rps'] / fl['c8']['rps']:.2f}" if fl and fl["c8"]["rps"] else ""
+        print(f"{name:34} {cell(gt, 'rps', width=11)} {cell(gt, 'p50_ms', 'c1', 7, '{:.1f}')} "
+              f"{cell(gt, 'p99_ms', 'c1', 7, '{:.1f}')} {cell(tp, 'rps')} {cell(tp, 'p50_ms', 'c1', 7, '{:.1f}')} "
+              f"{cell(tp, 'p99_ms', 'c1', 7, '{:.1f}')} {cell(fl, 'rps')} {cell(fl, 'p50_ms', 'c1', 7, '{:.1f}')} "
+              f"{ratio_t:>8} {ratio_f:>8}")
+        notes = []
+        for label, x in (("GeoTwin", gt), ("tipg", tp)):
+            if x and (x["c8"]["non_2xx"] or x["c8"]["timeouts"]):
+                notes.append(f"{label}: {x['c8']['non_2xx']} non-2xx, {x['c8']['timeouts']} timeouts")
+        if "tipg_features_in_first_tile" in row:
+            notes.append(f"tipg's first tile holds {row['tipg_features_in_first_tile']} features")
+        if notes:
+            print(f"{'':34} ({'; '.join(notes)})")
+
+
+if __name__ == "__main__":
+    main()
