@@ -18,6 +18,7 @@ from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.routers import ogc, platform, tiles
 from service.settings import Settings
+from service.tilefast import TileCacheFastPath
 
 STATIC = Path(__file__).parent / "static"
 NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.openapi_30 = None
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)
+    # Innermost first: warm tiles are answered before routing, still inside CORS and HEAD handling.
+    app.add_middleware(TileCacheFastPath)
     # Public data: any web map may read it (writes come with their own rules later).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=["ETag", "Content-Crs", "Link"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import morecantile
 from pyproj import CRS
@@ -21,9 +21,11 @@ UTM32_RES0 = 4891.96981025128
 MAX_ZOOM = {"WebMercatorQuad": 20, "UTM32ETRS89Quad": 17}
 EXTENT = 4096  # MVT grid units per tile
 BUFFER = 64  # MVT units around each tile, so lines and fills join seamlessly
-# Below these WebMercatorQuad zooms a layer type is not in tiles (declared in TileJSON and tileset metadata):
-# a regional overview of 200,000 sites at z5 is a grey blanket, not information.
-MIN_ZOOM = {"commercial-site": 8, "planning-zone": 10, "ecological-zone": 6, "generic": 0}
+# Below these WebMercatorQuad zooms a layer type is not in tiles (declared in TileJSON, tileset metadata and the
+# viewer). At z8 a pixel is ~380 m at 51° N: a typical 5-50 ha site is 0.6-1.9 px, so 200,000 of them are one
+# grey blanket in a multi-megabyte tile; from z10 (~95 m/px) they are 2-7 px and readable. Plan zones are
+# smaller still; protected areas are large and belong in the overview.
+MIN_ZOOM = {"commercial-site": 10, "planning-zone": 11, "ecological-zone": 6, "generic": 0}
 REFERENCE_LAT = 51.5  # the region's latitude, for comparing ground resolutions across grids
 
 
@@ -63,6 +65,15 @@ def srid_of(tms: morecantile.TileMatrixSet) -> int:
     return tms.crs._pyproj_crs.to_epsg()
 
 
+SRIDS = {"WebMercatorQuad": 3857, "UTM32ETRS89Quad": 25832}
+
+
+@lru_cache(maxsize=65_536)
+def _bounds(tms_id: str, z: int, row: int, col: int) -> tuple[float, float, float, float]:
+    b = get_tms(tms_id).xy_bounds(morecantile.Tile(col, row, z))
+    return (b.left, b.bottom, b.right, b.top)
+
+
 def tile_ref(tms_id: str, z: int, row: int, col: int) -> TileRef:
     """The tile, or a 404 naming the coordinate that is outside the matrix set."""
     tms = get_tms(tms_id)
@@ -75,8 +86,7 @@ def tile_ref(tms_id: str, z: int, row: int, col: int) -> TileRef:
     if not 0 <= col < matrix.matrixWidth:
         raise NotFound(f"tileCol {col} is outside 0..{matrix.matrixWidth - 1} at tileMatrix {z}",
                        parameter="tileCol")
-    b = tms.xy_bounds(morecantile.Tile(col, row, z))
-    return TileRef(tms_id, srid_of(tms), z, row, col, (b.left, b.bottom, b.right, b.top))
+    return TileRef(tms_id, SRIDS[tms_id], z, row, col, _bounds(tms_id, z, row, col))
 
 
 def ground_resolution(tms_id: str, z: int) -> float:

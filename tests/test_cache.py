@@ -110,3 +110,24 @@ async def test_without_the_listener_every_request_reads_the_catalog(app, client,
         await asyncio.sleep(0.05)
     assert cache.listening
     assert "gs-005" in await site_ids(client)
+
+
+async def test_warm_tiles_are_answered_before_routing_and_identically(app, client, monkeypatch):
+    first = await client.get(TILE)  # through the router: renders and fills the cache
+    calls = []
+    from service.routers import tiles as tiles_router
+
+    real = tiles_router.serve_tile
+    monkeypatch.setattr(tiles_router, "serve_tile", lambda *a, **k: calls.append(1) or real(*a, **k))
+    second = await client.get(TILE, headers={"origin": "https://example.org"})
+    assert calls == [], "a warm tile went through the router"
+    assert second.content == first.content and second.headers["etag"] == first.headers["etag"]
+    for header in ("content-type", "cache-control", "vary"):
+        assert second.headers[header] == first.headers[header]
+    assert second.headers["access-control-allow-origin"] == "*"  # still inside CORS
+    assert (await client.get(TILE, headers={"if-none-match": first.headers["etag"]})).status_code == 304
+    head = await client.head(TILE)
+    assert head.status_code == 200 and head.content == b""
+    # A query the fast path does not know goes to the router (and its 400).
+    assert (await client.get(TILE + "?foo=1")).status_code == 400
+    assert calls == [1]

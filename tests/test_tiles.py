@@ -50,7 +50,7 @@ async def test_tileset_metadata_links_the_template_and_lists_layers(client):
     item = next(link for link in doc["links"] if link["rel"] == "item" and link["type"] == MVT)
     assert item["href"].endswith(f"{HALLE}/tiles/WebMercatorQuad/{{tileMatrix}}/{{tileRow}}/{{tileCol}}?f=mvt")
     sites = next(layer for layer in doc["layers"] if layer["id"] == "commercial-sites")
-    assert sites["minTileMatrix"] == "8"
+    assert sites["minTileMatrix"] == "10"
     lists = (await client.get(f"{HALLE}/collections/commercial-sites/tiles")).json()
     assert len(lists["tilesets"]) == 2
 
@@ -149,9 +149,11 @@ async def test_empty_and_invalid_tiles(client):
 
 
 async def test_layers_start_at_their_minimum_zoom(client):
-    t7 = tile_of("WebMercatorQuad", 12.056, 51.511, 7)
-    layers = await get_mvt(client, url(HALLE, "WebMercatorQuad", t7))
+    t9 = tile_of("WebMercatorQuad", 12.056, 51.511, 9)
+    layers = await get_mvt(client, url(HALLE, "WebMercatorQuad", t9))
     assert "ecological-zones" in layers and "commercial-sites" not in layers and "planning-zones" not in layers
+    t10 = tile_of("WebMercatorQuad", 12.056, 51.511, 10)
+    assert "commercial-sites" in await get_mvt(client, url(HALLE, "WebMercatorQuad", t10))
 
 
 async def test_regional_tiles_carry_the_municipality(client):
@@ -170,7 +172,7 @@ async def test_tilejson_layer_ids_equal_the_tile_layers(client):
     assert set(await get_mvt(client, url(HALLE, "WebMercatorQuad", t))) <= ids
     assert {"planning-zones", "commercial-sites", "ecological-zones", "charging-stations"} == ids
     sites = next(layer for layer in tj["vector_layers"] if layer["id"] == "commercial-sites")
-    assert sites["fields"]["area_net_ha"] == "Number" and sites["minzoom"] == 8
+    assert sites["fields"]["area_net_ha"] == "Number" and sites["minzoom"] == 10
     one = (await client.get(f"{HALLE}/collections/ecological-zones/tiles/WebMercatorQuad/tilejson.json")).json()
     assert [layer["id"] for layer in one["vector_layers"]] == ["ecological-zones"]
     assert (await client.get(f"{HALLE}/tiles/UTM32ETRS89Quad/tilejson.json")).status_code == 404

@@ -36,16 +36,31 @@ F = Annotated[str | None, Query(description="mvt (default) or geojson", pattern=
 KIND_NAMES = {"string": "String", "number": "Number", "integer": "Number", "boolean": "Boolean", "date": "String"}
 
 
-def tile_format(request: Request) -> str:
-    f = request.query_params.get("f")
+def format_of(f: str | None, accept: str) -> str:
+    """mvt or geojson: the `f` parameter wins, then Accept; MVT by default."""
     if f is not None:
         return "mvt" if f == "mvt" else "geojson"
-    accept = request.headers.get("accept", "")
     if MVT in accept or "application/x-protobuf" in accept:
         return "mvt"
     if "geo+json" in accept or "application/json" in accept:
         return "geojson"
     return "mvt"
+
+
+def tile_format(request: Request) -> str:
+    return format_of(request.query_params.get("f"), request.headers.get("accept", ""))
+
+
+def cache_key(dataset_path: str, owner: str, collections: list[Collection], tile_key: str, fmt: str) -> tuple:
+    """What a tile's bytes depend on: whose tile, every source collection's version, which tile, which format."""
+    return (dataset_path, owner, tuple(c.version for c in collections), tile_key, fmt)
+
+
+def tile_headers(etag: str, fmt: str | None) -> dict[str, str]:
+    headers = {"ETag": etag, "Cache-Control": DATA_CACHE, "Vary": "Accept"}
+    if fmt:
+        headers["Content-Type"] = MVT if fmt == "mvt" else GEOJSON
+    return headers
 
 
 def _tile_layers(collections: list[Collection], tms_id: str, z: int) -> list[TileLayer]:
@@ -59,9 +74,9 @@ async def serve_tile(request: Request, scope: Scope, collections: list[Collectio
     check_known(request.query_params, {"f"})
     tile = tile_ref(tms_id, z, row, col)
     fmt = tile_format(request)
-    key = (scope.dataset.path, owner, tuple(c.version for c in collections), tile.key, fmt)
+    key = cache_key(scope.dataset.path, owner, collections, tile.key, fmt)
     etag = etag_for(*key)
-    headers = {"ETag": etag, "Cache-Control": DATA_CACHE, "Vary": "Accept"}
+    headers = tile_headers(etag, None)
     if (cached := not_modified(request, etag)) is not None:
         return cached
     cache = request.app.state.tile_cache

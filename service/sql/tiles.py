@@ -31,11 +31,17 @@ class TileLayer:
 
 @dataclass(frozen=True)
 class Footprint:
-    """The tile in the storage CRS: a search box (buffered) and, for GeoJSON, the exact outline."""
+    """The tile in the storage CRS: a search box (buffered), the grid tolerance, and how to get the exact
+    outline (only GeoJSON tiles clip to it, so it is made on demand)."""
 
     box: tuple[float, float, float, float]
-    outline: bytes
     tolerance: float
+    tile: TileRef
+    lonlat: tuple[float, float, float, float] | None
+
+    @property
+    def outline(self) -> bytes:
+        return _outline(self.tile, self.lonlat)
 
 
 @lru_cache(maxsize=8)
@@ -44,32 +50,42 @@ def _transformers(srid: int) -> tuple[Transformer, Transformer]:
             Transformer.from_crs(4326, STORAGE_SRID, always_xy=True))
 
 
+@lru_cache(maxsize=65_536)
 def footprint(tile: TileRef) -> Footprint | None:
-    """None when the tile lies where no data can be (outside the storage CRS's window)."""
+    """None when the tile lies where no data can be (outside the storage CRS's window). Cached per tile:
+    reprojecting a tile's outline costs more than the SQL of a small tile."""
     x0, y0, x1, y1 = tile.bounds
+    if tile.srid == STORAGE_SRID:
+        unit = (x1 - x0) / EXTENT
+        pad = unit * BUFFER
+        return Footprint((x0 - pad, y0 - pad, x1 + pad, y1 + pad), unit, tile, None)
     to_lonlat, to_storage = _transformers(tile.srid)
-    lon0, lat0, lon1, lat1 = to_lonlat.transform_bounds(x0, y0, x1, y1, densify_pts=21)
+    lons, lats = to_lonlat.transform([x0, x1, x1, x0], [y0, y0, y1, y1])
     w = STORAGE_WINDOW
-    lon0, lat0, lon1, lat1 = max(lon0, w[0]), max(lat0, w[1]), min(lon1, w[2]), min(lat1, w[3])
+    lon0, lat0 = max(min(lons), w[0]), max(min(lats), w[1])
+    lon1, lat1 = min(max(lons), w[2]), min(max(lats), w[3])
     if lon0 >= lon1 or lat0 >= lat1:
         return None
-    if tile.srid == STORAGE_SRID:
-        outline = shapely.box(x0, y0, x1, y1)
-    else:
-        # The tile's outline, densified along its edges, in lon/lat clamped to the window, then in UTM.
-        n = 16
-        edge = [i / n for i in range(n)]
-        ring = ([(x0 + (x1 - x0) * t, y0) for t in edge] + [(x1, y0 + (y1 - y0) * t) for t in edge]
-                + [(x1 - (x1 - x0) * t, y1) for t in edge] + [(x0, y1 - (y1 - y0) * t) for t in edge])
-        lons, lats = to_lonlat.transform([p[0] for p in ring], [p[1] for p in ring])
-        lons = [min(max(v, lon0), lon1) for v in lons]
-        lats = [min(max(v, lat0), lat1) for v in lats]
-        xs, ys = to_storage.transform(lons, lats)
-        outline = shapely.Polygon(list(zip(xs, ys, strict=True)))
-    bx0, by0, bx1, by1 = outline.bounds
+    # Web Mercator tiles are rectangles in lon/lat too; their edges bend in UTM, hence the densified bounds.
+    bx0, by0, bx1, by1 = to_storage.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=8)
     unit = (bx1 - bx0) / EXTENT
     pad = unit * BUFFER
-    return Footprint((bx0 - pad, by0 - pad, bx1 + pad, by1 + pad), shapely.to_wkb(outline), unit)
+    return Footprint((bx0 - pad, by0 - pad, bx1 + pad, by1 + pad), unit, tile, (lon0, lat0, lon1, lat1))
+
+
+@lru_cache(maxsize=4096)
+def _outline(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> bytes:
+    """The tile's exact outline in the storage CRS (edges densified), for clipping GeoJSON tiles."""
+    x0, y0, x1, y1 = tile.bounds
+    if lonlat is None:
+        return shapely.to_wkb(shapely.box(x0, y0, x1, y1))
+    lon0, lat0, lon1, lat1 = lonlat
+    n = 16
+    edge = [i / n for i in range(n)]
+    ring = ([(lon0 + (lon1 - lon0) * t, lat0) for t in edge] + [(lon1, lat0 + (lat1 - lat0) * t) for t in edge]
+            + [(lon1 - (lon1 - lon0) * t, lat1) for t in edge] + [(lon0, lat1 - (lat1 - lat0) * t) for t in edge])
+    xs, ys = _transformers(tile.srid)[1].transform([p[0] for p in ring], [p[1] for p in ring])
+    return shapely.to_wkb(shapely.Polygon(list(zip(xs, ys, strict=True))))
 
 
 def _props(layer: TileLayer, muni: str, extra: str = "") -> str:
