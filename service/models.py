@@ -15,6 +15,7 @@ from geoalchemy2 import Geometry
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Float,
@@ -51,6 +52,16 @@ CREATE OR REPLACE FUNCTION geotwin_num(j jsonb) RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
 AS $$ SELECT CASE WHEN jsonb_typeof(j) = 'number' THEN j::double precision END $$
 """
+
+
+# Pre-simplified geometry for low zooms, kept by the database itself (stored generated columns, so every write
+# from any client keeps them right). Only shapes with many vertices get one; the others read `geom`.
+# LOD1 serves tiles whose grid unit is >= 12 m (WebMercatorQuad z <= 9), LOD2 >= 3 m (z <= 11).
+LOD_LEVELS = ((1, 24.0, 12.0), (2, 6.0, 3.0))  # (level, simplification tolerance m, minimum tile grid unit m)
+
+
+def lod_sql(tolerance: float) -> str:
+    return f"CASE WHEN ST_NPoints(geom) > 64 THEN ST_SimplifyPreserveTopology(geom, {tolerance}) END"
 
 
 def property_expr(name: str, kind: str, alias: str = "") -> str:
@@ -130,6 +141,10 @@ class Feature(Base):
     collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id", ondelete="CASCADE"))
     fid: Mapped[str] = mapped_column(Text, comment="the featureId in URLs, unique in its collection")
     geom = mapped_column(Geometry("GEOMETRY", srid=STORAGE_SRID, spatial_index=False), nullable=False)
+    geom_lod1 = mapped_column(Geometry("GEOMETRY", srid=STORAGE_SRID, spatial_index=False),
+                              Computed(lod_sql(LOD_LEVELS[0][1]), persisted=True), nullable=True)
+    geom_lod2 = mapped_column(Geometry("GEOMETRY", srid=STORAGE_SRID, spatial_index=False),
+                              Computed(lod_sql(LOD_LEVELS[1][1]), persisted=True), nullable=True)
     properties: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     valid_from: Mapped[date | None] = mapped_column(Date, nullable=True)
     valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)

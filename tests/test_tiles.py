@@ -202,3 +202,13 @@ async def test_head_and_cors_on_tiles(client):
     assert head.status_code == 200 and head.content == b""
     assert head.headers["access-control-allow-origin"] == "*"
     assert head.headers["content-type"] == MVT
+
+
+async def test_low_zoom_tiles_use_the_pre_simplified_geometry(cluster, db_url):
+    """The database keeps the low-zoom geometry itself, for shapes with many vertices only, on any write."""
+    rows = cluster.psql("SELECT fid || '=' || ST_NPoints(geom) || '/' || coalesce(ST_NPoints(geom_lod1)::text, '-') "
+                        "FROM feature WHERE fid IN ('gs-001', 'lsg-auwald') ORDER BY fid", database="geotwin_test")
+    got = dict(line.split("=") for line in rows.splitlines())
+    assert got["gs-001"].endswith("/-")  # a rectangle keeps reading geom
+    full, lod = got["lsg-auwald"].split("/")
+    assert int(lod) <= int(full)

@@ -14,7 +14,7 @@ from typing import Any
 import shapely
 from pyproj import Transformer
 
-from service.models import STORAGE_SRID
+from service.models import LOD_LEVELS, STORAGE_SRID
 from service.sql.features import Args, scope_predicate
 from service.tiles import BUFFER, EXTENT, TileRef
 
@@ -95,6 +95,14 @@ def _props(layer: TileLayer, muni: str, extra: str = "") -> str:
     return props + extra + ")"
 
 
+def _source_geometry(unit: float) -> str:
+    """The coarsest pre-simplified geometry (service.models.LOD_LEVELS) still finer than the tile's grid."""
+    for level, _, min_unit in LOD_LEVELS:
+        if unit >= min_unit:
+            return f"COALESCE(f.geom_lod{level}, f.geom)"
+    return "f.geom"
+
+
 def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str, list[Any]]:
     args = Args()
     tb = [args(v) + "::float8" for v in tile.bounds]
@@ -103,12 +111,18 @@ def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str,
     parts = []
     for layer in layers:
         scope, muni = scope_predicate(args, list(layer.members), with_muni=layer.regional)
-        geom = f"ST_ClipByBox2D(ST_Simplify(f.geom, {tol}, true), t.box)"
+        # Work only where it pays: start from the pre-simplified geometry at low zooms, simplify shapes with
+        # many vertices further, cut only what reaches past the tile.
+        src = _source_geometry(fp.tolerance)
+        geom = f"CASE WHEN ST_NPoints({src}) > 32 THEN ST_Simplify({src}, {tol}, true) ELSE {src} END"
+        geom = f"CASE WHEN f.geom @ t.box THEN {geom} ELSE ST_ClipByBox2D({geom}, t.box) END"
         if tile.srid != STORAGE_SRID:
             geom = f"ST_Transform({geom}, {int(tile.srid)})"
+        # Plain columns become MVT properties next to the expanded JSONB: no per-feature JSONB concatenation.
+        extra = f", {muni} AS municipality" if layer.regional else ""
         parts.append(
             f"COALESCE((SELECT ST_AsMVT(l, {args(layer.name)}::text, {EXTENT}, 'geom', '_fid') FROM ("
-            f"SELECT f.id AS _fid, {_props(layer, muni)} AS properties, "
+            f"SELECT f.id AS _fid, f.fid AS id{extra}, f.properties, "
             f"ST_AsMVTGeom({geom}, t.tile, {EXTENT}, {BUFFER}, true) AS geom "
             f"FROM feature f, t WHERE {scope} AND f.geom && t.box) AS l WHERE l.geom IS NOT NULL), ''::bytea)")
     body = " || ".join(parts) if parts else "''::bytea"
