@@ -94,7 +94,9 @@ async def _generate(dsn: str, municipality: str, collection: str, spec) -> int:
                     total += await write_features(conn, c_pk, rows, STORAGE_SRID, replace=False, refresh=False)
                     progress.update(task, advance=min(len(rows), CHUNK))
             await refresh_collection(conn, c_pk)
-        await conn.execute("ANALYZE feature")
+        # VACUUM, not only ANALYZE: it sets the visibility map, without which paging (index-only scans over
+        # (collection_id, id)) reads the heap; measured 3x slower items pages after a table rewrite.
+        await conn.execute("VACUUM ANALYZE feature")
         return total
     finally:
         await conn.close()

@@ -17,7 +17,7 @@ from service.db import connection
 from service.deps import Scope
 from service.errors import NotFound
 from service.params import check_known
-from service.responses import DATA_CACHE, JSON, base_url, json_response, link, not_modified
+from service.responses import DATA_CACHE, JSON, base_url, json_response, link
 from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
 from service.styles import style
 from service.tiles import MAX_ZOOM, get_tms, matrix_sets, min_zoom, tile_ref
@@ -68,34 +68,44 @@ def _tile_layers(collections: list[Collection], tms_id: str, z: int) -> list[Til
             if min_zoom(c.layer_type.name, tms_id) <= z and c.members]
 
 
-async def serve_tile(request: Request, scope: Scope, collections: list[Collection], owner: str, tms_id: str,
-                     z: int, row: int, col: int) -> Response:
-    """One tile: from the version-keyed cache or PostGIS; 304 when the client's copy is current."""
-    check_known(request.query_params, {"f"})
+async def tile_answer(pool: Any, cache: Any, dataset_path: str, owner: str, collections: list[Collection],
+                      tms_id: str, z: int, row: int, col: int, fmt: str,
+                      if_none_match: str) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) for one tile: 304 if the client's copy is current, else from the
+    version-keyed cache or PostGIS; 204 when empty. Raises NotFound outside the matrix set. Shared by the
+    router and the fast path, so both answer alike."""
     tile = tile_ref(tms_id, z, row, col)
-    fmt = tile_format(request)
-    key = cache_key(scope.dataset.path, owner, collections, tile.key, fmt)
+    key = cache_key(dataset_path, owner, collections, tile.key, fmt)
     etag = etag_for(*key)
-    headers = tile_headers(etag, None)
-    if (cached := not_modified(request, etag)) is not None:
-        return cached
-    cache = request.app.state.tile_cache
+    if etag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}:
+        return 304, tile_headers(etag, None), b""
     hit = cache.get(key)
     if hit is not None:
         body = hit[0]
     else:
-        body = await _render(scope, _tile_layers(collections, tms_id, z), tile, fmt, multi_layer=owner == "*")
+        body = await _render(pool, _tile_layers(collections, tms_id, z), tile, fmt, multi_layer=owner == "*")
         cache.put(key, body, etag)
     if not body:
-        return Response(status_code=204, headers=headers)
-    return Response(body, media_type=MVT if fmt == "mvt" else GEOJSON, headers=headers)
+        return 204, tile_headers(etag, None), b""
+    return 200, tile_headers(etag, fmt), body
 
 
-async def _render(scope: Scope, layers: list[TileLayer], tile, fmt: str, multi_layer: bool) -> bytes:
+async def serve_tile(request: Request, scope: Scope, collections: list[Collection], owner: str, tms_id: str,
+                     z: int, row: int, col: int) -> Response:
+    """One tile through the router (the fast path answers plain tile URLs before routing)."""
+    check_known(request.query_params, {"f"})
+    status, headers, body = await tile_answer(
+        scope.pool, request.app.state.tile_cache, scope.dataset.path, owner, collections, tms_id, z, row, col,
+        tile_format(request), request.headers.get("if-none-match", ""))
+    media_type = headers.pop("Content-Type", None)
+    return Response(body, status_code=status, headers=headers, media_type=media_type)
+
+
+async def _render(pool: Any, layers: list[TileLayer], tile, fmt: str, multi_layer: bool) -> bytes:
     fp = footprint(tile)
     if fp is None or not layers:
         return b""
-    async with connection(scope.pool) as conn:
+    async with connection(pool) as conn:
         if fmt == "mvt":
             sql, args = mvt_sql(layers, tile, fp)
             return bytes(await conn.fetchval(sql, *args) or b"")
