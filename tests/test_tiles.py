@@ -215,15 +215,62 @@ async def test_low_zoom_tiles_use_the_pre_simplified_geometry(db_url):
     try:
         async with conn.transaction():
             pk = await conn.fetchval("SELECT id FROM collection WHERE slug = 'ecological-zones' LIMIT 1")
-            full, lod1, lod2 = await conn.fetchrow(
+            full, lod1, lod2, lod3, wm_gap = await conn.fetchrow(
                 "INSERT INTO feature (collection_id, fid, geom) VALUES ($1, 'round', "
                 "ST_Buffer(ST_SetSRID(ST_MakePoint(700000, 5700000), 25832), 1000, 64)) "
-                "RETURNING ST_NPoints(geom), ST_NPoints(geom_lod1), ST_NPoints(geom_lod2)", pk)
+                "RETURNING ST_NPoints(geom), ST_NPoints(geom_lod1), ST_NPoints(geom_lod2), ST_NPoints(geom_lod3), "
+                "ST_HausdorffDistance(ST_Transform(geom_lod1, 3857), geom_wm1)", pk)
             rectangle = await conn.fetchval("SELECT geom_lod1 IS NULL FROM feature WHERE fid = 'gs-001'")
             raise Rollback
     except Rollback:
         pass
     finally:
         await conn.close()
-    assert full == 257 and lod1 < lod2 < full
+    assert full == 257 and lod1 < lod2 < lod3 <= full
+    assert wm_gap < 0.01  # the Web Mercator twin is the same shape, reprojected
     assert rectangle  # a rectangle keeps reading geom
+
+
+async def test_complex_shapes_render_from_their_levels_in_the_right_place(app, client, db_url):
+    """A 257-vertex zone at z9 (level 1, already in Web Mercator) and at z15 (full geometry) lands on the same
+    spot; the z9 version has fewer vertices."""
+    import asyncpg
+
+    from tests.test_cache import announced
+
+    conn = await asyncpg.connect(db_url)
+    lon, lat = 11.96, 51.47
+    try:
+        before = app.state.catalog_cache.generation
+        await conn.execute(
+            "INSERT INTO feature (collection_id, fid, geom, properties) SELECT c.id, 'round-zone', "
+            "ST_Buffer(ST_Transform(ST_SetSRID(ST_MakePoint($1, $2), 4326), 25832), 1500, 64), "
+            "'{\"official_id\": \"R1\", \"name\": \"Rund\", \"category\": \"LSG\"}'::jsonb "
+            "FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+            "WHERE m.slug = 'halle' AND c.slug = 'ecological-zones'", lon, lat)
+        await announced(app, before)
+        from pyproj import Geod
+
+        geod = Geod(ellps="GRS80")
+        to_lonlat = Transformer.from_crs(3857, 4326, always_xy=True)
+        counts = {}
+        edge_lon, edge_lat, _ = geod.fwd(lon, lat, 90, 1500)  # a z15 tile on the rim, not inside the circle
+        for z, slack, (tlon, tlat) in ((9, 24 + 25 + 5, (lon, lat)), (15, 5, (edge_lon, edge_lat))):
+            t = tile_of("WebMercatorQuad", tlon, tlat, z)
+            layers = await get_mvt(client, url(HALLE, "WebMercatorQuad", t, "ecological-zones"))
+            feat = next(f for f in layers["ecological-zones"]["features"] if f["properties"]["id"] == "round-zone")
+            b = matrix_sets()["WebMercatorQuad"].xy_bounds(t)
+            inside = [(x, y) for x, y in _points(feat["geometry"]) if 0 < x < 4096 and 0 < y < 4096]
+            assert inside, z
+            for x, y in inside:
+                plon, plat = to_lonlat.transform(b.left + x / 4096 * (b.right - b.left),
+                                                 b.bottom + y / 4096 * (b.top - b.bottom))
+                distance = geod.inv(lon, lat, plon, plat)[2]
+                assert abs(distance - 1500) < slack, (z, distance)
+            counts[z] = len(_points(feat["geometry"]))
+        assert counts[9] < 257
+    finally:
+        before = app.state.catalog_cache.generation
+        await conn.execute("DELETE FROM feature WHERE fid = 'round-zone'")
+        await conn.close()
+        await announced(app, before)

@@ -95,29 +95,41 @@ def _props(layer: TileLayer, muni: str, extra: str = "") -> str:
     return props + extra + ")"
 
 
-def _source_geometry(unit: float) -> str:
-    """The coarsest pre-simplified geometry (service.models.LOD_LEVELS) still finer than the tile's grid."""
-    for level, _, min_unit in LOD_LEVELS:
-        if unit >= min_unit:
-            return f"COALESCE(f.geom_lod{level}, f.geom)"
-    return "f.geom"
+def _lod_level(unit: float) -> int | None:
+    """The coarsest pre-simplified level (service.models.LOD_LEVELS) still finer than the tile's grid."""
+    return next((level for level, _, min_unit in LOD_LEVELS if unit >= min_unit), None)
+
+
+def _tile_geometry(tile: TileRef, tol: str, level: int | None) -> str:
+    """The geometry expression handed to ST_AsMVTGeom, in the tile's CRS.
+
+    Work only where it pays: start from the pre-simplified level, simplify shapes with many vertices further,
+    cut only what reaches past the tile; in Web Mercator take the level already reprojected (geom_wm<n>)."""
+    src = f"COALESCE(f.geom_lod{level}, f.geom)" if level else "f.geom"
+    geom = f"CASE WHEN ST_NPoints({src}) > 32 THEN ST_Simplify({src}, {tol}, true) ELSE {src} END"
+    geom = f"CASE WHEN f.geom @ t.box THEN {geom} ELSE ST_ClipByBox2D({geom}, t.box) END"
+    if tile.srid == STORAGE_SRID:
+        return geom
+    geom = f"ST_Transform({geom}, {int(tile.srid)})"
+    if tile.srid == 3857 and level:
+        wm = f"f.geom_wm{level}"
+        geom = (f"CASE WHEN {wm} IS NULL THEN {geom} WHEN {wm} @ t.tilebuf THEN {wm} "
+                f"ELSE ST_ClipByBox2D({wm}, t.tilebuf) END")
+    return geom
 
 
 def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str, list[Any]]:
     args = Args()
     tb = [args(v) + "::float8" for v in tile.bounds]
+    x0, y0, x1, y1 = tile.bounds
+    pad = (x1 - x0) / EXTENT * BUFFER
+    tbuf = [args(v) + "::float8" for v in (x0 - pad, y0 - pad, x1 + pad, y1 + pad)]
     bb = [args(v) + "::float8" for v in fp.box]
     tol = args(fp.tolerance) + "::float8"
+    geom = _tile_geometry(tile, tol, _lod_level(fp.tolerance))
     parts = []
     for layer in layers:
         scope, muni = scope_predicate(args, list(layer.members), with_muni=layer.regional)
-        # Work only where it pays: start from the pre-simplified geometry at low zooms, simplify shapes with
-        # many vertices further, cut only what reaches past the tile.
-        src = _source_geometry(fp.tolerance)
-        geom = f"CASE WHEN ST_NPoints({src}) > 32 THEN ST_Simplify({src}, {tol}, true) ELSE {src} END"
-        geom = f"CASE WHEN f.geom @ t.box THEN {geom} ELSE ST_ClipByBox2D({geom}, t.box) END"
-        if tile.srid != STORAGE_SRID:
-            geom = f"ST_Transform({geom}, {int(tile.srid)})"
         # Plain columns become MVT properties next to the expanded JSONB: no per-feature JSONB concatenation.
         extra = f", {muni} AS municipality" if layer.regional else ""
         parts.append(
@@ -127,6 +139,7 @@ def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str,
             f"FROM feature f, t WHERE {scope} AND f.geom && t.box) AS l WHERE l.geom IS NOT NULL), ''::bytea)")
     body = " || ".join(parts) if parts else "''::bytea"
     sql = (f"WITH t AS (SELECT ST_MakeEnvelope({', '.join(tb)}, {int(tile.srid)}) AS tile, "
+           f"ST_MakeEnvelope({', '.join(tbuf)}, {int(tile.srid)}) AS tilebuf, "
            f"ST_MakeEnvelope({', '.join(bb)}, {STORAGE_SRID}) AS box) SELECT {body} FROM t")
     return sql, args.values
 
