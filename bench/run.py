@@ -131,20 +131,23 @@ def scenarios(points_sites, points_zones, n_sites: int, quick: bool) -> list[Sce
     return out
 
 
+def _items_query(r: dict) -> str:
+    q = f"limit={r['limit']}" + (f"&offset={r['offset']}" if "offset" in r else "")
+    return q + (f"&bbox={','.join(map(str, r['bbox']))}" if "bbox" in r else "")
+
+
 def geotwin_path(s: Scenario, r: dict) -> str:
     base = f"/municipalities/bench/collections/{s.collection}"
     if s.kind == "tile":
-        return f"{base}/tiles/WebMercatorQuad/{r['z']}/{r['y']}/{r['x']}"
-    q = f"limit={r['limit']}" + (f"&offset={r['offset']}" if "offset" in r else "")
-    return f"{base}/items?{q}" + (f"&bbox={','.join(map(str, r['bbox']))}" if "bbox" in r else "")
+        return f"{base}/tiles/WebMercatorQuad/{r['z']}/{r['y']}/{r['x']}"  # OGC order: row (y), then col (x)
+    return f"{base}/items?{_items_query(r)}"
 
 
 def tipg_path(s: Scenario, r: dict) -> str:
     base = f"/collections/tipg_bench.{s.view}"
     if s.kind == "tile":
-        return f"{base}/tiles/WebMercatorQuad/{r['z']}/{r['x']}/{r['y']}"
-    q = f"limit={r['limit']}" + (f"&offset={r['offset']}" if "offset" in r else "")
-    return f"{base}/items?{q}" + (f"&bbox={','.join(map(str, r['bbox']))}" if "bbox" in r else "")
+        return f"{base}/tiles/WebMercatorQuad/{r['z']}/{r['x']}/{r['y']}"  # tipg's order: x, then y
+    return f"{base}/items?{_items_query(r)}"
 
 
 # ---------------------------------------------------------------- servers
