@@ -41,7 +41,6 @@ class CatalogCache:
         self.listening = False
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
-        self.changed = asyncio.Event()
         self._disconnected = asyncio.Event()
 
     async def start(self) -> None:
@@ -58,7 +57,6 @@ class CatalogCache:
     def _invalidate(self, *_: Any) -> None:
         self.snapshot = None
         self.generation += 1
-        self.changed.set()
 
     def _lost(self, *_: Any) -> None:
         self.listening = False

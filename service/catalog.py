@@ -49,10 +49,6 @@ class Collection:
     temporal: tuple[dt.date | None, dt.date | None] | None
     regional: bool = False
 
-    @property
-    def pks(self) -> list[int]:
-        return [pk for pk, _ in self.members]
-
 
 @dataclass
 class Dataset:

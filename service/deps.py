@@ -14,10 +14,9 @@ from service.errors import NotFound
 
 @dataclass
 class Scope:
-    """One API root, resolved: the dataset, the catalog it was read from, and the pool."""
+    """One API root, resolved: the dataset and the pool."""
 
     dataset: Dataset
-    catalog: Catalog
     pool: asyncpg.Pool
 
     def collection(self, collection_id: str) -> Collection:
@@ -42,9 +41,9 @@ async def municipality_scope(
     if dataset is None:
         raise NotFound(f"no municipality {municipality!r}; known: {', '.join(sorted(catalog.datasets))}",
                        parameter="municipality")
-    return Scope(dataset, catalog, request.app.state.pool)
+    return Scope(dataset, request.app.state.pool)
 
 
 async def region_scope(request: Request) -> Scope:
     catalog = await current_catalog(request)
-    return Scope(catalog.region, catalog, request.app.state.pool)
+    return Scope(catalog.region, request.app.state.pool)

@@ -38,7 +38,8 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 # Properties with a b-tree expression index, as (property, kind). The query builder uses the same
 # expression (`property_expr`), so the index is hit. Numbers go through `geotwin_num`, which is null for
-# a non-number, so a generic layer with an odd value under the same key can never make a write fail.
+# a non-number (created by migration 0001), so a generic layer with an odd value under the same key can never
+# make a write fail.
 INDEXED_PROPERTIES: tuple[tuple[str, str], ...] = (
     ("area_net_ha", "number"),
     ("area_gross_ha", "number"),
@@ -46,12 +47,6 @@ INDEXED_PROPERTIES: tuple[tuple[str, str], ...] = (
     ("category", "text"),
     ("land_use", "text"),
 )
-
-NUM_FUNCTION_SQL = """
-CREATE OR REPLACE FUNCTION geotwin_num(j jsonb) RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
-AS $$ SELECT CASE WHEN jsonb_typeof(j) = 'number' THEN j::double precision END $$
-"""
 
 
 # Pre-simplified geometry for lower zooms, kept by the database itself (stored generated columns, so every

@@ -12,8 +12,6 @@ from starlette.datastructures import QueryParams
 from service.errors import InvalidParameter, UnknownParameter
 from service.layertypes import LayerType
 
-FORMATS = ("json", "geojson", "html")
-
 
 def check_known(params: QueryParams, allowed: set[str]) -> None:
     """400 for a parameter the endpoint does not know (a typo must not silently widen a query)."""

@@ -73,10 +73,14 @@ def self_links(url: str, fmt: str, json_type: str = JSON, title: str = "this doc
 DATA_CACHE = "public, no-cache"  # keep, but revalidate every time: the ETag makes revalidation cheap
 
 
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match header names this ETag (weak or strong form, a list, or *)."""
+    return if_none_match.strip() == "*" or etag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+
+
 def not_modified(request: Request, etag: str) -> Response | None:
     """304 when the client's copy (If-None-Match) is the current one."""
-    sent = request.headers.get("if-none-match", "")
-    if etag in {t.strip().removeprefix("W/") for t in sent.split(",")} or sent.strip() == "*":
+    if etag_matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": DATA_CACHE})
     return None
 

@@ -61,10 +61,6 @@ def get_tms(tms_id: str) -> morecantile.TileMatrixSet:
                        parameter="tileMatrixSetId") from None
 
 
-def srid_of(tms: morecantile.TileMatrixSet) -> int:
-    return tms.crs._pyproj_crs.to_epsg()
-
-
 SRIDS = {"WebMercatorQuad": 3857, "UTM32ETRS89Quad": 25832}
 
 

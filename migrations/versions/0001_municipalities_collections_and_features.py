@@ -12,7 +12,12 @@ from alembic import op
 from geoalchemy2 import Geometry
 from sqlalchemy.dialects import postgresql
 
-from service.models import NUM_FUNCTION_SQL
+# Frozen here (not imported from the models) so this revision never changes after release.
+NUM_FUNCTION_SQL = """
+CREATE OR REPLACE FUNCTION geotwin_num(j jsonb) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+AS $$ SELECT CASE WHEN jsonb_typeof(j) = 'number' THEN j::double precision END $$
+"""
 
 revision: str = '0001'
 down_revision: str | None = None

@@ -145,7 +145,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         if c.regional:
             muni, _, fid = feature_id.partition(":")
             members = [mem for mem in c.members if mem[1] == muni]
-        etag = etag_for(scope.dataset.path, c.id, c.version, feature_id, negotiate(request))
+        fmt = negotiate(request)
+        etag = etag_for(scope.dataset.path, c.id, c.version, feature_id, fmt)
         if (cached := not_modified(request, etag)) is not None:
             return cached
         sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid)
@@ -155,7 +156,6 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             raise NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
         root = _root(request, scope)
         url = f"{root}/collections/{c.id}/items/{feature_id}"
-        fmt = negotiate(request)
         links = [link(f"{url}?f=json", "self" if fmt == "json" else "alternate", GEOJSON, "this feature"),
                  link(f"{url}?f=html", "self" if fmt == "html" else "alternate", HTML, "this feature as HTML"),
                  link(f"{root}/collections/{c.id}", "collection", "application/json", c.title)]

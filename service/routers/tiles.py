@@ -17,7 +17,7 @@ from service.db import connection
 from service.deps import Scope
 from service.errors import NotFound
 from service.params import check_known
-from service.responses import DATA_CACHE, JSON, base_url, json_response, link
+from service.responses import DATA_CACHE, JSON, base_url, etag_matches, json_response, link
 from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
 from service.styles import style
 from service.tiles import MAX_ZOOM, get_tms, matrix_sets, min_zoom, tile_ref
@@ -77,7 +77,7 @@ async def tile_answer(pool: Any, cache: Any, dataset_path: str, owner: str, coll
     tile = tile_ref(tms_id, z, row, col)
     key = cache_key(dataset_path, owner, collections, tile.key, fmt)
     etag = etag_for(*key)
-    if etag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}:
+    if etag_matches(if_none_match, etag):
         return 304, tile_headers(etag, None), b""
     hit = cache.get(key)
     if hit is not None:
