@@ -162,7 +162,8 @@ class Feature(Base):
         UniqueConstraint("collection_id", "fid"),
         CheckConstraint("valid_to IS NULL OR valid_from IS NULL OR valid_to >= valid_from",
                         name="validity_order"),
-        Index("ix_feature_geom", "geom", postgresql_using="gist"),
+        # Led by the collection (btree_gist, migration 0006): a tile or bbox query reads only its own rows.
+        Index("ix_feature_collection_id_geom", "collection_id", "geom", postgresql_using="gist"),
         # Paging in insertion order within a collection, without walking other collections' rows.
         Index("ix_feature_collection_id_id", "collection_id", "id"),
         Index("ix_feature_properties", "properties", postgresql_using="gin",

@@ -45,7 +45,7 @@ def test_feature_storage_is_metric_and_indexed(cluster, db_url):
     assert srid == "25832"
     indexes = cluster.psql("SELECT string_agg(indexdef, E'\\n') FROM pg_indexes WHERE tablename = 'feature'",
                            database="geotwin_test")
-    assert "USING gist (geom)" in indexes
+    assert "USING gist (collection_id, geom)" in indexes
     assert "USING gin (properties jsonb_path_ops)" in indexes
     assert "geotwin_num((properties -> 'area_net_ha'::text))" in indexes
     plan = cluster.psql(

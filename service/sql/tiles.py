@@ -131,12 +131,14 @@ def mvt_sql(layers: list[TileLayer], tile: TileRef, fp: Footprint) -> tuple[str,
     for layer in layers:
         scope, muni = scope_predicate(args, list(layer.members), with_muni=layer.regional)
         # Plain columns become MVT properties next to the expanded JSONB: no per-feature JSONB concatenation.
+        # No "WHERE geom IS NOT NULL" around it: ST_AsMVT skips rows whose geometry collapsed, and such a
+        # filter made PostgreSQL evaluate ST_AsMVTGeom twice per row (once to filter, once to encode).
         extra = f", {muni} AS municipality" if layer.regional else ""
         parts.append(
             f"COALESCE((SELECT ST_AsMVT(l, {args(layer.name)}::text, {EXTENT}, 'geom', '_fid') FROM ("
             f"SELECT f.id AS _fid, f.fid AS id{extra}, f.properties, "
             f"ST_AsMVTGeom({geom}, t.tile, {EXTENT}, {BUFFER}, true) AS geom "
-            f"FROM feature f, t WHERE {scope} AND f.geom && t.box) AS l WHERE l.geom IS NOT NULL), ''::bytea)")
+            f"FROM feature f, t WHERE {scope} AND f.geom && t.box) AS l), ''::bytea)")
     body = " || ".join(parts) if parts else "''::bytea"
     sql = (f"WITH t AS (SELECT ST_MakeEnvelope({', '.join(tb)}, {int(tile.srid)}) AS tile, "
            f"ST_MakeEnvelope({', '.join(tbuf)}, {int(tile.srid)}) AS tilebuf, "
