@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.catalog import Collection, Dataset
-from service.crs import CRS84
+from service.crs import CRS84, epsg_uri
+from service.models import STORAGE_SRID
 from service.responses import GEOJSON, HTML, JSON, OPENAPI, SCHEMA, link, self_links
 
 CONFORMANCE = [
@@ -15,6 +16,21 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/case-insensitive-comparison",
+    "http://www.opengis.net/spec/cql2/1.0/conf/property-property",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/temporal-functions",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
@@ -24,6 +40,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
 ]
+QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
 STYLES = "http://www.opengis.net/def/rel/ogc/1.0/styles"
@@ -63,7 +80,7 @@ def _extent(c: Collection) -> dict[str, Any]:
     return extent
 
 
-def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> dict[str, Any]:
+def collection(root: str, base: str, c: Collection, crs: list[str], fmt: str | None = None) -> dict[str, Any]:
     """Collection metadata; `fmt` set for the collection's own document (adds self/alternate)."""
     url = f"{root}/collections/{c.id}"
     schema_url = f"{base}/schemas/{c.layer_type.name}"
@@ -76,6 +93,7 @@ def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> d
         link(f"{url}/schema", "describedBy", SCHEMA, "schema of the features (JSON Schema)"),
         link(f"{url}/schema", "http://www.opengis.net/def/rel/ogc/1.0/schema", SCHEMA,
              "schema of the features (JSON Schema)"),
+        link(f"{url}/queryables", QUERYABLES, SCHEMA, "what filters and sortby may use (JSON Schema)"),
         link(schema_url, "profile", SCHEMA, f"the layer-type contract {c.layer_type.name} {c.layer_type.version}"),
         link(f"{url}/tiles", TILESETS_VECTOR, JSON, "vector tiles of this collection"),
         link(f"{url}/styles/default", "stylesheet", "application/vnd.mapbox.style+json", "MapLibre style"),
@@ -90,7 +108,8 @@ def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> d
         "description": c.description,
         "itemType": "feature",
         "keywords": c.keywords,
-        "crs": [CRS84],
+        "crs": crs,
+        "storageCrs": epsg_uri(STORAGE_SRID),
         "extent": _extent(c),
         "layerType": {"name": c.layer_type.name, "version": c.layer_type.version, "schema": schema_url},
         "license": c.licence,
@@ -103,8 +122,9 @@ def collection(root: str, base: str, c: Collection, fmt: str | None = None) -> d
     return doc
 
 
-def collections(root: str, base: str, dataset: Dataset, fmt: str) -> dict[str, Any]:
+def collections(root: str, base: str, dataset: Dataset, crs: list[str], fmt: str) -> dict[str, Any]:
     return {
         "links": self_links(f"{root}/collections", fmt, title="collections"),
-        "collections": [collection(root, base, c) for c in dataset.collections.values()],
+        "crs": crs,
+        "collections": [collection(root, base, c, crs) for c in dataset.collections.values()],
     }

@@ -13,9 +13,11 @@ from fastapi.staticfiles import StaticFiles
 
 from service import __version__, errors
 from service.cache import BytesCache, CatalogCache
+from service.crs import CrsList
 from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
+from service.models import STORAGE_SRID
 from service.routers import ogc, platform, tiles
 from service.settings import Settings
 from service.tilefast import TileCacheFastPath
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tile_cache = BytesCache(settings.cache.tile_cache_mb * 1024 * 1024)
     app.state.count_cache = LRUCache(maxsize=settings.cache.count_cache_entries)
     app.state.openapi_30 = None
+    app.state.crs = CrsList.from_names([*settings.api.crs, f"EPSG:{STORAGE_SRID}"])
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)
     # Innermost first: warm tiles are answered before routing, still inside CORS and HEAD handling.

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.catalog import Dataset
+from service.catalog import Collection, Dataset
 
 
 def _to_30(node: Any) -> Any:
@@ -70,6 +70,10 @@ def root_openapi(app: FastAPI, dataset: Dataset, root_url: str, prefix: str) -> 
                     p["schema"] = {"type": "string", "enum": sorted(dataset.collections)}
             op["parameters"] = params
         paths[path[len(prefix):] or "/"] = item
+    generic = paths.get("/collections/{collectionId}/items", {}).get("get")
+    if generic:
+        for cid, c in sorted(dataset.collections.items()):
+            paths[f"/collections/{cid}/items"] = {"get": _collection_items(generic, cid, c)}
     return {
         "openapi": "3.0.3",
         "info": {**full["info"], "title": f"{full['info']['title']} – {dataset.title}",
@@ -78,3 +82,22 @@ def root_openapi(app: FastAPI, dataset: Dataset, root_url: str, prefix: str) -> 
         "paths": paths,
         "components": full.get("components", {}),
     }
+
+
+def _collection_items(generic: dict[str, Any], cid: str, c: Collection) -> dict[str, Any]:
+    """The items operation of one collection, with each of its properties as an equality query parameter:
+    GDAL's OAPIF driver reads these to send `-where name = 'x'` to the server instead of filtering locally."""
+    op = copy.deepcopy(generic)
+    op["operationId"] = f"{op.get('operationId', 'getFeatures')}.{cid}"
+    op["summary"] = f"Features of {c.title}"
+    params = [p for p in op.get("parameters", []) if p.get("name") != "collectionId"]
+    specs = dict(c.layer_type.schema.get("properties", {}))
+    if c.regional:
+        specs["municipality"] = {"type": "string", "title": "Municipality (slug)",
+                                 "enum": sorted({m for _, m in c.members})}
+    for name, spec in specs.items():
+        schema = {k: spec[k] for k in ("type", "enum", "format") if k in spec}
+        params.append({"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
+                       "description": f"Only features whose {spec.get('title', name)} equals this value"})
+    op["parameters"] = params
+    return op

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
 
+from service.crs import Crs, CrsList, inside_definition
 from service.errors import InvalidParameter, UnknownParameter
 from service.layertypes import LayerType
+
+if TYPE_CHECKING:
+    from service.cql import Queryable
 
 
 def check_known(params: QueryParams, allowed: set[str]) -> None:
@@ -46,28 +50,95 @@ def parse_limit(raw: str | None, default: int, maximum: int) -> int:
     return min(parse_int(raw, "limit", default, 1), maximum)
 
 
-def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
-    """`minLon,minLat,maxLon,maxLat` (or with heights: 6 numbers) in CRS84."""
+def parse_bbox(raw: str | None, crs: Crs | None = None,
+               name: str = "bbox") -> tuple[float, float, float, float] | None:
+    """`minLon,minLat,maxLon,maxLat` (or with heights: 6 numbers) in CRS84, or in `crs` in that CRS's axis
+    order (EPSG:4326: minLat,minLon,maxLat,maxLon). Returned as x/y: minX, minY, maxX, maxY."""
     if raw is None:
         return None
     parts = raw.split(",")
     if len(parts) not in (4, 6):
-        raise InvalidParameter(f"bbox needs 4 (or 6) comma-separated numbers, got {len(parts)}", parameter="bbox")
+        raise InvalidParameter(f"{name} needs 4 (or 6) comma-separated numbers, got {len(parts)}", parameter=name)
     try:
         nums = [float(p) for p in parts]
     except ValueError:
-        raise InvalidParameter(f"bbox values must be numbers, got {raw!r}", parameter="bbox") from None
+        raise InvalidParameter(f"{name} values must be numbers, got {raw!r}", parameter=name) from None
     if not all(math.isfinite(n) for n in nums):
-        raise InvalidParameter("bbox values must be finite numbers", parameter="bbox")
-    x1, y1, x2, y2 = (nums[0], nums[1], nums[3], nums[4]) if len(nums) == 6 else nums
+        raise InvalidParameter(f"{name} values must be finite numbers", parameter=name)
+    corners = [nums[0], nums[1], nums[3], nums[4]] if len(nums) == 6 else nums
+    if crs is not None and not (crs.srid == 4326 and not crs.lat_first):
+        x1, y1, x2, y2 = crs.to_xy(corners)
+        if x1 > x2 or y1 > y2:
+            raise InvalidParameter(f"{name}: a minimum is greater than its maximum (axis order of {crs.uri}: "
+                                   f"{'latitude first' if crs.lat_first else 'easting first'})", parameter=name)
+        if not inside_definition(crs, [x1, x2], [y1, y2]):
+            raise InvalidParameter(f"{name} lies outside where {crs.uri} is defined", parameter=name)
+        return x1, y1, x2, y2
+    x1, y1, x2, y2 = corners
     if not (-180 <= x1 <= 180 and -180 <= x2 <= 180 and -90 <= y1 <= 90 and -90 <= y2 <= 90):
-        raise InvalidParameter("bbox is outside longitude -180..180 / latitude -90..90 (CRS84)", parameter="bbox")
+        raise InvalidParameter(f"{name} is outside longitude -180..180 / latitude -90..90 (CRS84)", parameter=name)
     if y1 > y2:
-        raise InvalidParameter("bbox: the lower latitude is greater than the upper one", parameter="bbox")
+        raise InvalidParameter(f"{name}: the lower latitude is greater than the upper one", parameter=name)
     if x1 > x2:
-        raise InvalidParameter("bbox crossing the antimeridian is not supported: minimum longitude is greater "
-                               "than maximum longitude", parameter="bbox")
+        raise InvalidParameter(f"{name} crossing the antimeridian is not supported: minimum longitude is greater "
+                               "than maximum longitude", parameter=name)
     return x1, y1, x2, y2
+
+
+def parse_crs(raw: str | None, offered: CrsList, name: str) -> Crs | None:
+    """A CRS the API offers, by URI or other common spelling; None when not given."""
+    if raw is None:
+        return None
+    crs = offered.find(raw)
+    if crs is None:
+        raise InvalidParameter(f"{name}: {raw!r} is not a CRS offered here; use one of: {', '.join(offered.uris)}",
+                               parameter=name)
+    return crs
+
+
+def parse_bool(raw: str | None, name: str) -> bool:
+    if raw is None:
+        return False
+    if raw.lower() not in ("true", "false"):
+        raise InvalidParameter(f"{name} must be true or false, got {raw!r}", parameter=name)
+    return raw.lower() == "true"
+
+
+def parse_sortby(raw: str | None, queryables: dict[str, Queryable]) -> list[tuple[Queryable, bool]]:
+    """`sortby=name,-area_net_ha`: queryables, each ascending (optional `+`) or descending (`-`)."""
+    if raw is None:
+        return []
+    keys: list[tuple[Queryable, bool]] = []
+    for part in raw.split(","):
+        term = part.strip()
+        desc = term.startswith("-")
+        name = term[1:] if term[:1] in "+-" and term else term
+        if not name:
+            raise InvalidParameter("sortby has an empty entry", parameter="sortby")
+        q = queryables.get(name)
+        if q is None:
+            raise InvalidParameter(f"sortby: {name!r} is not a queryable of this collection (queryables: "
+                                   f"{', '.join(sorted(queryables))})", parameter="sortby", property=name)
+        if q.kind == "geometry":
+            raise InvalidParameter("sortby: features cannot be sorted by geometry", parameter="sortby",
+                                   property=name)
+        if any(k.name == name for k, _ in keys):
+            raise InvalidParameter(f"sortby names {name!r} twice", parameter="sortby", property=name)
+        keys.append((q, desc))
+    return keys
+
+
+def parse_properties(raw: str | None, known: set[str] | None) -> list[str] | None:
+    """`properties=a,b`: only these properties in each feature (`properties=` for none). `known` None
+    accepts any name (generic layers)."""
+    if raw is None:
+        return None
+    names = [p.strip() for p in raw.split(",") if p.strip()]
+    for name in names:
+        if known is not None and name not in known:
+            raise InvalidParameter(f"properties: {name!r} is not a property of this collection (known: "
+                                   f"{', '.join(sorted(known))})", parameter="properties", property=name)
+    return names
 
 
 def _instant(text: str) -> date | None:

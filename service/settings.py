@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.crs import DEFAULT_CRS, resolve
 
 
 class DatabaseSettings(BaseSettings):
@@ -33,6 +35,16 @@ class ApiSettings(BaseModel):
     title: str = "GeoTwin"
     # A MapLibre style URL for the basemap under the HTML maps; empty = plain background (works offline).
     basemap_style_url: str = ""
+    # CRSs offered for output (`crs`), `bbox-crs` and `filter-crs`, besides CRS84 and the storage CRS
+    # (EPSG:25832), which are always offered. Any EPSG code: `GEOTWIN_API__CRS='["EPSG:25833","EPSG:31468"]'`.
+    crs: list[str] = Field(default_factory=lambda: list(DEFAULT_CRS))
+
+    @field_validator("crs")
+    @classmethod
+    def _known_crs(cls, names: list[str]) -> list[str]:
+        for name in names:
+            resolve(name)  # ValueError names the CRS that pyproj does not know
+        return names
 
     @model_validator(mode="after")
     def _limits(self) -> ApiSettings:

@@ -9,14 +9,26 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from service import documents
+from service import cql, documents, queryables
 from service.cache import etag_for
 from service.catalog import Collection
+from service.crs import CRS84
 from service.db import connection
 from service.deps import Scope
-from service.errors import NotFound
+from service.errors import InvalidParameter, NotFound
 from service.openapi import root_openapi
-from service.params import check_known, parse_bbox, parse_datetime, parse_int, parse_limit, property_filter
+from service.params import (
+    check_known,
+    parse_bbox,
+    parse_bool,
+    parse_crs,
+    parse_datetime,
+    parse_int,
+    parse_limit,
+    parse_properties,
+    parse_sortby,
+    property_filter,
+)
 from service.responses import (
     GEOJSON,
     HTML,
@@ -30,13 +42,14 @@ from service.responses import (
     not_modified,
     with_etag,
 )
-from service.sql.features import ItemsQuery, count_sql, item_sql, items_sql
+from service.sql.features import ItemsQuery, Output, count_sql, item_sql, items_sql
 
 F = Annotated[str | None, Query(description="Output format: json (GeoJSON for features) or html",
                                 pattern="^(json|geojson|html)$")]
 CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`")]
 FeatureId = Annotated[str, Path(alias="featureId", description="Feature id")]
-ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "datetime"}
+ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs",
+                "sortby", "properties", "skipGeometry"}
 
 
 def _root(request: Request, scope: Scope) -> str:
@@ -82,7 +95,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         etag = etag_for(root, "collections", fmt, [(c.id, c.version) for c in scope.dataset.collections.values()])
         if (cached := not_modified(request, etag)) is not None:
             return cached
-        doc = documents.collections(root, base_url(request), scope.dataset, fmt)
+        doc = documents.collections(root, base_url(request), scope.dataset, request.app.state.crs.uris, fmt)
         if fmt == "html":
             return with_etag(html_response(request, "collections.html", doc=doc, dataset=scope.dataset, root=root),
                              etag)
@@ -98,7 +111,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         etag = etag_for(root, c.id, c.version, fmt)
         if (cached := not_modified(request, etag)) is not None:
             return cached
-        doc = documents.collection(root, base_url(request), c, fmt)
+        doc = documents.collection(root, base_url(request), c, request.app.state.crs.uris, fmt)
         if fmt == "html":
             return with_etag(html_response(request, "collection.html", doc=doc, dataset=scope.dataset, root=root,
                                            collection=c), etag)
@@ -114,42 +127,76 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         extra = {"municipality": {"type": "string", "title": "Municipality (slug)"}} if c.regional else None
         return json_response(c.layer_type.feature_schema(c.title, url, extra), media_type=SCHEMA)
 
+    @router.get("/collections/{collectionId}/queryables", operation_id=f"{kind}.getQueryables",
+                summary="What filters and sortby may use (JSON Schema)", response_class=Response,
+                responses={200: {"content": {SCHEMA: {}}}})
+    async def get_queryables(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                             f: F = None) -> Response:
+        check_known(request.query_params, {"f"})
+        c = scope.collection(collection_id)
+        known = queryables.build(c, await queryables.observed(request, scope.pool, c))
+        url = f"{_root(request, scope)}/collections/{c.id}/queryables"
+        return json_response(queryables.document(c, known, url), media_type=SCHEMA)
+
     @router.get("/collections/{collectionId}/items", operation_id=f"{kind}.getFeatures",
                 summary="Features of a collection",
-                description="Paged with `limit`/`offset` (follow the `next` link). Any property of the "
-                            "collection's layer type can be given as `name=value` for an equality filter; "
-                            "on regional collections also `municipality=<slug>`.",
+                description="Paged with `limit`/`offset` (follow the `next` link). Filter with `bbox`, `datetime`, "
+                            "`filter` (CQL2) or `name=value` for any queryable (see `/queryables`); on regional "
+                            "collections also `municipality=<slug>`. Coordinates in `crs` (see the collection's "
+                            "`crs` list; the answer's `Content-Crs` header names it).",
                 response_class=Response, responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
     async def get_features(
         request: Request, scope: ScopeDep, collection_id: CollectionId, f: F = None,
         limit: Annotated[int | None, Query(ge=1, description="Page size (default 100; larger values are "
                                                              "served as the maximum, 10000)")] = None,
         offset: Annotated[int | None, Query(ge=0, description="Features to skip")] = None,
-        bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat in CRS84; selects "
-                                                      "features that intersect it")] = None,
+        bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in `bbox-crs` (default CRS84: "
+                                                      "minLon,minLat,maxLon,maxLat); selects features that "
+                                                      "intersect it")] = None,
+        bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="CRS of `bbox` (a URI from the "
+                                              "collection's `crs` list), e.g. "
+                                              "http://www.opengis.net/def/crs/EPSG/0/25832")] = None,
         datetime_: Annotated[str | None, Query(alias="datetime", description="Instant or interval "
                                                "(`2020-01-01`, `2020-01-01/..`) tested against validity")] = None,
+        crs: Annotated[str | None, Query(description="CRS of the returned coordinates (a URI from the "
+                                                     "collection's `crs` list; default CRS84)")] = None,
+        filter_: Annotated[str | None, Query(alias="filter", description="A CQL2 filter, e.g. "
+                                             "`availability = 'available' AND area_net_ha >= 5`")] = None,
+        filter_lang: Annotated[str | None, Query(alias="filter-lang", description="Language of `filter`",
+                                                 json_schema_extra={"enum": ["cql2-text", "cql2-json"]})] = None,
+        filter_crs: Annotated[str | None, Query(alias="filter-crs", description="CRS of geometry literals in "
+                                                "`filter` (default CRS84)")] = None,
+        sortby: Annotated[str | None, Query(description="Comma-separated queryables, `-` for descending: "
+                                                        "`-area_net_ha,name`")] = None,
+        properties: Annotated[str | None, Query(description="Only these properties (comma-separated)")] = None,
+        skip_geometry: Annotated[str | None, Query(alias="skipGeometry", description="true: features without "
+                                                   "geometry", json_schema_extra={"enum": ["true", "false"]})] = None,
     ) -> Response:
         c = scope.collection(collection_id)
-        query = _items_query(request, scope, c)
+        query = await _items_query(request, scope, c)
         return await _serve_items(request, scope, c, query)
 
     @router.get("/collections/{collectionId}/items/{featureId}", operation_id=f"{kind}.getFeature",
                 summary="One feature", response_class=Response,
                 responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
     async def get_feature(request: Request, scope: ScopeDep, collection_id: CollectionId,
-                          feature_id: FeatureId, f: F = None) -> Response:
-        check_known(request.query_params, {"f"})
+                          feature_id: FeatureId, f: F = None,
+                          crs: Annotated[str | None, Query(description="CRS of the returned coordinates "
+                                                                       "(default CRS84)")] = None,
+                          properties: Annotated[str | None, Query(description="Only these properties")] = None,
+                          skip_geometry: Annotated[str | None, Query(alias="skipGeometry")] = None) -> Response:
+        check_known(request.query_params, {"f", "crs", "properties", "skipGeometry"})
         c = scope.collection(collection_id)
         members, fid = c.members, feature_id
         if c.regional:
             muni, _, fid = feature_id.partition(":")
             members = [mem for mem in c.members if mem[1] == muni]
         fmt = negotiate(request)
-        etag = etag_for(scope.dataset.path, c.id, c.version, feature_id, fmt)
+        out = _output(request, c, fmt)
+        etag = etag_for(scope.dataset.path, c.id, c.version, feature_id, fmt, sorted(request.query_params.items()))
         if (cached := not_modified(request, etag)) is not None:
             return cached
-        sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid)
+        sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid, out)
         async with connection(scope.pool) as conn:
             row = await conn.fetchval(sql, *args) if members and fid and "\x00" not in fid else None
         if row is None:
@@ -165,12 +212,27 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             keys = c.layer_type.ordered_keys(set(feature["properties"]))
             return with_etag(html_response(request, "item.html", feature=feature, keys=keys, collection=c,
                                            dataset=scope.dataset, root=root), etag)
-        return with_etag(json_response(feature, media_type=GEOJSON), etag)
+        return _content_crs(with_etag(json_response(feature, media_type=GEOJSON), etag), out)
 
     return router
 
 
-def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
+def _output(request: Request, c: Collection, fmt: str) -> Output:
+    """How features are written. HTML pages draw their map in CRS84 whatever `crs` says."""
+    params = request.query_params
+    crs = parse_crs(params.get("crs"), request.app.state.crs, "crs")
+    known = None if c.layer_type.open_properties else (
+        set(c.layer_type.property_kinds()) | ({"municipality"} if c.regional else set()))
+    return Output(crs=None if fmt == "html" else crs, properties=parse_properties(params.get("properties"), known),
+                  skip_geometry=parse_bool(params.get("skipGeometry"), "skipGeometry"))
+
+
+def _content_crs(response: Response, out: Output) -> Response:
+    response.headers["Content-Crs"] = (out.crs.header if out.crs else f"<{CRS84}>")
+    return response
+
+
+async def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
     """Parse the items parameters; anything not understood is a 400 naming the parameter."""
     params = request.query_params
     layer = c.layer_type
@@ -181,12 +243,28 @@ def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
         extra |= set(params.keys()) - ITEMS_PARAMS
     check_known(params, ITEMS_PARAMS | named | extra)
     settings = request.app.state.settings.api
+    offered = request.app.state.crs
+    bbox_crs = parse_crs(params.get("bbox-crs"), offered, "bbox-crs")
+    if bbox_crs is not None and params.get("bbox") is None:
+        raise InvalidParameter("bbox-crs is given without bbox", parameter="bbox-crs")
     query = ItemsQuery(
         members=c.members, regional=c.regional, multi=c.layer_type.multi_polygon,
-        bbox=parse_bbox(params.get("bbox")), interval=parse_datetime(params.get("datetime")),
+        bbox=parse_bbox(params.get("bbox"), bbox_crs), bbox_crs=bbox_crs,
+        interval=parse_datetime(params.get("datetime")),
         limit=parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
         offset=parse_int(params.get("offset"), "offset", 0, 0),
+        output=_output(request, c, negotiate(request)),
     )
+    if "filter" in params or "sortby" in params:
+        known = queryables.build(c, await queryables.observed(request, scope.pool, c))
+        filter_crs = parse_crs(params.get("filter-crs"), offered, "filter-crs") or offered.find(CRS84)
+        if "filter" in params:
+            query.filter = cql.parse(params["filter"], params.get("filter-lang"), filter_crs, known)
+        query.sortby = parse_sortby(params.get("sortby"), known)
+    else:
+        for name in ("filter-lang", "filter-crs"):
+            if name in params:
+                raise InvalidParameter(f"{name} is given without filter", parameter=name)
     for name in set(params.keys()) - ITEMS_PARAMS:
         if name == "municipality" and c.regional:
             query.members = [m for m in c.members if m[1] == params[name]]
@@ -222,22 +300,20 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
                                        collection=c, dataset=scope.dataset, root=_root(request, scope), query=query),
                          etag)
     body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
-    return with_etag(Response(body, media_type=GEOJSON), etag)
+    return _content_crs(with_etag(Response(body, media_type=GEOJSON), etag), query.output)
 
 
 async def _number_matched(request: Request, conn: Any, c: Collection, query: ItemsQuery, returned: int) -> int:
     """Exact, without a count on every page: the stored count when unfiltered, the page itself when it is
     the whole answer, otherwise counted once per filter and collection version and remembered."""
-    filtered = bool(query.bbox or query.interval or query.equals or query.text_equals)
-    if not filtered and len(query.members) == len(c.members):
+    if not query.filtered and len(query.members) == len(c.members):
         return c.feature_count
     if query.offset == 0 and returned < query.limit:
         return returned
-    key = (c.version, tuple(query.members), query.bbox, query.interval, tuple(sorted(query.equals.items())),
-           tuple(sorted(query.text_equals.items())))
+    sql, args = count_sql(query)
+    key = (c.version, sql, orjson.dumps(args, default=repr))
     counts = request.app.state.count_cache
     if key not in counts:
-        sql, args = count_sql(query)
         counts[key] = await conn.fetchval(sql, *args)
     return counts[key]
 
