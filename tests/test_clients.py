@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import httpx
 from owslib.ogcapi.features import Features
+from pyproj import Transformer
+
+HERE = Path(__file__).parent
 
 
 def run(*cmd: str) -> str:
@@ -82,3 +87,64 @@ def test_gdal_knows_every_field_before_it_has_seen_one(live_server, tmp_path):
     assert {"gfz", "max_storeys", "in_force_until", "max_height_m"} <= columns
     assert repealed == ("2011-06-30",)
     assert geometry_type == "MULTIPOLYGON"
+
+
+# ---------------------------------------------------------------- Part 2 (CRS) and attribute filters
+
+EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
+
+
+def test_gdal_sends_attribute_filters_to_the_server(live_server):
+    """The per-collection OpenAPI parameters let GDAL's OAPIF driver push `-where` to the server."""
+    root = f"{live_server}/region"
+    expected = httpx.get(f"{root}/collections/commercial-sites/items",
+                         params={"availability": "verfuegbar", "limit": 1}).json()["numberMatched"]
+    result = subprocess.run(["ogrinfo", "-ro", "-al", "-q", f"OAPIF:{root}", "commercial-sites", "-where",
+                             "availability = 'verfuegbar'"], capture_output=True, text=True, timeout=120,
+                            env={"CPL_DEBUG": "ON", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    fetched = re.findall(r"HTTP: Fetch\((\S+)\)", result.stderr)
+    assert any("/items?" in url and "availability=verfuegbar" in url for url in fetched), fetched
+    assert len(re.findall(r"^OGRFeature\(", result.stdout, re.M)) == expected > 0
+
+
+def test_owslib_reads_etrs89_utm_coordinates_that_agree_with_pyproj(live_server):
+    root = f"{live_server}/municipalities/leipzig"
+    api = Features(root)
+    plain = api.collection_items("commercial-sites", limit=100)
+    utm = api.collection_items("commercial-sites", limit=100, crs=EPSG + "25832")
+    to_utm = Transformer.from_crs(4326, 25832, always_xy=True)
+    by_id = {f["id"]: f for f in utm["features"]}
+    assert len(by_id) == len(plain["features"]) > 0
+    for feature in plain["features"]:
+        lon, lat = feature["geometry"]["coordinates"][0][0][0]
+        x, y = by_id[feature["id"]]["geometry"]["coordinates"][0][0][0]
+        ex, ey = to_utm.transform(lon, lat)
+        assert abs(x - ex) < 0.05 and abs(y - ey) < 0.05, (feature["id"], (x, y), (ex, ey))
+    r = httpx.get(f"{root}/collections/commercial-sites/items", params={"crs": EPSG + "25832", "limit": 1})
+    assert r.headers["Content-Crs"] == f"<{EPSG}25832>"
+    latlon = api.collection_items("commercial-sites", limit=1, crs=EPSG + "4326")["features"][0]
+    lon, lat = plain["features"][0]["geometry"]["coordinates"][0][0][0]
+    assert latlon["geometry"]["coordinates"][0][0][0] == [lat, lon], "EPSG:4326 is latitude first"
+
+
+def test_qgis_places_features_in_etrs89_utm_where_the_server_does(live_server):
+    """A QGIS project in EPSG:25832 with the layer from the OAPIF provider: each site lies within 5 cm of the
+    coordinates the server returns for crs=EPSG:25832. (QGIS 3.22 reads CRS84 and reprojects itself; newer
+    QGIS asks for the collection's storageCrs, which a request below imitates.)"""
+    root = f"{live_server}/municipalities/halle"
+    result = subprocess.run(["/usr/bin/python3", str(HERE / "qgis_oapif.py"), root, "commercial-sites", "EPSG:25832"],
+                            capture_output=True, text=True, timeout=180,
+                            env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    qgis = json.loads(result.stdout.strip().splitlines()[-1])
+    assert qgis["valid"] and qgis["features"]
+    # What QGIS >= 3.28 sends for a layer in the storage CRS: crs and bbox-crs in EPSG:25832.
+    server = httpx.get(f"{root}/collections/commercial-sites/items",
+                       params={"crs": EPSG + "25832", "bbox": "690000,5690000,730000,5730000",
+                               "bbox-crs": EPSG + "25832", "limit": 1000}).json()["features"]
+    assert {f["id"] for f in server} == set(qgis["features"])
+    for feature in server:
+        x, y = feature["geometry"]["coordinates"][0][0][0]
+        qx, qy = qgis["features"][feature["id"]]["first"]
+        assert abs(x - qx) < 0.05 and abs(y - qy) < 0.05, (feature["id"], (x, y), (qx, qy))
