@@ -303,3 +303,22 @@ async def test_openapi_lists_queryables_on_each_collections_items_path(client):
             "sortby", "properties", "skipGeometry", "limit"} <= names
     availability = next(p for p in op["parameters"] if p["name"] == "availability")
     assert availability["schema"]["enum"]
+
+
+async def test_offered_crs_are_configurable_and_keep_their_axis_order(cluster, db_url):
+    """An admin offers Gauss-Krüger zone 4 (EPSG:31468, northing first) instead of the defaults."""
+    import httpx
+
+    from service.main import create_app
+    from tests.conftest import settings_for
+
+    app = create_app(settings_for(cluster, crs=["EPSG:31468"]))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        doc = (await c.get(SITES)).json()
+        assert doc["crs"] == [CRS84, EPSG + "31468", EPSG + "25832"]
+        assert (await c.get(f"{SITES}/items", params={"crs": EPSG + "25833"})).status_code == 400
+        plain = (await c.get(f"{SITES}/items/halle:gs-001")).json()["geometry"]["coordinates"][0][0][0]
+        gk = (await c.get(f"{SITES}/items/halle:gs-001", params={"crs": EPSG + "31468"})).json()
+        east, north = to(4326, 31468).transform(*plain)
+        assert gk["geometry"]["coordinates"][0][0][0] == pytest.approx([north, east], abs=0.05)
