@@ -10,8 +10,9 @@ from cachetools import LRUCache
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
-from service import __version__, errors
+from service import __version__, errors, tilefast
 from service.cache import BytesCache, CatalogCache
 from service.crs import CrsList
 from service.db import create_pool
@@ -20,12 +21,20 @@ from service.head import HeadAsGet
 from service.models import STORAGE_SRID
 from service.routers import ogc, platform, tiles
 from service.settings import Settings
-from service.tilefast import TileCacheFastPath
 
 STATIC = Path(__file__).parent / "static"
 NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
 VENDOR = {"maplibre-gl": NODE_MODULES / "maplibre-gl" / "dist",
           "swagger-ui": NODE_MODULES / "swagger-ui-dist"}
+
+
+class GeoTwinApp(FastAPI):
+    """FastAPI, with plain GET tile requests answered before the middleware stack (service.tilefast)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and await tilefast.answer(self, scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.catalog_cache.stop()
             await app.state.pool.close()
 
-    app = FastAPI(
+    app = GeoTwinApp(
         title=settings.api.title, version=__version__, lifespan=lifespan,
         description="Open digital-twin backbone for municipal planning: planning zones, commercial-land "
                     "potential and ecological zones per municipality and for the region, as OGC API – Features.",
@@ -57,11 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.crs = CrsList.from_names([*settings.api.crs, f"EPSG:{STORAGE_SRID}"])
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)
-    # Innermost first: warm tiles are answered before routing, still inside CORS and HEAD handling.
-    app.add_middleware(TileCacheFastPath)
     # Public data: any web map may read it (writes come with their own rules later).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
-                       allow_headers=["*"], expose_headers=["ETag", "Content-Crs", "Link"])
+                       allow_headers=["*"], expose_headers=list(tilefast.CORS_EXPOSE))
     app.add_middleware(HeadAsGet)
     app.include_router(platform.router)
     app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
