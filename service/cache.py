@@ -54,13 +54,14 @@ class CatalogCache:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
 
-    def _invalidate(self, *_: Any) -> None:
+    def invalidate(self, *_: Any) -> None:
+        """Drop the snapshot (on an announcement, or right after this process wrote)."""
         self.snapshot = None
         self.generation += 1
 
     def _lost(self, *_: Any) -> None:
         self.listening = False
-        self._invalidate()
+        self.invalidate()
         self._disconnected.set()
 
     async def _keep_listening(self) -> None:
@@ -69,9 +70,9 @@ class CatalogCache:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(self.dsn, server_settings={"application_name": "geotwin-listen"})
                     self._conn.add_termination_listener(self._lost)
-                    await self._conn.add_listener(CHANNEL, self._invalidate)
+                    await self._conn.add_listener(CHANNEL, self.invalidate)
                     self._disconnected.clear()
-                    self._invalidate()  # anything may have changed while nobody listened
+                    self.invalidate()  # anything may have changed while nobody listened
                     self.listening = True
                 await self._disconnected.wait()
                 await asyncio.sleep(0.5)

@@ -67,8 +67,10 @@ class Dataset:
 @dataclass
 class Catalog:
     municipalities: dict[str, Municipality]
-    datasets: dict[str, Dataset]
+    datasets: dict[str, Dataset]  # what everybody sees: public collections
     region: Dataset
+    # What a municipality's own members see: its public and internal collections.
+    members: dict[str, Dataset] = field(default_factory=dict)
 
 
 def _union_bbox(boxes: list) -> tuple[float, float, float, float] | None:
@@ -112,10 +114,12 @@ def _regional(collections_by_type: dict[str, list[tuple[Municipality, Collection
 
 
 def build_catalog(rows: list[asyncpg.Record]) -> Catalog:
-    """Turn the catalog rows into datasets. Only public collections are published (no accounts yet)."""
+    """Turn the catalog rows into datasets: public collections for everybody (and the region), public and
+    internal ones for the municipality's own members."""
     types = registry()
     municipalities: dict[str, Municipality] = {}
     datasets: dict[str, Dataset] = {}
+    members: dict[str, Dataset] = {}
     by_type: dict[str, list[tuple[Municipality, Collection]]] = {}
     for r in rows:
         slug = r["m_slug"]
@@ -123,10 +127,11 @@ def build_catalog(rows: list[asyncpg.Record]) -> Catalog:
             m = Municipality(r["m_pk"], slug, r["m_name"], r["m_ags"], r["m_state"], r["m_crs"],
                              tuple(r["m_bbox"]) if r["m_bbox"] else None)
             municipalities[slug] = m
-            datasets[slug] = Dataset(slug, m.name, f"Layers published by {m.name} ({m.state}, AGS {m.ags}).",
-                                     regional=False, municipality=m)
+            description = f"Layers published by {m.name} ({m.state}, AGS {m.ags})."
+            datasets[slug] = Dataset(slug, m.name, description, regional=False, municipality=m)
+            members[slug] = Dataset(slug, m.name, description, regional=False, municipality=m)
         m = municipalities[slug]
-        if r["pk"] is None or r["visibility"] != "public" or r["layer_type"] not in types:
+        if r["pk"] is None or r["layer_type"] not in types:
             continue
         c = Collection(
             id=r["slug"], title=r["title"], description=r["description"], layer_type=types[r["layer_type"]],
@@ -136,9 +141,11 @@ def build_catalog(rows: list[asyncpg.Record]) -> Catalog:
             bbox=tuple(r["bbox"]) if r["bbox"] else None,
             temporal=(r["temporal_start"], r["temporal_end"]) if r["temporal_start"] else None,
         )
-        datasets[slug].collections[c.id] = c
-        by_type.setdefault(r["layer_type"], []).append((m, c))
-    return Catalog(municipalities, datasets, _regional(by_type))
+        members[slug].collections[c.id] = c
+        if c.visibility == "public":
+            datasets[slug].collections[c.id] = c
+            by_type.setdefault(r["layer_type"], []).append((m, c))
+    return Catalog(municipalities, datasets, _regional(by_type), members)
 
 
 async def load_catalog(conn: asyncpg.Connection) -> Catalog:

@@ -65,6 +65,89 @@ def load_demo_cmd(url: UrlOpt = None) -> None:
     console.print(f"[green]{sum(counts.values())} features in {len(counts)} collections[/]")
 
 
+keys_app = typer.Typer(help="API keys: create (the key is shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+municipality_app = typer.Typer(help="Municipalities: onboard one.", no_args_is_help=True)
+app.add_typer(municipality_app, name="municipality")
+
+
+async def _with_conn(dsn: str, work):
+    from service.db import connect
+
+    conn = await connect(dsn)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    municipality: Annotated[str | None, typer.Option(help="slug, e.g. halle")] = None,
+    role: Annotated[str, typer.Option(help="viewer, editor or admin")] = "editor",
+    label: Annotated[str, typer.Option(help="who uses it; the change log shows it")] = "",
+    platform: Annotated[bool, typer.Option("--platform", help="a platform administrator key")] = False,
+    url: UrlOpt = None,
+) -> None:
+    """Create an API key. The key is printed once; only its hash is stored."""
+    from service.sql.keys import create_key
+
+    if platform == (municipality is not None):
+        raise typer.BadParameter("give either --municipality or --platform")
+    if not platform and role not in ("viewer", "editor", "admin"):
+        raise typer.BadParameter("role must be viewer, editor or admin")
+
+    async def work(conn):
+        if municipality and not await conn.fetchval("SELECT 1 FROM municipality WHERE slug = $1", municipality):
+            raise typer.BadParameter(f"no municipality {municipality!r}")
+        return await create_key(conn, municipality, "platform" if platform else role, label)
+
+    created = asyncio.run(_with_conn(_dsn(url), work))
+    console.print(f"key {created['id']} ({created['role']}"
+                  f"{' of ' + municipality if municipality else ''}); store it now, it is not shown again:")
+    print(created["key"])
+
+
+@keys_app.command("list")
+def keys_list(municipality: Annotated[str | None, typer.Option(help="slug; default: all")] = None,
+              url: UrlOpt = None) -> None:
+    """List keys (never their secrets)."""
+    from rich.table import Table
+
+    from service.sql.keys import list_keys
+
+    keys = asyncio.run(_with_conn(_dsn(url), lambda conn: list_keys(conn, municipality, municipality is None)))
+    table = Table("id", "prefix", "municipality", "role", "label", "created", "revoked")
+    for k in keys:
+        table.add_row(str(k["id"]), k["prefix"], k["municipality"] or "(platform)", k["role"], k["label"],
+                      k["created"][:19], (k["revoked"] or "")[:19])
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int, url: UrlOpt = None) -> None:
+    """Revoke a key at once (it stays listed, so the change log still names it)."""
+
+    async def work(conn):
+        return await conn.fetchval("UPDATE api_key SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL "
+                                   "RETURNING id", key_id)
+
+    if asyncio.run(_with_conn(_dsn(url), work)) is None:
+        raise typer.BadParameter(f"no active key {key_id}")
+    console.print(f"[green]key {key_id} revoked[/]")
+
+
+@municipality_app.command("add")
+def municipality_add(slug: str, name: str, ags: str, state: str,
+                     crs: Annotated[int, typer.Option(help="25832 or 25833")] = 25832, url: UrlOpt = None) -> None:
+    """Onboard a municipality: `geotwin municipality add saalekreis "Saalekreis" 15088 Sachsen-Anhalt`."""
+    from service.sql.write import upsert_municipality
+
+    pk = asyncio.run(_with_conn(_dsn(url), lambda conn: upsert_municipality(conn, slug, name, ags, state, crs)))
+    console.print(f"[green]municipality {slug} ({pk}) ready; create its first key with "
+                  f"`geotwin keys create --municipality {slug} --role admin`[/]")
+
+
 async def _generate(dsn: str, municipality: str, collection: str, spec) -> int:
     from service.db import connect
     from service.generator import CHUNK, features

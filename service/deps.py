@@ -8,16 +8,18 @@ from typing import Annotated
 import asyncpg
 from fastapi import Path, Request
 
+from service.auth import Principal
 from service.catalog import Catalog, Collection, Dataset
 from service.errors import NotFound
 
 
 @dataclass
 class Scope:
-    """One API root, resolved: the dataset and the pool."""
+    """One API root, resolved for the caller: the dataset they may see, the pool, and who they are."""
 
     dataset: Dataset
     pool: asyncpg.Pool
+    principal: Principal | None = None
 
     def collection(self, collection_id: str) -> Collection:
         try:
@@ -37,13 +39,21 @@ async def municipality_scope(
     municipality: Annotated[str, Path(description="Municipality slug, e.g. `halle`", examples=["halle"])],
 ) -> Scope:
     catalog = await current_catalog(request)
-    dataset = catalog.datasets.get(municipality)
+    principal = principal_of(request)
+    # Members (and platform administrators) see the municipality's internal collections too.
+    member = principal is not None and principal.can("viewer", municipality)
+    dataset = (catalog.members if member else catalog.datasets).get(municipality)
     if dataset is None:
         raise NotFound(f"no municipality {municipality!r}; known: {', '.join(sorted(catalog.datasets))}",
                        parameter="municipality")
-    return Scope(dataset, request.app.state.pool)
+    return Scope(dataset, request.app.state.pool, principal)
 
 
 async def region_scope(request: Request) -> Scope:
     catalog = await current_catalog(request)
-    return Scope(catalog.region, request.app.state.pool)
+    return Scope(catalog.region, request.app.state.pool, principal_of(request))
+
+
+def principal_of(request: Request) -> Principal | None:
+    """Set by service.access.Access for every request (None: anonymous)."""
+    return getattr(request.state, "principal", None)

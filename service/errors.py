@@ -55,6 +55,34 @@ class ServiceUnavailable(GeoTwinError):
     code = "ServiceUnavailable"
 
 
+class InvalidBody(GeoTwinError):
+    """A request body that is not what the endpoint reads (not JSON, not a Feature)."""
+
+    code = "InvalidBody"
+
+
+class Conflict(GeoTwinError):
+    code = "Conflict"
+
+
+class PreconditionFailed(GeoTwinError):
+    """If-Match names a version that is no longer current: somebody else changed the feature."""
+
+    code = "PreconditionFailed"
+
+
+class PreconditionRequired(GeoTwinError):
+    code = "PreconditionRequired"
+
+
+class PayloadTooLarge(GeoTwinError):
+    code = "PayloadTooLarge"
+
+
+class UnsupportedMediaType(GeoTwinError):
+    code = "UnsupportedMediaType"
+
+
 STATUS: dict[type[GeoTwinError], int] = {
     InvalidParameter: 400,
     UnknownParameter: 400,
@@ -62,6 +90,12 @@ STATUS: dict[type[GeoTwinError], int] = {
     NotAcceptable: 406,
     InvalidData: 422,
     ServiceUnavailable: 503,
+    InvalidBody: 400,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    PreconditionRequired: 428,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
 }
 
 

@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 import orjson
 import shapely
 from shapely.geometry import shape
 
-from service.crs import srid_from_name
+from service.crs import CRS84, Crs, inside_definition, resolve, srid_from_name
 from service.errors import InvalidData
 from service.layertypes import LayerType, registry
 from service.sql.write import FeatureRow, upsert_collection, upsert_municipality, write_features
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+MAX_VERTICES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class FeatureIssue:
     message: str
 
 
+def file_crs(srid: int) -> Crs:
+    """The CRS of a file's coordinates: GeoJSON files are x/y (lon/lat) whatever EPSG:4326 would say."""
+    return resolve(CRS84 if srid == 4326 else f"EPSG:{srid}")
+
+
 def read_geojson(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Features and the source SRID (the legacy `crs` member GDAL writes; RFC 7946 files are CRS84)."""
     doc = orjson.loads(path.read_bytes())
@@ -40,35 +47,90 @@ def read_geojson(path: Path) -> tuple[list[dict[str, Any]], int]:
     return doc.get("features", []), srid_from_name(name)
 
 
-def prepare(features: list[dict[str, Any]], layer: LayerType) -> tuple[list[FeatureRow], list[FeatureIssue]]:
-    """Check every feature; return rows ready for COPY and every issue found (rows are void if any)."""
+def prepare(features: list[Any], layer: LayerType, crs: Crs | None = None, repair: bool = False,
+            new_id: Callable[[int], str] | None = None) -> tuple[list[FeatureRow], list[FeatureIssue]]:
+    """Check every feature; return rows ready for COPY and every issue found (rows are void if any).
+
+    Coordinates are in `crs` (default CRS84) in its own axis order; rows carry x/y WKB in that CRS. With
+    `repair`, an invalid polygon is made valid (its polygonal part kept) instead of being refused."""
     rows: list[FeatureRow] = []
     issues: list[FeatureIssue] = []
     seen: set[str] = set()
-    allowed = layer.geometry_types
     for i, feat in enumerate(features):
-        fid = str(feat.get("id") if feat.get("id") is not None else i + 1)
+        if not isinstance(feat, dict) or feat.get("type") != "Feature":
+            issues.append(FeatureIssue(i, "", "type", "not a GeoJSON Feature (\"type\": \"Feature\")"))
+            continue
+        raw_id = feat.get("id")
+        if raw_id is not None and (not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or raw_id == ""
+                                   or "\x00" in str(raw_id) or len(str(raw_id)) > 200):
+            issues.append(FeatureIssue(i, str(raw_id)[:50], "id", "an id is a non-empty string or integer "
+                                                                  "of at most 200 characters"))
+            continue
+        fid = str(raw_id) if raw_id is not None else (new_id(i) if new_id else str(i + 1))
         if fid in seen:
             issues.append(FeatureIssue(i, fid, "id", f"duplicate feature id {fid!r}"))
         seen.add(fid)
-        props = feat.get("properties") or {}
-        issues += [FeatureIssue(i, fid, p.property, p.message) for p in layer.check(props)]
-        try:
-            geom = shape(feat["geometry"])
-        except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
-            issues.append(FeatureIssue(i, fid, "geometry", f"not a GeoJSON geometry: {exc}"))
+        props = feat.get("properties")
+        if props is None:
+            props = {}
+        if not isinstance(props, dict):
+            issues.append(FeatureIssue(i, fid, "properties", "properties must be a JSON object"))
             continue
-        if geom.is_empty:
-            issues.append(FeatureIssue(i, fid, "geometry", "empty geometry"))
-        elif allowed and geom.geom_type not in allowed:
-            issues.append(FeatureIssue(i, fid, "geometry",
-                                       f"{geom.geom_type} is not allowed for {layer.name} ({', '.join(allowed)})"))
-        elif not geom.is_valid:
-            issues.append(FeatureIssue(i, fid, "geometry", f"invalid geometry: {shapely.is_valid_reason(geom)}"))
+        issues += [FeatureIssue(i, fid, p.property, p.message) for p in layer.check(props)]
+        geom, problem = _geometry(feat.get("geometry"), layer, crs, repair)
+        if problem:
+            issues.append(FeatureIssue(i, fid, "geometry", problem))
         if not issues:
             start, end = layer.validity_of(props)
             rows.append((fid, shapely.to_wkb(geom, include_srid=False), orjson.dumps(props).decode(), start, end))
     return rows, issues
+
+
+def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tuple[Any, str | None]:
+    """(geometry as x/y in the CRS, None) or (None, why it is refused)."""
+    if not isinstance(raw, dict):
+        return None, "missing: every feature needs a geometry"
+    try:
+        geom = shapely.force_2d(shape(raw))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
+        return None, f"not a GeoJSON geometry: {exc}"
+    allowed = layer.geometry_types
+    if geom.is_empty:
+        return None, "empty geometry"
+    if allowed and geom.geom_type not in allowed:
+        return None, f"{geom.geom_type} is not allowed for {layer.name} ({', '.join(allowed)})"
+    coords = shapely.get_coordinates(geom)
+    if not np.isfinite(coords).all():
+        return None, "coordinates must be finite numbers (no NaN or Infinity)"
+    if len(coords) > MAX_VERTICES:
+        return None, f"{len(coords):,} vertices; at most {MAX_VERTICES:,} per feature"
+    target = crs or resolve(CRS84)
+    if target.lat_first:
+        geom = shapely.transform(geom, lambda c: c[:, ::-1].copy())
+        coords = coords[:, ::-1]
+    if not inside_definition(target, coords[:, 0].tolist(), coords[:, 1].tolist()):
+        return None, (f"coordinates lie outside where {target.uri} is defined (wrong CRS or axis order? "
+                      "send Content-Crs with the CRS of the coordinates)")
+    if not geom.is_valid:
+        reason = shapely.is_valid_reason(geom)
+        if not repair:
+            return None, f"invalid geometry: {reason} (send ?repair=true to have it made valid)"
+        geom = _repaired(geom)
+        if geom is None or (allowed and geom.geom_type not in allowed):
+            kinds = " or ".join(allowed or ["geometry"])
+            return None, f"invalid geometry that cannot be repaired into a {kinds}: {reason}"
+    return geom, None
+
+
+def _repaired(geom: Any) -> Any:
+    fixed = shapely.make_valid(geom)
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        parts = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in ("Polygon", "MultiPolygon")]
+        polygons = [p for g in parts for p in getattr(g, "geoms", [g])]
+        if not polygons:
+            return None
+        return polygons[0] if len(polygons) == 1 and geom.geom_type == "Polygon" else shapely.MultiPolygon(polygons)
+    return fixed if not fixed.is_empty else None
 
 
 def raise_for(issues: list[FeatureIssue], source: str) -> None:
@@ -95,7 +157,7 @@ async def load_demo(conn: asyncpg.Connection, directory: Path = DEMO_DIR,
             for spec in muni["collections"]:
                 layer = types[spec["layer_type"]]
                 features, srid = read_geojson(directory / spec["file"])
-                rows, issues = prepare(features, layer)
+                rows, issues = prepare(features, layer, file_crs(srid))
                 raise_for(issues, spec["file"])
                 c_pk = await upsert_collection(conn, m_pk, spec["id"], spec["title"], spec["description"],
                                                layer.name, spec["licence"], spec["attribution"],

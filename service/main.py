@@ -13,13 +13,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from service import __version__, errors, tilefast
+from service.access import Access
+from service.auth import TokenVerifier
 from service.cache import BytesCache, CatalogCache
 from service.crs import CrsList
 from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.models import STORAGE_SRID
-from service.routers import ogc, platform, tiles
+from service.routers import admin, edit, ogc, platform, tiles
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -66,11 +68,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.crs = CrsList.from_names([*settings.api.crs, f"EPSG:{STORAGE_SRID}"])
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)
-    # Public data: any web map may read it (writes come with their own rules later).
+    # Innermost: who is asking, and the access rules (service.access), under every route.
+    app.add_middleware(Access, verifier=TokenVerifier(settings.auth))
+    # Public data: any web map may read it; writes are not offered to other origins (no preflight passes).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=list(tilefast.CORS_EXPOSE))
     app.add_middleware(HeadAsGet)
     app.include_router(platform.router)
+    app.include_router(admin.router)
+    app.include_router(edit.build_edit_router("/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("region", "/region", region_scope))
     app.include_router(tiles.build_tiles_router("municipality", "/municipalities/{municipality}", municipality_scope))

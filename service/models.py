@@ -30,7 +30,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORAGE_SRID = 25832
@@ -157,6 +157,9 @@ class Feature(Base):
     valid_from: Mapped[date | None] = mapped_column(Date, nullable=True)
     valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The id of the row's last change (one sequence for all writes, migration 0007): the feature's ETag and
+    # its position in the change feed. A BEFORE UPDATE trigger takes a new one on every update.
+    change_id: Mapped[int] = mapped_column(BigInteger, server_default=text("nextval('feature_change_seq')"))
 
     __table_args__ = (
         UniqueConstraint("collection_id", "fid"),
@@ -173,4 +176,49 @@ class Feature(Base):
             Index(f"ix_feature_p_{prop}", "collection_id", text(property_expr(prop, kind)))
             for prop, kind in INDEXED_PROPERTIES
         ),
+    )
+
+
+class ApiKey(Base):
+    """A municipality's API key (or a platform administrator's, without municipality). Only a hash is kept."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int | None] = mapped_column(ForeignKey("municipality.id", ondelete="CASCADE"),
+                                                        nullable=True)
+    role: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(Text, server_default="")
+    prefix: Mapped[str] = mapped_column(String(16), unique=True, comment="public part, to find the key")
+    secret_hash: Mapped[bytes] = mapped_column(BYTEA, comment="SHA-256 of the whole key")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'editor', 'admin', 'platform')", name="role_values"),
+        CheckConstraint("(role = 'platform') = (municipality_id IS NULL)", name="platform_scope"),
+    )
+
+
+class FeatureChange(Base):
+    """Every feature write, as the row looked after it (a delete has no geometry): who, when, what.
+    Written by statement triggers (migration 0007), whichever client writes."""
+
+    __tablename__ = "feature_change"
+
+    change_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id", ondelete="CASCADE"))
+    fid: Mapped[str] = mapped_column(Text)
+    op: Mapped[str] = mapped_column(String(1), comment="I insert, U update, D delete")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(Text, comment="key label or token subject; db user otherwise")
+    geom = mapped_column(Geometry("GEOMETRY", srid=STORAGE_SRID, spatial_index=False), nullable=True)
+    properties: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
+    valid_from: Mapped[date | None] = mapped_column(Date, nullable=True)
+    valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("op IN ('I', 'U', 'D')", name="op_values"),
+        Index("ix_feature_change_collection_id_change_id", "collection_id", "change_id"),
+        Index("ix_feature_change_collection_id_fid_change_id", "collection_id", "fid", "change_id"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,24 @@ def html_response(request: Request, template: str, **context: Any) -> HTMLRespon
          "basemap": settings.api.basemap_style_url, "maplibre": request.app.state.maplibre_available,
          **context},
     )
+
+
+def feature_etag(change_id: int, variant: str = "") -> str:
+    """A feature's ETag: its change id (what If-Match compares), plus a tag for other representations."""
+    if not variant:
+        return f'"{change_id}"'
+    return f'"{change_id}-{hashlib.blake2b(variant.encode(), digest_size=6).hexdigest()}"'
+
+
+def if_match_change(header: str | None) -> int | None:
+    """The change id an If-Match names (any representation's ETag of that version); -1 for `*`."""
+    if header is None:
+        return None
+    value = header.strip()
+    if value == "*":
+        return -1
+    first = value.split(",")[0].strip()
+    if first.startswith("W/"):
+        return 0  # weak tags never match for If-Match (RFC 9110 §13.1.1)
+    head = first.strip('"').split("-")[0]
+    return int(head) if head.isdigit() and len(head) < 19 else 0

@@ -38,6 +38,8 @@ class ApiSettings(BaseModel):
     # CRSs offered for output (`crs`), `bbox-crs` and `filter-crs`, besides CRS84 and the storage CRS
     # (EPSG:25832), which are always offered. Any EPSG code: `GEOTWIN_API__CRS='["EPSG:25833","EPSG:31468"]'`.
     crs: list[str] = Field(default_factory=lambda: list(DEFAULT_CRS))
+    # Largest request body accepted by writes (413 above it).
+    max_body_mb: int = 64
 
     @field_validator("crs")
     @classmethod
@@ -60,6 +62,18 @@ class CacheSettings(BaseModel):
     count_cache_entries: int = 10_000
 
 
+class AuthSettings(BaseModel):
+    """OpenID Connect (optional): bearer tokens from one issuer, claims mapped to municipality and role.
+    API keys need no settings."""
+
+    oidc_issuer: str = ""  # e.g. https://keycloak.example.de/realms/geotwin; empty = tokens not accepted
+    oidc_audience: str = ""  # checked when set
+    oidc_jwks_url: str = ""  # the issuer's signing keys (…/protocol/openid-connect/certs for Keycloak)
+    oidc_jwks: str = ""  # or the JWKS itself, as JSON (machines that cannot reach the issuer)
+    municipality_claim: str = "municipality"  # a municipality slug
+    role_claim: str = "geotwin_role"  # viewer, editor, admin (or platform), a string or a list
+
+
 class Settings(BaseSettings):
     """All service settings; `GEOTWIN_API__DEFAULT_LIMIT=50` sets a nested value."""
 
@@ -68,6 +82,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Public base URL when behind a proxy (used in links); empty = derive from the request.

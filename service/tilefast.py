@@ -53,6 +53,8 @@ async def _answer(state: Any, scope: Scope, match: re.Match, send: Send) -> bool
     else:
         collections, owner = list(dataset.collections.values()), "*"
     headers = dict(scope["headers"])
+    if b"authorization" in headers or b"x-api-key" in headers:
+        return False  # callers with credentials may see internal layers: the application decides
     fmt = format_of(query[0][1] if query else None, headers.get(b"accept", b"").decode("latin-1"))
     try:
         status, out, body = await tile_answer(

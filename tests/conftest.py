@@ -21,7 +21,7 @@ import uvicorn
 from service.localdb import LocalCluster
 from service.main import create_app
 from service.migrate import upgrade
-from service.settings import ApiSettings, DatabaseSettings, Settings
+from service.settings import ApiSettings, AuthSettings, DatabaseSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,9 +70,24 @@ def db_url(cluster: LocalCluster) -> str:
     return url
 
 
-def settings_for(cluster: LocalCluster, database: str = "geotwin_test", **api: object) -> Settings:
+def settings_for(cluster: LocalCluster, database: str = "geotwin_test", auth: AuthSettings | None = None,
+                 **api: object) -> Settings:
     db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database)
-    return Settings(db=db, api=ApiSettings(**api), public_url="")
+    return Settings(db=db, api=ApiSettings(**api), auth=auth or AuthSettings(), public_url="")
+
+
+def serve_in_thread(app) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """An app on a real socket (GDAL, OWSLib, QGIS, browsers): (base URL, server, thread)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server, thread
 
 
 @pytest.fixture(scope="session")
@@ -92,16 +107,7 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 def live_server(cluster: LocalCluster, db_url: str) -> Iterator[str]:
     """The service on a real socket, for GDAL, OWSLib and browsers."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings_for(cluster)), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    url, server, thread = serve_in_thread(create_app(settings_for(cluster)))
+    yield url
     server.should_exit = True
     thread.join(timeout=10)

@@ -35,6 +35,7 @@ from service.responses import (
     OPENAPI,
     SCHEMA,
     base_url,
+    feature_etag,
     html_response,
     json_response,
     link,
@@ -193,14 +194,17 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             members = [mem for mem in c.members if mem[1] == muni]
         fmt = negotiate(request)
         out = _output(request, c, fmt)
-        etag = etag_for(scope.dataset.path, c.id, c.version, feature_id, fmt, sorted(request.query_params.items()))
-        if (cached := not_modified(request, etag)) is not None:
-            return cached
         sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid, out)
         async with connection(scope.pool) as conn:
-            row = await conn.fetchval(sql, *args) if members and fid and "\x00" not in fid else None
+            row = await conn.fetchrow(sql, *args) if members and fid and "\x00" not in fid else None
         if row is None:
             raise NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
+        # The ETag is the feature's change id (what If-Match on a write compares), tagged per representation.
+        params = sorted(request.query_params.items())
+        etag = feature_etag(row[1], "" if fmt == "json" and not params else f"{fmt}|{params}")
+        if (cached := not_modified(request, etag)) is not None:
+            return cached
+        row = row[0]
         root = _root(request, scope)
         url = f"{root}/collections/{c.id}/items/{feature_id}"
         links = [link(f"{url}?f=json", "self" if fmt == "json" else "alternate", GEOJSON, "this feature"),

@@ -178,5 +178,6 @@ def item_sql(members: list[tuple[int, str]], regional: bool, multi: bool, fid: s
              out: Output | None = None) -> tuple[str, list[Any]]:
     args = Args()
     scope, muni = scope_predicate(args, members)
-    return (f"SELECT {_feature_json(args, regional, multi, out or Output())} FROM (SELECT f.id, {muni} AS muni "
-            f"FROM feature f WHERE {scope} AND f.fid = {args(fid)}) AS c JOIN feature f ON f.id = c.id"), args.values
+    page = f"SELECT f.id, {muni} AS muni FROM feature f WHERE {scope} AND f.fid = {args(fid)}"
+    return (f"SELECT {_feature_json(args, regional, multi, out or Output())}, f.change_id FROM ({page}) AS c "
+            "JOIN feature f ON f.id = c.id"), args.values

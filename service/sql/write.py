@@ -72,3 +72,77 @@ async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Ite
     if refresh:
         await refresh_collection(conn, collection_pk)
     return int(status.split()[-1])
+
+
+# ---------------------------------------------------------------- single-feature edits (OGC API – Features Part 4)
+
+INSERT_STAGED_RETURNING = INSERT_STAGED + " RETURNING fid, change_id"
+
+REPLACE = f"""
+UPDATE feature SET geom = ST_Transform(ST_SetSRID(ST_GeomFromWKB($3), $4), {STORAGE_SRID}),
+                   properties = $5::text::jsonb, valid_from = $6, valid_to = $7
+WHERE collection_id = $1 AND fid = $2 AND ($8::bigint IS NULL OR change_id = $8)
+RETURNING change_id
+"""
+
+UPDATE_PROPERTIES = """
+UPDATE feature SET properties = $3::text::jsonb, valid_from = $4, valid_to = $5
+WHERE collection_id = $1 AND fid = $2 AND ($6::bigint IS NULL OR change_id = $6)
+RETURNING change_id
+"""
+
+DELETE = """
+DELETE FROM feature WHERE collection_id = $1 AND fid = $2 AND ($3::bigint IS NULL OR change_id = $3)
+RETURNING fid
+"""
+
+
+async def act_as(conn: asyncpg.Connection, subject: str) -> None:
+    """Who the change log records for this transaction's writes."""
+    await conn.execute("SELECT set_config('geotwin.actor', $1, true)", subject)
+
+
+async def existing_ids(conn: asyncpg.Connection, collection_pk: int, fids: list[str]) -> list[str]:
+    rows = await conn.fetch("SELECT fid FROM feature WHERE collection_id = $1 AND fid = ANY($2::text[])",
+                            collection_pk, fids)
+    return [r[0] for r in rows]
+
+
+async def current_change(conn: asyncpg.Connection, collection_pk: int, fid: str) -> int | None:
+    return await conn.fetchval("SELECT change_id FROM feature WHERE collection_id = $1 AND fid = $2",
+                               collection_pk, fid)
+
+
+async def insert_features(conn: asyncpg.Connection, collection_pk: int, rows: list[FeatureRow],
+                          source_srid: int) -> list[tuple[str, int]]:
+    """Insert checked rows; [(fid, change_id)] in input order. Call inside a transaction."""
+    await conn.execute(STAGE)
+    await conn.execute("TRUNCATE feature_stage")
+    await conn.copy_records_to_table("feature_stage", records=rows,
+                                     columns=["fid", "wkb", "properties", "valid_from", "valid_to"])
+    out = {r["fid"]: r["change_id"] for r in await conn.fetch(INSERT_STAGED_RETURNING, collection_pk, source_srid)}
+    await refresh_collection(conn, collection_pk)
+    return [(row[0], out[row[0]]) for row in rows]
+
+
+async def replace_feature(conn: asyncpg.Connection, collection_pk: int, row: FeatureRow | None, fid: str,
+                          source_srid: int, expected: int | None, properties_only: tuple | None = None) -> int | None:
+    """Replace geometry and properties (or only the properties) if the feature is still at change
+    `expected` (None: any); the new change id, or None when nothing matched."""
+    if properties_only is not None:
+        props, start, end = properties_only
+        change = await conn.fetchval(UPDATE_PROPERTIES, collection_pk, fid, props, start, end, expected)
+    else:
+        assert row is not None
+        _, wkb, props, start, end = row
+        change = await conn.fetchval(REPLACE, collection_pk, fid, wkb, source_srid, props, start, end, expected)
+    if change is not None:
+        await refresh_collection(conn, collection_pk)
+    return change
+
+
+async def delete_feature(conn: asyncpg.Connection, collection_pk: int, fid: str, expected: int | None) -> bool:
+    deleted = await conn.fetchval(DELETE, collection_pk, fid, expected)
+    if deleted is not None:
+        await refresh_collection(conn, collection_pk)
+    return deleted is not None

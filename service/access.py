@@ -1,0 +1,123 @@
+"""Authentication and the access rules, below every route: no endpoint can forget them.
+
+Per request: read the credential (if any) into a `Principal` (`request.state.principal`), or answer 401.
+Then apply the rules by path and method:
+
+| request                                         | needs                          |
+|-------------------------------------------------|--------------------------------|
+| any method on `/admin/…`                         | platform administrator         |
+| any method on `/municipalities/{m}/keys…`         | admin of m                     |
+| POST on `/municipalities/{m}/collections`         | admin of m                     |
+| POST/PUT/PATCH/DELETE on `/municipalities/{m}/…`  | editor of m                    |
+| any other POST/PUT/PATCH/DELETE                  | nobody (403; 401 if anonymous) |
+| GET/HEAD/OPTIONS elsewhere                       | nothing (see below)            |
+
+Internal collections are only in the catalog view of their municipality's members (`service.deps`), so
+reads need no rule here.
+
+Answers to requests that carried a credential are marked `Cache-Control: private`, so no shared cache keeps
+what one user was allowed to see.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import KEY_PREFIX, AuthError, Principal, TokenVerifier, principal_for_key
+from service.db import connection
+
+SAFE = {"GET", "HEAD", "OPTIONS"}
+MUNICIPALITY_PATH = re.compile(r"^/municipalities/(?P<m>[^/]+)(?P<rest>/.*)?$")
+
+
+def required(method: str, path: str) -> tuple[str, str | None] | None:
+    """(role, municipality) a request needs, or None when anybody may send it."""
+    if path == "/admin" or path.startswith("/admin/"):
+        return "platform", None
+    match = MUNICIPALITY_PATH.match(path)
+    rest = (match["rest"] or "") if match else ""
+    if match and (rest.startswith("/keys") or (rest.rstrip("/") == "/collections" and method not in SAFE)):
+        return "admin", match["m"]
+    if method in SAFE:
+        return None
+    if match:
+        return "editor", match["m"]
+    return "platform", None
+
+
+def credential(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization", b"").decode("latin-1").strip()
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
+    return key or None
+
+
+class Access:
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        token = credential(headers)
+        principal: Principal | None = None
+        if token is not None:
+            try:
+                principal = await self._authenticate(scope, token)
+            except AuthError as exc:
+                await _deny(send, 401, "Unauthorized", str(exc))
+                return
+        scope.setdefault("state", {})["principal"] = principal
+        need = required(scope["method"], scope["path"])
+        if need is not None:
+            role, municipality = need
+            if principal is None:
+                await _deny(send, 401, "Unauthorized", "this request needs an API key or token "
+                                                       "(Authorization: Bearer …)")
+                return
+            if not principal.can(role, municipality):
+                target = f"{role} of {municipality}" if municipality else role
+                await _deny(send, 403, "Forbidden",
+                            f"{principal.subject} ({_describe(principal)}) may not do this: it needs {target}")
+                return
+        if principal is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(k, v.replace(b"public", b"private") if k.lower() == b"cache-control" else v)
+                                      for k, v in message.get("headers", [])]
+            await send(message)
+
+        await self.app(scope, receive, private)
+
+    async def _authenticate(self, scope: Scope, token: str) -> Principal:
+        if token.startswith(KEY_PREFIX):
+            async with connection(scope["app"].state.pool) as conn:
+                return await principal_for_key(conn, token)
+        if self.verifier.enabled:
+            return self.verifier.verify(token)
+        raise AuthError("not an API key (they start with gt_), and this service accepts no tokens")
+
+
+def _describe(p: Principal) -> str:
+    return f"{p.role} of {p.municipality}" if p.municipality else p.role
+
+
+async def _deny(send: Send, status: int, code: str, description: str) -> None:
+    body = orjson.dumps({"code": code, "description": description})
+    headers: list[tuple[bytes, Any]] = [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="geotwin"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,250 @@
+"""Editing (OGC API – Features Part 4): create, replace, update and delete features of a municipality.
+
+Who may write is decided below the routers (service.access: editors of the municipality). Here: every body
+is checked against the collection's layer type before anything is written; each request is one transaction,
+recorded in the change log under the caller's name; replace, update and delete need `If-Match` with the
+feature's current ETag, so two planners cannot overwrite each other unknowingly (412 for the second).
+"""
+
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from service.catalog import Collection
+from service.crs import Crs
+from service.db import connection
+from service.deps import Scope
+from service.errors import (
+    Conflict,
+    InvalidBody,
+    InvalidParameter,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    PreconditionRequired,
+    UnsupportedMediaType,
+)
+from service.loader import file_crs, prepare, raise_for
+from service.params import parse_bool
+from service.responses import GEOJSON, base_url, feature_etag, if_match_change
+from service.sql.features import item_sql
+from service.sql.write import (
+    act_as,
+    current_change,
+    delete_feature,
+    existing_ids,
+    insert_features,
+    replace_feature,
+)
+
+CollectionId = Annotated[str, Path(alias="collectionId")]
+FeatureId = Annotated[str, Path(alias="featureId")]
+Repair = Annotated[str | None, Query(description="true: make an invalid geometry valid instead of refusing it")]
+JSON_TYPES = ("application/geo+json", "application/json")
+BODY = {"requestBody": {"required": True, "content": {"application/geo+json": {"schema": {"type": "object"}}}}}
+
+
+def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -> APIRouter:
+    router = APIRouter(prefix=prefix, tags=["editing"])
+    ScopeDep = Annotated[Scope, Depends(scope_dep)]
+
+    @router.post("/collections/{collectionId}/items", operation_id="municipality.createFeatures", status_code=201,
+                 summary="Add a feature (or a FeatureCollection, all or nothing)", openapi_extra=BODY,
+                 response_class=Response)
+    async def create(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                     repair: Repair = None) -> Response:
+        c = scope.collection(collection_id)
+        doc = await _json_body(request, JSON_TYPES)
+        batch = isinstance(doc, dict) and doc.get("type") == "FeatureCollection"
+        features = doc.get("features") if batch else [doc]
+        if not isinstance(features, list) or not features:
+            raise InvalidBody("a FeatureCollection needs a non-empty `features` list")
+        crs = _content_crs(request)
+        rows, issues = prepare(features, c.layer_type, crs, parse_bool(repair, "repair"),
+                               new_id=lambda _: uuid.uuid4().hex[:12])
+        raise_for(issues, "request body")
+        pk = c.members[0][0]
+        async with connection(scope.pool) as conn, conn.transaction():
+            taken = await existing_ids(conn, pk, [r[0] for r in rows])
+            if taken:
+                raise Conflict(f"feature id(s) already in {c.id}: {', '.join(taken[:20])}", property="id")
+            await act_as(conn, _subject(scope))
+            created = await insert_features(conn, pk, rows, crs.srid)
+        request.app.state.catalog_cache.invalidate()
+        url = f"{_items_url(request, scope, c)}"
+        if batch:
+            return Response(orjson.dumps({"numberCreated": len(created), "ids": [f for f, _ in created]}),
+                            status_code=201, media_type="application/json", headers={"Location": url})
+        fid, change = created[0]
+        return await _feature_response(scope, c, fid, change, 201, {"Location": f"{url}/{fid}"})
+
+    @router.put("/collections/{collectionId}/items/{featureId}", operation_id="municipality.replaceFeature",
+                summary="Replace a feature (If-Match required)", openapi_extra=BODY, response_class=Response)
+    async def replace(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
+                      repair: Repair = None) -> Response:
+        c = scope.collection(collection_id)
+        expected = _if_match(request)
+        doc = await _json_body(request, JSON_TYPES)
+        if isinstance(doc, dict) and doc.get("id") not in (None, feature_id):
+            raise InvalidBody(f"the body's id {doc.get('id')!r} is not the feature's id {feature_id!r}",
+                              property="id")
+        if isinstance(doc, dict):
+            doc = {**doc, "id": feature_id}
+        crs = _content_crs(request)
+        rows, issues = prepare([doc], c.layer_type, crs, parse_bool(repair, "repair"))
+        raise_for(issues, "request body")
+        return await _update(request, scope, c, feature_id, expected, rows[0], crs.srid, None)
+
+    @router.patch("/collections/{collectionId}/items/{featureId}", operation_id="municipality.updateFeature",
+                  summary="Change part of a feature: a JSON merge patch (If-Match required)",
+                  openapi_extra={"requestBody": {"required": True, "content": {
+                      "application/merge-patch+json": {"schema": {"type": "object"}}}}},
+                  response_class=Response)
+    async def update(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
+                     repair: Repair = None) -> Response:
+        c = scope.collection(collection_id)
+        expected = _if_match(request)
+        patch = await _json_body(request, ("application/merge-patch+json", *JSON_TYPES))
+        if not isinstance(patch, dict) or set(patch) - {"type", "id", "geometry", "properties"}:
+            raise InvalidBody("a patch is an object with `properties` (a merge patch) and/or `geometry`")
+        if patch.get("id") not in (None, feature_id):
+            raise InvalidBody("the feature id cannot be changed", property="id")
+        current = await _current(scope, c, feature_id)
+        props = _merge(current["properties"], patch.get("properties", {}))
+        crs = _content_crs(request)
+        geometry = patch.get("geometry")
+        if geometry is None and "geometry" in patch:
+            raise InvalidBody("geometry cannot be removed", property="geometry")
+        feature = {"type": "Feature", "id": feature_id, "properties": props,
+                   "geometry": geometry if geometry is not None else current["geometry"]}
+        rows, issues = prepare([feature], c.layer_type, crs if geometry is not None else file_crs(4326),
+                               parse_bool(repair, "repair"))
+        raise_for(issues, "request body")
+        if geometry is None:  # keep the stored geometry exactly: do not round-trip it through CRS84
+            _, _, text, start, end = rows[0]
+            return await _update(request, scope, c, feature_id, expected, None, 0, (text, start, end))
+        return await _update(request, scope, c, feature_id, expected, rows[0], crs.srid, None)
+
+    @router.delete("/collections/{collectionId}/items/{featureId}", operation_id="municipality.deleteFeature",
+                   status_code=204, summary="Delete a feature (If-Match required)", response_class=Response)
+    async def delete(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                     feature_id: FeatureId) -> Response:
+        c = scope.collection(collection_id)
+        expected = _if_match(request)
+        pk = c.members[0][0]
+        async with connection(scope.pool) as conn, conn.transaction():
+            await act_as(conn, _subject(scope))
+            if not await delete_feature(conn, pk, feature_id, None if expected == -1 else expected):
+                await _explain_miss(conn, pk, c, feature_id)
+        request.app.state.catalog_cache.invalidate()
+        return Response(status_code=204)
+
+    return router
+
+
+# ---------------------------------------------------------------- helpers
+
+def _subject(scope: Scope) -> str:
+    return scope.principal.subject if scope.principal else "anonymous"
+
+
+def _items_url(request: Request, scope: Scope, c: Collection) -> str:
+    return f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items"
+
+
+def _if_match(request: Request) -> int:
+    expected = if_match_change(request.headers.get("if-match"))
+    if expected is None:
+        raise PreconditionRequired("If-Match is required: send the ETag of the feature as you last read it, "
+                                   "so nobody's change is overwritten unseen", parameter="If-Match")
+    return expected
+
+
+def _content_crs(request: Request) -> Crs:
+    raw = request.headers.get("content-crs")
+    offered = request.app.state.crs
+    if raw is None:
+        return offered.items[0]  # CRS84
+    crs = offered.find(raw.strip().strip("<>"))
+    if crs is None:
+        raise InvalidParameter(f"Content-Crs {raw!r} is not a CRS offered here: {', '.join(offered.uris)}",
+                               parameter="Content-Crs")
+    return crs
+
+
+async def _json_body(request: Request, types: tuple[str, ...]) -> Any:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in types:
+        raise UnsupportedMediaType(f"send the body as {' or '.join(types)}, not {media or 'no Content-Type'}",
+                                   parameter="Content-Type")
+    limit = request.app.state.settings.api.max_body_mb * 1024 * 1024
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {int(declared):,} bytes; at most {limit:,} are accepted")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit:,} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(f"the body is not valid JSON: {exc}") from None
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+async def _current(scope: Scope, c: Collection, fid: str) -> dict[str, Any]:
+    sql, args = item_sql(c.members, False, c.layer_type.multi_polygon, fid)
+    async with connection(scope.pool) as conn:
+        row = await conn.fetchrow(sql, *args)
+    if row is None:
+        raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
+    return orjson.loads(row[0])
+
+
+async def _update(request: Request, scope: Scope, c: Collection, fid: str, expected: int, row: Any, srid: int,
+                  properties_only: tuple | None) -> Response:
+    pk = c.members[0][0]
+    async with connection(scope.pool) as conn, conn.transaction():
+        await act_as(conn, _subject(scope))
+        change = await replace_feature(conn, pk, row, fid, srid, None if expected == -1 else expected,
+                                       properties_only)
+        if change is None:
+            await _explain_miss(conn, pk, c, fid)
+    request.app.state.catalog_cache.invalidate()
+    return await _feature_response(scope, c, fid, change, 200)
+
+
+async def _explain_miss(conn: Any, pk: int, c: Collection, fid: str) -> None:
+    current = await current_change(conn, pk, fid)
+    if current is None:
+        raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
+    raise PreconditionFailed(f"feature {fid!r} was changed since you read it (its ETag is now "
+                             f"{feature_etag(current)}); read it again and reapply your change",
+                             parameter="If-Match")
+
+
+async def _feature_response(scope: Scope, c: Collection, fid: str, change: int, status: int,
+                            headers: dict[str, str] | None = None) -> Response:
+    sql, args = item_sql(c.members, False, c.layer_type.multi_polygon, fid)
+    async with connection(scope.pool) as conn:
+        row = await conn.fetchrow(sql, *args)
+    return Response(row[0] if row else b"", status_code=status, media_type=GEOJSON,
+                    headers={**(headers or {}), "ETag": feature_etag(change), "Cache-Control": "no-store"})

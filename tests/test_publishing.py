@@ -1,0 +1,390 @@
+"""Accounts and rights, and editing through OGC API – Features Part 4, on a database of their own (the demo
+data of the other tests stays untouched).
+
+Keys come from the API and the CLI, tokens from an RSA key this test creates; every write is checked for what
+it leaves behind: the feature, its ETag, the change log, and nothing at all when it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pyproj import Transformer
+
+from service.main import create_app
+from service.migrate import upgrade
+from service.settings import AuthSettings
+from tests.conftest import ROOT, serve_in_thread, settings_for
+
+ISSUER = "https://login.example-kommune.de/realms/geotwin"
+SITES = "/municipalities/halle/collections/commercial-sites"
+GEOJSON = {"Content-Type": "application/geo+json"}
+
+
+def site(fid: str | None = None, x: float = 11.99, y: float = 51.47, **props) -> dict:
+    d = 0.004
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+        [[x, y], [x + d, y], [x + d, y + d], [x, y + d], [x, y]]]},
+        "properties": {"name": "Testfläche", "area_gross_ha": 8.0, "area_net_ha": 7.5, "zoning": "GE",
+                       "availability": "verfuegbar", "servicing": "erschlossen", **props}}
+    if fid is not None:
+        feature["id"] = fid
+    return feature
+
+
+@pytest.fixture(scope="module")
+def signing_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def pub_db(cluster):
+    cluster.psql('DROP DATABASE IF EXISTS "geotwin_pub"')
+    cluster.psql('CREATE DATABASE "geotwin_pub"')
+    url = cluster.url("geotwin_pub")
+    upgrade(url)
+    from service.cli import _load_demo
+
+    asyncio.run(_load_demo(url))
+    return url
+
+
+@pytest.fixture(scope="module")
+def auth_settings(signing_key) -> AuthSettings:
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(signing_key.public_key(), as_dict=True)
+    return AuthSettings(oidc_issuer=ISSUER, oidc_audience="geotwin",
+                        oidc_jwks=json.dumps({"keys": [{**public, "kid": "test-1", "use": "sig", "alg": "RS256"}]}))
+
+
+@pytest.fixture(scope="module")
+async def pub(cluster, pub_db, auth_settings):
+    app = create_app(settings_for(cluster, "geotwin_pub", auth=auth_settings, max_body_mb=1))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield app, client
+
+
+def key_via_cli(cluster, *args: str) -> str:
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_pub",
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "geotwin"), "keys", "create", *args], capture_output=True,
+                         text=True, env=env, timeout=60, check=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def keys(cluster, pub_db) -> dict[str, str]:
+    return {
+        "platform": key_via_cli(cluster, "--platform", "--label", "Betrieb"),
+        "halle_admin": key_via_cli(cluster, "--municipality", "halle", "--role", "admin", "--label", "IT Halle"),
+        "halle_editor": key_via_cli(cluster, "--municipality", "halle", "--role", "editor", "--label",
+                                    "Planungsamt Halle"),
+        "halle_viewer": key_via_cli(cluster, "--municipality", "halle", "--role", "viewer"),
+        "leipzig_editor": key_via_cli(cluster, "--municipality", "leipzig", "--role", "editor"),
+    }
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def count(client, path: str = SITES) -> int:
+    return (await client.get(f"{path}/items", params={"limit": 1})).json()["numberMatched"]
+
+
+# ---------------------------------------------------------------- keys and rights
+
+async def test_keys_are_shown_once_and_stored_only_as_hashes(pub, keys, pub_db):
+    _, client = pub
+    r = await client.post("/municipalities/halle/keys", json={"role": "viewer", "label": "Praktikum"},
+                          headers=auth(keys["halle_admin"]))
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["key"].startswith("gt_") and created["role"] == "viewer"
+    listing = (await client.get("/municipalities/halle/keys", headers=auth(keys["halle_admin"]))).json()["keys"]
+    assert any(k["id"] == created["id"] for k in listing)
+    assert created["key"] not in json.dumps(listing)
+    conn = await asyncpg.connect(pub_db)
+    try:
+        stored = await conn.fetch("SELECT * FROM api_key")
+    finally:
+        await conn.close()
+    assert not any(created["key"].encode() in bytes(str(dict(row)), "utf-8") for row in stored)
+    # Usable at once, useless the moment it is revoked.
+    assert (await client.get(f"{SITES}/items", headers=auth(created["key"]))).status_code == 200
+    assert (await client.delete(f"/municipalities/halle/keys/{created['id']}",
+                                headers=auth(keys["halle_admin"]))).status_code == 204
+    r = await client.get(f"{SITES}/items", headers=auth(created["key"]))
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("who, method, path, status", [
+    (None, "POST", f"{SITES}/items", 401),
+    (None, "GET", "/municipalities/halle/keys", 401),
+    ("halle_viewer", "POST", f"{SITES}/items", 403),
+    ("leipzig_editor", "POST", f"{SITES}/items", 403),
+    ("leipzig_editor", "DELETE", f"{SITES}/items/gs-001", 403),
+    ("halle_editor", "GET", "/municipalities/halle/keys", 403),
+    ("halle_editor", "POST", "/municipalities/halle/collections", 403),
+    ("halle_admin", "GET", "/municipalities/leipzig/keys", 403),
+    ("halle_admin", "POST", "/admin/municipalities", 403),
+    ("halle_editor", "POST", "/region/collections/commercial-sites/items", 403),
+    ("gt_abc_wrong", "GET", f"{SITES}/items", 401),
+    ("not-a-key", "GET", f"{SITES}/items", 401),
+])
+async def test_access_is_refused_where_it_must_be(pub, keys, who, method, path, status):
+    _, client = pub
+    headers = {} if who is None else auth(keys.get(who, who))
+    before = await count(client)
+    r = await client.request(method, path, headers={**headers, **GEOJSON}, content=json.dumps(site("x-1")))
+    assert r.status_code == status, r.text
+    assert r.json()["code"] in ("Unauthorized", "Forbidden") and r.json()["description"]
+    assert await count(client) == before
+
+
+async def test_internal_collections_are_visible_to_their_municipality_only(pub, keys):
+    _, client = pub
+    path = "/municipalities/halle/collections/internal-notes"
+    assert (await client.get(path)).status_code == 404
+    assert (await client.get(path, headers=auth(keys["leipzig_editor"]))).status_code == 404
+    r = await client.get(f"{path}/items", headers=auth(keys["halle_viewer"]))
+    assert r.status_code == 200 and r.json()["numberReturned"] > 0
+    assert r.headers["cache-control"].startswith("private")
+    listing = (await client.get("/municipalities/halle/collections", headers=auth(keys["platform"]))).json()
+    assert "internal-notes" in {c["id"] for c in listing["collections"]}
+    region = (await client.get("/region/collections", headers=auth(keys["halle_viewer"]))).json()
+    assert all("internal" not in c["id"] for c in region["collections"])
+
+
+async def test_platform_admin_onboards_a_municipality_whose_admin_then_works(pub, keys):
+    _, client = pub
+    r = await client.post("/admin/municipalities", headers=auth(keys["platform"]),
+                          json={"slug": "saalekreis", "name": "Saalekreis", "ags": "15088", "state": "Sachsen-Anhalt",
+                                "crs": 25832})
+    assert r.status_code == 201, r.text
+    r = await client.post("/municipalities/saalekreis/keys", headers=auth(keys["platform"]),
+                          json={"role": "admin", "label": "IT Saalekreis"})
+    admin_key = r.json()["key"]
+    r = await client.post("/municipalities/saalekreis/collections", headers=auth(admin_key),
+                          json={"id": "commercial-sites", "title": "Gewerbeflächen Saalekreis",
+                                "layer_type": "commercial-site"})
+    assert r.status_code == 201, r.text
+    editor = (await client.post("/municipalities/saalekreis/keys", headers=auth(admin_key),
+                                json={"role": "editor"})).json()["key"]
+    r = await client.post("/municipalities/saalekreis/collections/commercial-sites/items", headers={
+        **auth(editor), **GEOJSON}, content=json.dumps(site("sk-1", 11.9, 51.4)))
+    assert r.status_code == 201, r.text
+    r = await client.post("/admin/municipalities", headers=auth(keys["platform"]),
+                          json={"slug": "Bad Slug!", "name": "x", "ags": "1", "state": "x", "crs": 4326})
+    assert r.status_code == 400
+
+
+# ---------------------------------------------------------------- editing
+
+async def test_create_read_replace_patch_delete_with_etags_and_a_change_log(pub, keys, pub_db):
+    _, client = pub
+    editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    before = await count(client)
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site(name="Neue Fläche")))
+    assert r.status_code == 201, r.text
+    location, etag = r.headers["location"], r.headers["etag"]
+    fid = location.rsplit("/", 1)[1]
+    assert await count(client) == before + 1, "the catalog follows the write at once"
+    got = await client.get(location)
+    assert got.headers["etag"] == etag and got.json()["properties"]["name"] == "Neue Fläche"
+
+    changed = site(fid, name="Umbenannt")
+    assert (await client.put(location, headers=editor, content=json.dumps(changed))).status_code == 428
+    stale = await client.put(location, headers={**editor, "If-Match": '"1"'}, content=json.dumps(changed))
+    assert stale.status_code == 412 and stale.json()["parameter"] == "If-Match"
+    r = await client.put(location, headers={**editor, "If-Match": etag}, content=json.dumps(changed))
+    assert r.status_code == 200, r.text
+    etag2 = r.headers["etag"]
+    assert etag2 != etag and r.json()["properties"]["name"] == "Umbenannt"
+
+    geometry_before = (await client.get(location, params={"crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})
+                       ).json()["geometry"]
+    r = await client.patch(location, headers={**auth(keys["halle_editor"]), "Content-Type":
+                                              "application/merge-patch+json", "If-Match": etag2},
+                           content=json.dumps({"properties": {"price_eur_m2": 42.5, "zoning": None}}))
+    assert r.status_code == 422 and r.json()["property"] == "zoning", "zoning is required: removing it fails"
+    r = await client.patch(location, headers={**auth(keys["halle_editor"]), "Content-Type":
+                                              "application/merge-patch+json", "If-Match": etag2},
+                           content=json.dumps({"properties": {"price_eur_m2": 42.5}}))
+    assert r.status_code == 200, r.text
+    assert r.json()["properties"]["price_eur_m2"] == 42.5 and r.json()["properties"]["name"] == "Umbenannt"
+    geometry_after = (await client.get(location, params={"crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})
+                      ).json()["geometry"]
+    assert geometry_after == geometry_before, "a properties patch leaves the stored geometry exactly as it was"
+
+    r = await client.delete(location, headers={**editor, "If-Match": r.headers["etag"]})
+    assert r.status_code == 204
+    assert (await client.get(location)).status_code == 404
+    assert await count(client) == before
+
+    conn = await asyncpg.connect(pub_db)
+    try:
+        log = await conn.fetch("SELECT op, actor, properties->>'name' AS name FROM feature_change "
+                               "WHERE fid = $1 ORDER BY change_id", fid)
+    finally:
+        await conn.close()
+    assert [r["op"] for r in log] == ["I", "U", "U", "D"]
+    assert all("Planungsamt Halle" in r["actor"] for r in log)
+    assert [r["name"] for r in log][:2] == ["Neue Fläche", "Umbenannt"]
+
+
+async def test_two_planners_updating_one_feature_one_wins_the_other_gets_412(pub, keys):
+    _, client = pub
+    editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("race-1")))
+    etag = r.headers["etag"]
+    results = await asyncio.gather(*(
+        client.put(f"{SITES}/items/race-1", headers={**editor, "If-Match": etag},
+                   content=json.dumps(site("race-1", name=f"Planer {i}"))) for i in range(2)))
+    assert sorted(r.status_code for r in results) == [200, 412]
+    winner = next(r for r in results if r.status_code == 200).json()["properties"]["name"]
+    assert (await client.get(f"{SITES}/items/race-1")).json()["properties"]["name"] == winner
+
+
+async def test_a_batch_with_one_bad_feature_writes_nothing_and_names_it(pub, keys):
+    _, client = pub
+    before = await count(client)
+    bad = site("batch-2")
+    bad["properties"]["area_net_ha"] = "viel"
+    body = {"type": "FeatureCollection", "features": [site("batch-1"), bad, site("batch-3", zoning="XX")]}
+    r = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
+                          content=json.dumps(body))
+    assert r.status_code == 422
+    err = r.json()
+    assert err["index"] == 1 and err["property"] == "area_net_ha"
+    assert {(i["index"], i["property"]) for i in err["issues"]} == {(1, "area_net_ha"), (2, "zoning")}
+    assert await count(client) == before
+    body["features"] = [site("batch-1"), site("batch-3")]
+    r = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
+                          content=json.dumps(body))
+    assert r.status_code == 201 and r.json()["numberCreated"] == 2
+    assert await count(client) == before + 2
+    again = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
+                              content=json.dumps(site("batch-1")))
+    assert again.status_code == 409 and again.json()["property"] == "id"
+
+
+@pytest.mark.parametrize("body, headers, status, where", [
+    (b"{not json", {}, 400, {}),
+    (json.dumps(site()).encode(), {"Content-Type": "text/plain"}, 415, {"parameter": "Content-Type"}),
+    (json.dumps({"type": "Point", "coordinates": [1, 2]}).encode(), {}, 422, {"property": "type"}),
+    (json.dumps(site() | {"geometry": None}).encode(), {}, 422, {"property": "geometry"}),
+    (json.dumps(site() | {"geometry": {"type": "Point", "coordinates": [12, 51]}}).encode(), {}, 422,
+     {"property": "geometry"}),
+    (json.dumps(site() | {"geometry": {"type": "Polygon", "coordinates": [
+        [[12, 51], [12.01, 51.01], [12.01, 51], [12, 51.01], [12, 51]]]}}).encode(), {}, 422, {"property": "geometry"}),
+    (json.dumps(site(x=706193, y=5707666)).encode(), {}, 422, {"property": "geometry"}),  # UTM without Content-Crs
+    (json.dumps(site()).encode().replace(b"11.99", b"NaN"), {}, 400, {}),
+    (json.dumps(site()).encode(), {"Content-Crs": "<http://www.opengis.net/def/crs/EPSG/0/2056>"}, 400,
+     {"parameter": "Content-Crs"}),
+    (json.dumps(site(colour="rot")).encode(), {}, 422, {"property": "colour"}),
+    (b"{" + b'"a":' * 1 + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, 400, {}),
+    (json.dumps({"type": "FeatureCollection", "features": []}).encode(), {}, 400, {}),
+    (b"x" * (1024 * 1024 + 10), {}, 413, {}),
+])
+async def test_bad_bodies_are_refused_clearly_and_write_nothing(pub, keys, body, headers, status, where):
+    _, client = pub
+    before = await count(client)
+    r = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON, **headers},
+                          content=body)
+    assert r.status_code == status, r.text[:500]
+    for key, value in where.items():
+        assert r.json()[key] == value, r.json()
+    assert await count(client) == before
+
+
+async def test_invalid_geometry_is_repaired_only_when_asked(pub, keys):
+    _, client = pub
+    bowtie = site("bowtie") | {"geometry": {"type": "Polygon", "coordinates": [
+        [[12.0, 51.0], [12.01, 51.01], [12.01, 51.0], [12.0, 51.01], [12.0, 51.0]]]}}
+    headers = {**auth(keys["halle_editor"]), **GEOJSON}
+    r = await client.post(f"{SITES}/items", headers=headers, content=json.dumps(bowtie))
+    assert r.status_code == 422 and "Self-intersection" in r.json()["description"]
+    r = await client.post(f"{SITES}/items", params={"repair": "true"}, headers=headers, content=json.dumps(bowtie))
+    assert r.status_code == 201, r.text
+    assert r.json()["geometry"]["type"] == "MultiPolygon"
+
+
+async def test_content_crs_puts_utm_33_coordinates_where_they_belong(pub, keys):
+    _, client = pub
+    x, y = 289600.0, 5707838.0  # Halle, Marktplatz in EPSG:25833 (shared/DOMAIN.md)
+    feature = site("utm33", x, y)
+    feature["geometry"]["coordinates"] = [[[x, y], [x + 300, y], [x + 300, y + 300], [x, y + 300], [x, y]]]
+    r = await client.post(f"{SITES}/items", headers={
+        **auth(keys["halle_editor"]), **GEOJSON, "Content-Crs": "<http://www.opengis.net/def/crs/EPSG/0/25833>"},
+        content=json.dumps(feature))
+    assert r.status_code == 201, r.text
+    got = (await client.get(f"{SITES}/items/utm33", params={
+        "crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})).json()["geometry"]["coordinates"][0][0][0]
+    expected = Transformer.from_crs(25833, 25832, always_xy=True).transform(x, y)
+    assert got == pytest.approx(list(expected), abs=0.01)
+
+
+# ---------------------------------------------------------------- OpenID Connect
+
+def token(signing_key, **claims) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": "geotwin", "sub": "planerin-42", "iat": now, "exp": now + 300,
+            "municipality": "halle", "geotwin_role": ["offline_access", "editor"], **claims}
+    return jwt.encode(body, signing_key, algorithm="RS256", headers={"kid": "test-1"})
+
+
+async def test_openid_connect_tokens_map_to_municipality_and_role(pub, signing_key, pub_db):
+    _, client = pub
+    headers = {**GEOJSON, "Authorization": f"Bearer {token(signing_key)}"}
+    r = await client.post(f"{SITES}/items", headers=headers, content=json.dumps(site("oidc-1")))
+    assert r.status_code == 201, r.text
+    conn = await asyncpg.connect(pub_db)
+    try:
+        assert await conn.fetchval("SELECT actor FROM feature_change WHERE fid = 'oidc-1'") == "token:planerin-42"
+    finally:
+        await conn.close()
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for bad, status in ((token(signing_key, exp=int(time.time()) - 120), 401),
+                        (token(signing_key, iss="https://evil.example"), 401),
+                        (token(signing_key, aud="someone-else"), 401),
+                        (token(other_key), 401),
+                        (token(signing_key, municipality="leipzig"), 403),
+                        (token(signing_key, geotwin_role="viewer"), 403),
+                        (token(signing_key, geotwin_role="mayor"), 401)):
+        r = await client.post(f"{SITES}/items", headers={**GEOJSON, "Authorization": f"Bearer {bad}"},
+                              content=json.dumps(site("oidc-bad")))
+        assert r.status_code == status, (jwt.decode(bad, options={"verify_signature": False}), r.text)
+
+
+# ---------------------------------------------------------------- a real client sees the edits
+
+def test_qgis_shows_what_an_editor_changed(cluster, pub_db, keys):
+    app = create_app(settings_for(cluster, "geotwin_pub"))
+    url, server, thread = serve_in_thread(app)
+    try:
+        root = f"{url}/municipalities/magdeburg"
+        headers = {**auth(key_via_cli(cluster, "--municipality", "magdeburg", "--role", "editor")), **GEOJSON}
+        r = httpx.post(f"{root}/collections/commercial-sites/items", headers=headers,
+                       content=json.dumps(site("md-neu", 11.62, 52.11, name="Neue Fläche Magdeburg")))
+        assert r.status_code == 201, r.text
+        old = httpx.get(f"{root}/collections/commercial-sites/items/gs-204")
+        assert httpx.delete(f"{root}/collections/commercial-sites/items/gs-204",
+                            headers={**headers, "If-Match": old.headers["etag"]}).status_code == 204
+        result = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "qgis_oapif.py"), root,
+                                 "commercial-sites", "EPSG:25832"], capture_output=True, text=True, timeout=180,
+                                env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        seen = json.loads(result.stdout.strip().splitlines()[-1])["features"]
+        assert "md-neu" in seen and "gs-204" not in seen
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
