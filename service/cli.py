@@ -148,6 +148,45 @@ def municipality_add(slug: str, name: str, ags: str, state: str,
                   f"`geotwin keys create --municipality {slug} --role admin`[/]")
 
 
+@app.command("mirror")
+def mirror_cmd(
+    source: Annotated[str, typer.Argument(help="the source collection's URL, e.g. "
+                                               "https://geo.halle.de/municipalities/halle/collections/commercial-sites")],
+    municipality: Annotated[str, typer.Option(help="the municipality here that keeps the copy")],
+    collection: Annotated[str | None, typer.Option(help="collection id here (default: the source's)")] = None,
+    key: Annotated[str | None, typer.Option(help="API key at the source (for internal collections)",
+                                            envvar="GEOTWIN_MIRROR_KEY")] = None,
+    url: UrlOpt = None,
+) -> None:
+    """Bring a copy of another GeoTwin's collection up to date through its change feed (run it from cron)."""
+    import httpx
+
+    from service.mirror import mirror
+
+    target = collection or source.rstrip("/").rsplit("/", 1)[-1]
+
+    async def run() -> int:
+        from service.db import connect
+
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        conn = await connect(_dsn(url))
+        try:
+            async with httpx.AsyncClient(headers=headers, timeout=60, follow_redirects=True) as client:
+                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), console=console) as progress:
+                    task = progress.add_task(f"mirroring into {municipality}/{target}", total=None)
+
+                    def step(done: int, latest: int) -> None:
+                        progress.update(task, completed=done, total=max(done, 1))
+
+                    return await mirror(client, source.rstrip("/"), conn, municipality, target, step)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(run())
+    console.print(f"[green]{applied} change(s) applied; {municipality}/{target} is up to date[/]")
+
+
 async def _generate(dsn: str, municipality: str, collection: str, spec) -> int:
     from service.db import connect
     from service.generator import CHUNK, features

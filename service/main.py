@@ -21,7 +21,7 @@ from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.models import STORAGE_SRID
-from service.routers import admin, edit, ogc, platform, tiles
+from service.routers import admin, edit, history, ogc, platform, tiles
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(platform.router)
     app.include_router(admin.router)
     app.include_router(edit.build_edit_router("/municipalities/{municipality}", municipality_scope))
+    app.include_router(history.build_history_router("/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("region", "/region", region_scope))
     app.include_router(tiles.build_tiles_router("municipality", "/municipalities/{municipality}", municipality_scope))

@@ -222,3 +222,15 @@ class FeatureChange(Base):
         Index("ix_feature_change_collection_id_change_id", "collection_id", "change_id"),
         Index("ix_feature_change_collection_id_fid_change_id", "collection_id", "fid", "change_id"),
     )
+
+
+class MirrorCursor(Base):
+    """A collection mirrored from another GeoTwin: its source and the last change applied."""
+
+    __tablename__ = "mirror_cursor"
+
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True,
+                                               autoincrement=False)
+    source: Mapped[str] = mapped_column(Text, comment="the source collection's URL")
+    last_change_id: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

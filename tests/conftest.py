@@ -70,6 +70,25 @@ def db_url(cluster: LocalCluster) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def demo_db(cluster: LocalCluster):
+    """A factory for databases of their own, migrated and loaded with the demo (for tests that write)."""
+
+    def make(name: str) -> str:
+        cluster.psql(f'DROP DATABASE IF EXISTS "{name}"')
+        cluster.psql(f'CREATE DATABASE "{name}"')
+        url = cluster.url(name)
+        upgrade(url)
+        import asyncio
+
+        from service.cli import _load_demo
+
+        asyncio.run(_load_demo(url))
+        return url
+
+    return make
+
+
 def settings_for(cluster: LocalCluster, database: str = "geotwin_test", auth: AuthSettings | None = None,
                  **api: object) -> Settings:
     db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database)

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pyproj import Transformer
 
 from service.main import create_app
-from service.migrate import upgrade
 from service.settings import AuthSettings
 from tests.conftest import ROOT, serve_in_thread, settings_for
 
@@ -46,15 +45,8 @@ def signing_key():
 
 
 @pytest.fixture(scope="module")
-def pub_db(cluster):
-    cluster.psql('DROP DATABASE IF EXISTS "geotwin_pub"')
-    cluster.psql('CREATE DATABASE "geotwin_pub"')
-    url = cluster.url("geotwin_pub")
-    upgrade(url)
-    from service.cli import _load_demo
-
-    asyncio.run(_load_demo(url))
-    return url
+def pub_db(demo_db):
+    return demo_db("geotwin_pub")
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ from service.responses import (
     not_modified,
     with_etag,
 )
+from service.routers.history import parse_instant
 from service.sql.features import ItemsQuery, Output, count_sql, item_sql, items_sql
 
 F = Annotated[str | None, Query(description="Output format: json (GeoJSON for features) or html",
@@ -50,7 +51,7 @@ F = Annotated[str | None, Query(description="Output format: json (GeoJSON for fe
 CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`")]
 FeatureId = Annotated[str, Path(alias="featureId", description="Feature id")]
 ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs",
-                "sortby", "properties", "skipGeometry"}
+                "sortby", "properties", "skipGeometry", "asOf"}
 
 
 def _root(request: Request, scope: Scope) -> str:
@@ -172,6 +173,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         properties: Annotated[str | None, Query(description="Only these properties (comma-separated)")] = None,
         skip_geometry: Annotated[str | None, Query(alias="skipGeometry", description="true: features without "
                                                    "geometry", json_schema_extra={"enum": ["true", "false"]})] = None,
+        as_of: Annotated[str | None, Query(alias="asOf", description="the collection as it was at this RFC 3339 "
+                                           "time (from the change log)")] = None,
     ) -> Response:
         c = scope.collection(collection_id)
         query = await _items_query(request, scope, c)
@@ -258,6 +261,7 @@ async def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQu
         limit=parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
         offset=parse_int(params.get("offset"), "offset", 0, 0),
         output=_output(request, c, negotiate(request)),
+        as_of=parse_instant(params.get("asOf"), "asOf"),
     )
     if "filter" in params or "sortby" in params:
         known = queryables.build(c, await queryables.observed(request, scope.pool, c))

@@ -1,0 +1,93 @@
+"""Mirror a collection of another GeoTwin into this database through its change feed, incrementally.
+
+Each run asks the source for the changes after the last one applied (`…/changes?after=n`, geometry in the
+storage CRS so nothing is lost to reprojection), checks every feature against the layer type like any other
+write, and applies each page in one transaction together with the new cursor: a run that stops half-way
+resumes where it stopped, and applying a page twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import httpx
+
+from service.crs import epsg_uri, resolve
+from service.errors import InvalidData
+from service.layertypes import registry
+from service.loader import prepare, raise_for
+from service.models import STORAGE_SRID
+from service.sql.catalog import refresh_collection
+from service.sql.write import STAGE, act_as, upsert_collection
+
+UPSERT = f"""
+INSERT INTO feature (collection_id, fid, geom, properties, valid_from, valid_to)
+SELECT $1, fid, ST_SetSRID(ST_GeomFromWKB(wkb), {STORAGE_SRID}), properties::jsonb, valid_from, valid_to
+FROM feature_stage
+ON CONFLICT (collection_id, fid) DO UPDATE SET geom = EXCLUDED.geom, properties = EXCLUDED.properties,
+  valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to
+"""
+
+CURSOR = """
+INSERT INTO mirror_cursor (collection_id, source, last_change_id) VALUES ($1, $2, $3)
+ON CONFLICT (collection_id) DO UPDATE SET source = EXCLUDED.source, last_change_id = EXCLUDED.last_change_id,
+  updated_at = now()
+"""
+
+
+async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connection, municipality: str,
+                 collection: str, progress: Callable[[int, int], None] | None = None) -> int:
+    """Bring `municipality`/`collection` here up to date with the collection at URL `source`; returns the
+    number of changes applied. The collection is created (from the source's metadata) on the first run."""
+    meta = (await client.get(source)).raise_for_status().json()
+    layer = registry().get(meta.get("layerType", {}).get("name", ""))
+    if layer is None:
+        raise InvalidData(f"{source} is not a GeoTwin collection of a known layer type", parameter="source")
+    m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = $1", municipality)
+    if m_pk is None:
+        raise InvalidData(f"no municipality {municipality!r} here: onboard it first", parameter="municipality")
+    c_pk = await conn.fetchval("SELECT id FROM collection WHERE municipality_id = $1 AND slug = $2", m_pk, collection)
+    if c_pk is None:
+        c_pk = await upsert_collection(conn, m_pk, collection, meta.get("title", collection),
+                                       f"Mirror of {source}. {meta.get('description', '')}", layer.name,
+                                       meta.get("license") or "", meta.get("attribution") or "",
+                                       meta.get("keywords") or [], "public")
+    cursor = await conn.fetchval("SELECT last_change_id FROM mirror_cursor WHERE collection_id = $1", c_pk) or 0
+    url: str | None = f"{source}/changes"
+    params: dict[str, Any] | None = {"after": cursor, "limit": 1000, "crs": epsg_uri(STORAGE_SRID)}
+    applied = 0
+    while url:
+        page = (await client.get(url, params=params)).raise_for_status().json()
+        changes = page["changes"]
+        if changes:
+            await _apply(conn, c_pk, layer, changes, source)
+            applied += len(changes)
+            if progress:
+                progress(applied, page["latestChangeId"])
+        url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
+        params = None
+    return applied
+
+
+async def _apply(conn: asyncpg.Connection, c_pk: int, layer: Any, changes: list[dict[str, Any]], source: str) -> None:
+    final: dict[str, dict[str, Any] | None] = {}
+    for change in changes:  # each change carries the whole state: the last one per feature is what counts
+        final[change["id"]] = change["feature"]
+    alive = [f for f in final.values() if f is not None]
+    rows, issues = prepare(alive, layer, resolve(f"EPSG:{STORAGE_SRID}"))
+    raise_for(issues, f"change feed of {source}")
+    gone = [fid for fid, f in final.items() if f is None]
+    async with conn.transaction():
+        await act_as(conn, f"mirror:{source}")
+        if gone:
+            await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid = ANY($2::text[])", c_pk, gone)
+        if rows:
+            await conn.execute(STAGE)
+            await conn.execute("TRUNCATE feature_stage")
+            await conn.copy_records_to_table("feature_stage", records=rows,
+                                             columns=["fid", "wkb", "properties", "valid_from", "valid_to"])
+            await conn.execute(UPSERT, c_pk)
+        await conn.execute(CURSOR, c_pk, source, changes[-1]["changeId"])
+        await refresh_collection(conn, c_pk)

@@ -1,0 +1,116 @@
+"""History and the change feed of a municipality's collections.
+
+`…/items/{featureId}/versions` lists every version of a feature; `…/changes` lists a collection's changes in
+order (`after` a change id or `since` a time, paged), which is what a neighbour needs to mirror a collection
+incrementally (see `geotwin mirror`). Geometries come as stored (a Polygon stays a Polygon), so a mirror
+is an exact copy. Items can be read as they were with `asOf` on `…/items`. Who made a change
+is shown to the municipality's own members only.
+"""
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from service.db import connection
+from service.deps import Scope
+from service.errors import InvalidParameter, NotFound
+from service.params import check_known, parse_crs, parse_int, parse_limit
+from service.responses import base_url, link
+from service.sql.history import LATEST, OPS, changes_sql, versions_sql
+
+CollectionId = Annotated[str, Path(alias="collectionId")]
+FeatureId = Annotated[str, Path(alias="featureId")]
+FEED = "application/json"
+
+
+def parse_instant(raw: str | None, name: str) -> datetime | None:
+    """An RFC 3339 date-time with a time zone (`2026-05-01T12:00:00Z`)."""
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidParameter(f"{name} must be an RFC 3339 date-time with a time zone, like "
+                               f"2026-05-01T12:00:00Z; got {raw!r}", parameter=name)
+    return moment.astimezone(UTC)
+
+
+def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -> APIRouter:
+    router = APIRouter(prefix=prefix, tags=["history"])
+    ScopeDep = Annotated[Scope, Depends(scope_dep)]
+
+    @router.get("/collections/{collectionId}/items/{featureId}/versions", operation_id="municipality.getVersions",
+                summary="Every version of a feature, oldest first", response_class=Response)
+    async def versions(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
+                       crs: Annotated[str | None, Query(description="CRS of the geometries")] = None) -> Response:
+        check_known(request.query_params, {"crs"})
+        c = scope.collection(collection_id)
+        out_crs = parse_crs(crs, request.app.state.crs, "crs")
+        sql, args = versions_sql(c.members[0][0], feature_id, False, out_crs)
+        async with connection(scope.pool) as conn:
+            rows = await conn.fetch(sql, *args)
+        if not rows:
+            raise NotFound(f"feature {feature_id!r} never existed in {c.id!r}", parameter="featureId")
+        member = _member(scope)
+        body = {"id": feature_id, "versions": [_entry(r, member) for r in rows],
+                "links": [link(f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items/{feature_id}",
+                               "about", "application/geo+json", "the feature now")]}
+        return Response(orjson.dumps(body), media_type=FEED, headers={"Cache-Control": "no-cache"})
+
+    @router.get("/collections/{collectionId}/changes", operation_id="municipality.getChanges",
+                summary="The collection's changes in order: the feed to mirror it incrementally",
+                response_class=Response)
+    async def changes(
+        request: Request, scope: ScopeDep, collection_id: CollectionId,
+        after: Annotated[int | None, Query(description="only changes with a higher changeId (the last one you "
+                                                       "applied); follow the `next` link")] = None,
+        since: Annotated[str | None, Query(description="only changes at or after this RFC 3339 time")] = None,
+        limit: Annotated[int | None, Query(description="changes per page (default 1000)")] = None,
+        crs: Annotated[str | None, Query(description="CRS of the geometries (default CRS84)")] = None,
+    ) -> Response:
+        check_known(request.query_params, {"after", "since", "limit", "crs"})
+        c = scope.collection(collection_id)
+        params = request.query_params
+        start = parse_int(params.get("after"), "after", 0, 0)
+        moment = parse_instant(params.get("since"), "since")
+        size = parse_limit(params.get("limit"), 1000, 10_000)
+        out_crs = parse_crs(params.get("crs"), request.app.state.crs, "crs")
+        sql, args = changes_sql(c.members[0][0], start, moment, size, False, out_crs)
+        async with connection(scope.pool) as conn:
+            rows = await conn.fetch(sql, *args)
+            latest = await conn.fetchval(LATEST, c.members[0][0])
+        more, rows = len(rows) > size, rows[:size]
+        member = _member(scope)
+        url = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/changes"
+        keep = {k: v for k, v in params.items() if k not in ("after",)}
+        links = [link(f"{url}?{urlencode(dict(params))}", "self", FEED, "this page")]
+        if more:
+            links.append(link(f"{url}?{urlencode({**keep, 'after': rows[-1]['change_id']})}", "next", FEED,
+                              "the following changes"))
+        body = {"collection": c.id, "latestChangeId": latest or 0, "numberReturned": len(rows),
+                "changes": [_entry(r, member) for r in rows], "links": links}
+        return Response(orjson.dumps(body), media_type=FEED, headers={"Cache-Control": "no-cache"})
+
+    return router
+
+
+def _member(scope: Scope) -> bool:
+    m = scope.dataset.municipality
+    return scope.principal is not None and m is not None and scope.principal.can("viewer", m.slug)
+
+
+def _entry(row: Any, member: bool) -> dict[str, Any]:
+    entry = {"changeId": row["change_id"], "op": OPS[row["op"]], "at": row["at"].isoformat()}
+    if "fid" in row.keys():
+        entry["id"] = row["fid"]
+    if member:
+        entry["actor"] = row["actor"]
+    entry["feature"] = orjson.loads(row["feature"]) if row["feature"] else None
+    return entry

@@ -1,0 +1,39 @@
+"""Reading the change log: one feature's versions, and a collection's changes in order (the change feed)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from service.crs import Crs
+from service.sql.features import Args, Output, geometry_json
+
+OPS = {"I": "insert", "U": "update", "D": "delete"}
+
+
+def _feature(out: Output, multi: bool) -> str:
+    """The logged state as a GeoJSON feature (text), or null for a deletion."""
+    geometry = geometry_json(multi, out, alias="h")
+    return ("CASE WHEN h.op = 'D' THEN NULL ELSE json_build_object('type', 'Feature', 'id', h.fid, "
+            f"'geometry', ({geometry})::json, 'properties', h.properties)::text END")
+
+
+def versions_sql(collection_pk: int, fid: str, multi: bool, crs: Crs | None) -> tuple[str, list[Any]]:
+    args = Args()
+    return (f"SELECT h.change_id, h.op, h.at, h.actor, {_feature(Output(crs=crs), multi)} AS feature "
+            f"FROM feature_change h WHERE h.collection_id = {args(collection_pk)}::int AND h.fid = {args(fid)} "
+            "ORDER BY h.change_id"), args.values
+
+
+def changes_sql(collection_pk: int, after: int, since: datetime | None, limit: int, multi: bool,
+                crs: Crs | None) -> tuple[str, list[Any]]:
+    """Changes with ids above `after` (and at or after `since`), oldest first; one more than `limit` is asked
+    for, to know whether another page follows."""
+    args = Args()
+    time = f" AND h.at >= {args(since)}::timestamptz" if since else ""
+    return (f"SELECT h.change_id, h.op, h.fid, h.at, h.actor, {_feature(Output(crs=crs), multi)} AS feature "
+            f"FROM feature_change h WHERE h.collection_id = {args(collection_pk)}::int "
+            f"AND h.change_id > {args(after)}::bigint{time} ORDER BY h.change_id LIMIT {args(limit + 1)}"), args.values
+
+
+LATEST = "SELECT max(change_id) FROM feature_change WHERE collection_id = $1"

@@ -1,0 +1,187 @@
+"""History and the change feed: versions of a feature, items as of a past time, and a neighbour mirroring a
+collection into a database of its own through the feed (incrementally), compared feature by feature."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+
+from service.auth import Principal
+from service.main import create_app
+from service.migrate import upgrade
+from service.mirror import mirror
+from service.sql.keys import create_key
+from service.sql.write import upsert_municipality
+from tests.conftest import settings_for
+
+SITES = "/municipalities/halle/collections/commercial-sites"
+GEOJSON = {"Content-Type": "application/geo+json"}
+
+
+def site(fid: str, name: str, x: float = 11.95) -> dict:
+    d = 0.003
+    return {"type": "Feature", "id": fid, "geometry": {"type": "Polygon", "coordinates": [
+        [[x, 51.45], [x + d, 51.45], [x + d, 51.45 + d], [x, 51.45 + d], [x, 51.45]]]},
+        "properties": {"name": name, "area_gross_ha": 4.0, "zoning": "GE", "availability": "verfuegbar",
+                       "servicing": "erschlossen"}}
+
+
+@pytest.fixture(scope="module")
+def hist_db(demo_db):
+    return demo_db("geotwin_hist")
+
+
+@pytest.fixture(scope="module")
+async def hist(cluster, hist_db):
+    conn = await asyncpg.connect(hist_db)
+    try:
+        editor = (await create_key(conn, "halle", "editor", "Planungsamt"))["key"]
+    finally:
+        await conn.close()
+    app = create_app(settings_for(cluster, "geotwin_hist"))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield client, {"Authorization": f"Bearer {editor}", **GEOJSON}
+
+
+async def test_versions_and_items_as_of_a_past_time(hist):
+    client, editor = hist
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("v-1", "Erste Fassung")))
+    etag = r.headers["etag"]
+    await asyncio.sleep(0.05)
+    between = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    r = await client.put(f"{SITES}/items/v-1", headers={**editor, "If-Match": etag},
+                         content=json.dumps(site("v-1", "Zweite Fassung")))
+    r = await client.delete(f"{SITES}/items/v-1", headers={**editor, "If-Match": r.headers["etag"]})
+    assert r.status_code == 204
+
+    versions = (await client.get(f"{SITES}/items/v-1/versions")).json()["versions"]
+    assert [v["op"] for v in versions] == ["insert", "update", "delete"]
+    assert [v["feature"]["properties"]["name"] for v in versions[:2]] == ["Erste Fassung", "Zweite Fassung"]
+    assert versions[2]["feature"] is None and "actor" not in versions[0], "the public sees no actor"
+    mine = (await client.get(f"{SITES}/items/v-1/versions", headers=editor)).json()["versions"]
+    assert all("Planungsamt" in v["actor"] for v in mine)
+
+    then = (await client.get(f"{SITES}/items", params={"asOf": between.isoformat(), "limit": 1000})).json()
+    names = {f["id"]: f["properties"]["name"] for f in then["features"]}
+    assert names["v-1"] == "Erste Fassung" and "gs-001" in names
+    assert then["numberMatched"] == len(then["features"])
+    now = (await client.get(f"{SITES}/items", params={"limit": 1000})).json()
+    assert "v-1" not in {f["id"] for f in now["features"]}
+    filtered = (await client.get(f"{SITES}/items", params={"asOf": between.isoformat(),
+                                                            "filter": "name LIKE 'Erste%'"})).json()
+    assert [f["id"] for f in filtered["features"]] == ["v-1"]
+    bad = await client.get(f"{SITES}/items", params={"asOf": "yesterday"})
+    assert bad.status_code == 400 and bad.json()["parameter"] == "asOf"
+    assert (await client.get(f"{SITES}/items/never/versions")).status_code == 404
+
+
+async def test_change_feed_pages_in_order(hist):
+    client, editor = hist
+    latest = (await client.get(f"{SITES}/changes", params={"limit": 1})).json()["latestChangeId"]
+    for i in range(5):
+        await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site(f"feed-{i}", f"Feed {i}")))
+    seen, url, params = [], f"{SITES}/changes", {"after": latest, "limit": 2}
+    while url:
+        page = (await client.get(url, params=params)).json()
+        seen += page["changes"]
+        url = next((lk["href"] for lk in page["links"] if lk["rel"] == "next"), None)
+        params = None
+    assert [c["id"] for c in seen] == [f"feed-{i}" for i in range(5)]
+    assert [c["changeId"] for c in seen] == sorted(c["changeId"] for c in seen)
+    for bad in ({"after": "-1"}, {"since": "gestern"}, {"crs": "EPSG:1"}, {"colour": "x"}):
+        r = await client.get(f"{SITES}/changes", params=bad)
+        assert r.status_code == 400 and r.json()["parameter"] in bad
+
+
+async def _features(dsn: str, municipality: str) -> dict[str, tuple[str, dict]]:
+    return await _features_of(dsn, municipality, "commercial-sites")
+
+
+async def test_a_neighbour_mirrors_a_collection_incrementally(hist, hist_db, empty_db):
+    client, editor = hist
+    target = empty_db()
+    await asyncio.to_thread(upgrade, target)  # Alembic runs its own event loop
+    conn = await asyncpg.connect(target)
+    try:
+        await upsert_municipality(conn, "leipzig", "Leipzig", "14713000", "Sachsen", 25833)
+        first = await mirror(client, f"http://testserver{SITES}", conn, "leipzig", "halle-sites")
+    finally:
+        await conn.close()
+    source = await _features(hist_db, "halle")
+    copy = await _features_of(target, "leipzig", "halle-sites")
+    assert first > 0 and copy == source
+
+    # Changes at the source: the next run applies only those.
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("m-1", "Neu")))
+    await client.put(f"{SITES}/items/m-1", headers={**editor, "If-Match": r.headers["etag"]},
+                     content=json.dumps(site("m-1", "Neu, geändert", 11.96)))
+    old = await client.get(f"{SITES}/items/gs-003")
+    await client.delete(f"{SITES}/items/gs-003", headers={**editor, "If-Match": old.headers["etag"]})
+    conn = await asyncpg.connect(target)
+    try:
+        second = await mirror(client, f"http://testserver{SITES}", conn, "leipzig", "halle-sites")
+        again = await mirror(client, f"http://testserver{SITES}", conn, "leipzig", "halle-sites")
+        actors = {r[0] for r in await conn.fetch("SELECT DISTINCT actor FROM feature_change")}
+    finally:
+        await conn.close()
+    assert second == 3 and again == 0
+    source = await _features(hist_db, "halle")
+    assert await _features_of(target, "leipzig", "halle-sites") == source
+    assert "gs-003" not in source and source["m-1"][1]["name"] == "Neu, geändert"
+    assert actors == {f"mirror:http://testserver{SITES}"}
+
+
+async def _features_of(dsn: str, municipality: str, collection: str) -> dict[str, tuple[str, dict]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT f.fid, ST_AsText(ST_SnapToGrid(f.geom, 0.001)) AS g, f.properties FROM feature f "
+            "JOIN collection c ON c.id = f.collection_id JOIN municipality m ON m.id = c.municipality_id "
+            "WHERE m.slug = $1 AND c.slug = $2", municipality, collection)
+    finally:
+        await conn.close()
+    return {r["fid"]: (r["g"], json.loads(r["properties"])) for r in rows}
+
+
+def test_principal_roles_rank():
+    admin = Principal("key:x", "admin", "halle")
+    assert admin.can("editor", "halle") and not admin.can("viewer", "leipzig") and not admin.can("platform", None)
+    assert Principal("key:p", "platform").can("admin", "leipzig")
+
+
+def test_the_mirror_command_shows_progress_and_resumes(cluster, hist_db, empty_db):
+    import subprocess
+
+    from tests.conftest import ROOT, serve_in_thread
+
+    url, server, thread = serve_in_thread(create_app(settings_for(cluster, "geotwin_hist")))
+    target = empty_db()
+    upgrade(target)
+    asyncio.run(_onboard(target))
+    try:
+        command = [str(ROOT / ".venv" / "bin" / "geotwin"), "mirror", f"{url}{SITES}", "--municipality", "leipzig",
+                   "--url", target]
+        first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert first.returncode == 0, first.stderr
+    assert int(first.stdout.split("change(s) applied")[0].split()[-1]) > 0
+    assert "0 change(s) applied" in second.stdout
+    assert asyncio.run(_features_of(target, "leipzig", "commercial-sites")) == asyncio.run(_features(hist_db, "halle"))
+
+
+async def _onboard(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await upsert_municipality(conn, "leipzig", "Leipzig", "14713000", "Sachsen", 25833)
+    finally:
+        await conn.close()
