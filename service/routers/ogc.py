@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from service import cql, documents, queryables
+from service import cql, documents, export, queryables
 from service.cache import etag_for
 from service.catalog import Collection
 from service.crs import CRS84
@@ -52,6 +52,7 @@ CollectionId = Annotated[str, Path(alias="collectionId", description="Collection
 FeatureId = Annotated[str, Path(alias="featureId", description="Feature id")]
 ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs",
                 "sortby", "properties", "skipGeometry", "asOf"}
+EXPORT_PARAMS = ITEMS_PARAMS - {"limit", "offset", "skipGeometry"}
 
 
 def _root(request: Request, scope: Scope) -> str:
@@ -180,6 +181,39 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         query = await _items_query(request, scope, c)
         return await _serve_items(request, scope, c, query)
 
+    @router.get("/collections/{collectionId}/export", operation_id=f"{kind}.exportFeatures",
+                summary="Download the collection (or a selection) as one file",
+                description="`f`: geojson, csv (WKT geometry), gpkg (GeoPackage) or fgb (FlatGeobuf). Takes the "
+                            "items parameters (`bbox`, `filter`, `datetime`, `crs`, `properties`, `sortby`, "
+                            "`asOf`, `name=value`), without paging. Streamed: any size.",
+                response_class=Response, responses={200: {"content": {f.media_type.split(";")[0]: {}
+                                                                      for f in export.FORMATS.values()}}})
+    async def export_features(
+        request: Request, scope: ScopeDep, collection_id: CollectionId,
+        f: Annotated[str | None, Query(description="file format", json_schema_extra={
+            "enum": list(export.FORMATS)})] = None,
+    ) -> Response:
+        c = scope.collection(collection_id)
+        name = f or "geojson"
+        fmt = export.FORMATS.get(name)
+        if fmt is None:
+            raise InvalidParameter(f"f must be one of {', '.join(export.FORMATS)}; got {name!r}", parameter="f")
+        query = await _items_query(request, scope, c, for_export=True)
+        cols = export.columns(c, await queryables.observed(request, scope.pool, c))
+        if query.output.properties is not None:
+            cols = [(n, k) for n, k in cols if n in query.output.properties]
+        label = f"{scope.dataset.slug}-{c.id}"
+        if name == "geojson":
+            body = export.geojson_stream(scope.pool, query)
+        elif name == "csv":
+            body = export.csv_stream(scope.pool, query, cols)
+        else:
+            geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
+            body = export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry)
+        headers = {"Content-Disposition": f'attachment; filename="{label}.{fmt.extension}"'}
+        response = StreamingResponse(body, media_type=fmt.media_type, headers=headers)
+        return _content_crs(response, query.output)
+
     @router.get("/collections/{collectionId}/items/{featureId}", operation_id=f"{kind}.getFeature",
                 summary="One feature", response_class=Response,
                 responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
@@ -239,16 +273,18 @@ def _content_crs(response: Response, out: Output) -> Response:
     return response
 
 
-async def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQuery:
-    """Parse the items parameters; anything not understood is a 400 naming the parameter."""
+async def _items_query(request: Request, scope: Scope, c: Collection, for_export: bool = False) -> ItemsQuery:
+    """Parse the items parameters; anything not understood is a 400 naming the parameter. For an export,
+    `f` names the file format, and there is no paging."""
     params = request.query_params
+    base = EXPORT_PARAMS if for_export else ITEMS_PARAMS
     layer = c.layer_type
     named = set(layer.property_kinds())
     extra = {"municipality"} if c.regional else set()
     if layer.open_properties:
         # Generic layers: any other parameter is an equality filter on the property of that name.
-        extra |= set(params.keys()) - ITEMS_PARAMS
-    check_known(params, ITEMS_PARAMS | named | extra)
+        extra |= set(params.keys()) - base
+    check_known(params, base | named | extra)
     settings = request.app.state.settings.api
     offered = request.app.state.crs
     bbox_crs = parse_crs(params.get("bbox-crs"), offered, "bbox-crs")
@@ -258,9 +294,9 @@ async def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQu
         members=c.members, regional=c.regional, multi=c.layer_type.multi_polygon,
         bbox=parse_bbox(params.get("bbox"), bbox_crs), bbox_crs=bbox_crs,
         interval=parse_datetime(params.get("datetime")),
-        limit=parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
-        offset=parse_int(params.get("offset"), "offset", 0, 0),
-        output=_output(request, c, negotiate(request)),
+        limit=0 if for_export else parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
+        offset=0 if for_export else parse_int(params.get("offset"), "offset", 0, 0),
+        output=_output(request, c, "json" if for_export else negotiate(request)),
         as_of=parse_instant(params.get("asOf"), "asOf"),
     )
     if "filter" in params or "sortby" in params:
@@ -273,7 +309,7 @@ async def _items_query(request: Request, scope: Scope, c: Collection) -> ItemsQu
         for name in ("filter-lang", "filter-crs"):
             if name in params:
                 raise InvalidParameter(f"{name} is given without filter", parameter=name)
-    for name in set(params.keys()) - ITEMS_PARAMS:
+    for name in set(params.keys()) - base:
         if name == "municipality" and c.regional:
             query.members = [m for m in c.members if m[1] == params[name]]
             continue

@@ -1,0 +1,230 @@
+"""Downloads of a collection (or a filtered selection) as GeoJSON, CSV, GeoPackage or FlatGeobuf, streamed.
+
+Rows come from a server-side cursor in batches, so memory stays flat whatever the size. GeoJSON and CSV are
+written to the response as the batches arrive. GeoPackage and FlatGeobuf are written by GDAL (pyogrio's
+Arrow writer, fed batch by batch through a bounded queue from another thread) into a temporary file that is
+streamed out and deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyogrio
+
+from service.catalog import Collection
+from service.db import connection
+from service.models import STORAGE_SRID
+from service.sql.features import Args, ItemsQuery, _feature_json, _order, _source, _where, scope_predicate
+
+BATCH = 5_000
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Format:
+    media_type: str
+    extension: str
+    driver: str | None = None
+
+
+FORMATS = {
+    "geojson": Format("application/geo+json", "geojson"),
+    "csv": Format("text/csv; charset=utf-8", "csv"),
+    "gpkg": Format("application/geopackage+sqlite3", "gpkg", "GPKG"),
+    "fgb": Format("application/flatgeobuf", "fgb", "FlatGeobuf"),
+}
+ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
+               "date": pa.date32()}
+
+
+def export_sql(q: ItemsQuery, geojson: bool) -> tuple[str, list[Any]]:
+    """Every selected feature in a stable order: GeoJSON text, or (id, municipality, properties, WKB)."""
+    args = Args()
+    with_clause, table = _source(args, q)
+    scope, muni = scope_predicate(args, q.members)
+    where = _where(args, q, scope, muni)
+    if geojson:
+        select = _feature_json(args, q.regional, q.multi, q.output)
+        return (f"{with_clause}SELECT {select} FROM (SELECT f.id, {muni} AS muni FROM {table} f {where}) AS c "
+                f"JOIN {table} f ON f.id = c.id ORDER BY {_order(q, 'c.muni')}"), args.values
+    srid = q.output.crs.srid if q.output.crs else 4326
+    geom = "ST_Multi(f.geom)" if q.multi else "f.geom"
+    if srid != STORAGE_SRID:
+        geom = f"ST_Transform({geom}, {int(srid)})"
+    fid = f"({muni} || ':' || f.fid)" if q.regional else "f.fid"  # ids as the API serves them
+    return (f"{with_clause}SELECT {fid} AS fid, {muni} AS muni, f.properties::text AS properties, "
+            f"ST_AsBinary({geom}) AS wkb FROM {table} f {where} ORDER BY {_order(q, muni)}"), args.values
+
+
+async def batches(pool: Any, sql: str, args: list[Any]) -> AsyncIterator[list[Any]]:
+    async with connection(pool) as conn, conn.transaction(readonly=True):
+        batch: list[Any] = []
+        async for row in conn.cursor(sql, *args, prefetch=BATCH):
+            batch.append(row)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def columns(c: Collection, observed: dict[str, str]) -> list[tuple[str, str]]:
+    """(property, kind) in the contract's order; generic layers add the keys they hold."""
+    kinds = c.layer_type.property_kinds()
+    for name, kind in observed.items():
+        kinds.setdefault(name, kind)
+    return list(kinds.items())
+
+
+async def geojson_stream(pool: Any, q: ItemsQuery) -> AsyncIterator[bytes]:
+    sql, args = export_sql(q, geojson=True)
+    yield b'{"type":"FeatureCollection","features":['
+    first = True
+    async for batch in batches(pool, sql, args):
+        text = ",".join(r[0] for r in batch).encode()
+        yield text if first else b"," + text
+        first = False
+    yield b"]}"
+
+
+async def csv_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]]) -> AsyncIterator[bytes]:
+    """One row per feature: id, (municipality), the properties, and the geometry as WKT (x/y order)."""
+    import shapely
+
+    sql, args = export_sql(q, geojson=False)
+    header = ["id"] + (["municipality"] if q.regional else []) + [n for n, _ in cols] + ["wkt"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    yield ("\ufeff" + buffer.getvalue()).encode()  # a BOM, so spreadsheet programs read UTF-8 (umlauts)
+    async for batch in batches(pool, sql, args):
+        buffer.seek(0)
+        buffer.truncate()
+        wkts = shapely.to_wkt(shapely.from_wkb([r["wkb"] for r in batch]), rounding_precision=-1)
+        for row, wkt in zip(batch, wkts, strict=True):
+            props = orjson.loads(row["properties"])
+            values = [row["fid"]] + ([row["muni"]] if q.regional else [])
+            values += [_cell(props.get(n)) for n, _ in cols] + [wkt]
+            writer.writerow(values)
+        yield buffer.getvalue().encode()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else value
+
+
+def _schema(q: ItemsQuery, cols: list[tuple[str, str]]) -> pa.Schema:
+    fields = [pa.field("id", pa.string())]
+    if q.regional:
+        fields.append(pa.field("municipality", pa.string()))
+    fields += [pa.field(n, ARROW_TYPES.get(k, pa.string())) for n, k in cols]
+    fields.append(pa.field("geometry", pa.binary(), metadata={b"ARROW:extension:name": b"geoarrow.wkb"}))
+    return pa.schema(fields)
+
+
+def _value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "date":
+        try:
+            return date.fromisoformat(value)
+        except (TypeError, ValueError):
+            return None
+    if kind in ("number", "integer"):
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _record_batch(schema: pa.Schema, q: ItemsQuery, cols: list[tuple[str, str]], rows: list[Any]) -> pa.RecordBatch:
+    props = [orjson.loads(r["properties"]) for r in rows]
+    arrays = [pa.array([r["fid"] for r in rows], pa.string())]
+    if q.regional:
+        arrays.append(pa.array([r["muni"] for r in rows], pa.string()))
+    for name, kind in cols:
+        arrays.append(pa.array([_value(p.get(name), kind) for p in props], ARROW_TYPES.get(kind, pa.string())))
+    arrays.append(pa.array([r["wkb"] for r in rows], pa.binary()))
+    return pa.record_batch(arrays, schema=schema)
+
+
+async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt: Format, layer: str,
+                      geometry_type: str) -> AsyncIterator[bytes]:
+    """GDAL writes the file in a thread while batches come from the database; then the file is streamed."""
+    sql, args = export_sql(q, geojson=False)
+    schema = _schema(q, cols)
+    srid = q.output.crs.srid if q.output.crs else 4326
+    handoff: queue.Queue = queue.Queue(maxsize=4)
+    done = object()
+    directory = tempfile.mkdtemp(prefix="geotwin-export-")
+    path = os.path.join(directory, f"{layer}.{fmt.extension}")
+    failure: list[BaseException] = []
+
+    def feed() -> Iterator[pa.RecordBatch]:
+        while (item := handoff.get()) is not done:
+            yield item
+
+    def write() -> None:
+        try:
+            reader = pa.RecordBatchReader.from_batches(schema, feed())
+            pyogrio.write_arrow(reader, path, layer=layer, driver=fmt.driver, geometry_name="geometry",
+                                geometry_type=geometry_type, crs=f"EPSG:{srid}",
+                                layer_options={"SPATIAL_INDEX": "YES"})
+        except BaseException as exc:  # noqa: BLE001 - reported to the request below
+            failure.append(exc)
+            with contextlib.suppress(queue.Empty):
+                while True:  # unblock the producer
+                    handoff.get_nowait()
+
+    def put(item: Any) -> None:
+        while not failure:
+            try:
+                handoff.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    writer = threading.Thread(target=write, name="geotwin-export", daemon=True)
+    writer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async for batch in batches(pool, sql, args):
+            if failure:
+                break
+            await loop.run_in_executor(None, put, _record_batch(schema, q, cols, batch))
+        await loop.run_in_executor(None, put, done)
+        await loop.run_in_executor(None, writer.join)
+        if failure:
+            raise failure[0]
+        with open(path, "rb") as handle:
+            while chunk := await loop.run_in_executor(None, handle.read, CHUNK):
+                yield chunk
+    finally:
+        if writer.is_alive():  # the client went away mid-way: let the writer finish and exit
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    handoff.get_nowait()
+            await loop.run_in_executor(None, put, done)
+            await loop.run_in_executor(None, writer.join, 30)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(directory):
+                os.remove(os.path.join(directory, name))
+            os.rmdir(directory)
