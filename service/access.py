@@ -8,6 +8,7 @@ Then apply the rules by path and method:
 | any method on `/admin/…`                         | platform administrator         |
 | any method on `/municipalities/{m}/keys…`         | admin of m                     |
 | POST on `/municipalities/{m}/collections`         | admin of m                     |
+| any method on `/municipalities/{m}/…/imports…`    | editor of m                    |
 | POST/PUT/PATCH/DELETE on `/municipalities/{m}/…`  | editor of m                    |
 | any other POST/PUT/PATCH/DELETE                  | nobody (403; 401 if anonymous) |
 | GET/HEAD/OPTIONS elsewhere                       | nothing (see below)            |
@@ -42,6 +43,8 @@ def required(method: str, path: str) -> tuple[str, str | None] | None:
     rest = (match["rest"] or "") if match else ""
     if match and (rest.startswith("/keys") or (rest.rstrip("/") == "/collections" and method not in SAFE)):
         return "admin", match["m"]
+    if match and "/imports" in rest:  # job reports list rejected features: editors only
+        return "editor", match["m"]
     if method in SAFE:
         return None
     if match:

@@ -187,6 +187,81 @@ def mirror_cmd(
     console.print(f"[green]{applied} change(s) applied; {municipality}/{target} is up to date[/]")
 
 
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".geojson, .gpkg, .zip (Shapefile), .csv")],
+    municipality: Annotated[str, typer.Option(help="slug, e.g. halle")],
+    collection: Annotated[str, typer.Option(help="collection id")],
+    mode: Annotated[str, typer.Option(help="replace or append")] = "replace",
+    crs: Annotated[str | None, typer.Option(help="source CRS when the file does not say, e.g. EPSG:25833")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="property=source_field (repeatable)")] = None,
+    layer: Annotated[str | None, typer.Option(help="layer of a multi-layer file")] = None,
+    id_field: Annotated[str | None, typer.Option(help="source field with the feature ids")] = None,
+    encoding: Annotated[str | None, typer.Option(help="text encoding when the file does not say")] = None,
+    layer_type: Annotated[str | None, typer.Option(help="create the collection with this layer type if missing")]
+    = None,
+    url: UrlOpt = None,
+) -> None:
+    """Import a file into a collection: every feature is checked first; all or nothing, with a report."""
+    from service.errors import GeoTwinError
+    from service.importer import ImportOptions, import_file
+    from service.layertypes import registry
+
+    mapping = {}
+    for item in map_ or []:
+        target, _, source = item.partition("=")
+        if not target or not source:
+            raise typer.BadParameter(f"--map takes property=source_field, got {item!r}")
+        mapping[target] = source
+    if mode not in ("replace", "append"):
+        raise typer.BadParameter("mode must be replace or append")
+    options = ImportOptions(mode=mode, crs=crs, mapping=mapping, layer=layer, id_field=id_field, encoding=encoding,
+                            max_bytes=1 << 40)
+
+    async def run():
+        from service.db import connect
+        from service.sql.write import upsert_collection
+
+        conn = await connect(_dsn(url))
+        try:
+            row = await conn.fetchrow(
+                "SELECT c.id, c.layer_type, m.id AS m_pk FROM municipality m LEFT JOIN collection c "
+                "ON c.municipality_id = m.id AND c.slug = $2 WHERE m.slug = $1", municipality, collection)
+            if row is None:
+                raise typer.BadParameter(f"no municipality {municipality!r}")
+            pk, kind = row["id"], row["layer_type"]
+            if pk is None:
+                if layer_type not in registry():
+                    raise typer.BadParameter(f"no collection {collection!r}: give --layer-type "
+                                             f"({', '.join(sorted(registry()))}) to create it")
+                pk = await upsert_collection(conn, row["m_pk"], collection, collection, "", layer_type, "", "", [],
+                                             "public")
+                kind = layer_type
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as progress:
+                task = progress.add_task(f"checking {file.name}", total=None)
+
+                async def step(report) -> None:
+                    progress.update(task, completed=report.processed, total=report.total or None)
+
+                report = await import_file(conn, pk, registry()[kind], file, options, step, "cli")
+                progress.update(task, description=f"imported {file.name}")
+            return report
+        finally:
+            await conn.close()
+
+    try:
+        report = asyncio.run(run())
+    except GeoTwinError as exc:
+        console.print(f"[red]{exc.description}[/]")
+        for issue in (exc.where.get("report") or {}).get("issues", [])[:50]:
+            console.print(f"  feature {issue['index']} ({issue['fid']}): {issue['property']}: {issue['message']}")
+        raise typer.Exit(1) from None
+    if report.ignored_fields:
+        console.print(f"[yellow]fields not in the layer type, not imported: {', '.join(report.ignored_fields)}[/]")
+    console.print(f"[green]{report.imported} features imported into {municipality}/{collection}[/]")
+
+
 async def _generate(dsn: str, municipality: str, collection: str, spec) -> int:
     from service.db import connect
     from service.generator import CHUNK, features

@@ -110,7 +110,7 @@ class CrsList:
 
 
 @lru_cache(maxsize=64)
-def _to_lonlat(srid: int) -> Transformer:
+def to_lonlat(srid: int) -> Transformer:
     return Transformer.from_crs(srid, 4326, always_xy=True)
 
 
@@ -119,5 +119,5 @@ def inside_definition(crs: Crs, xs: list[float], ys: list[float]) -> bool:
     them; far outside a projection's domain pyproj answers inf where ST_Transform would raise."""
     if crs.geographic:
         return all(-180 <= x <= 180 and -90 <= y <= 90 for x, y in zip(xs, ys, strict=True))
-    lons, lats = _to_lonlat(crs.srid).transform(xs, ys, errcheck=False)
+    lons, lats = to_lonlat(crs.srid).transform(xs, ys, errcheck=False)
     return all(math.isfinite(v) and abs(v) <= 360 for v in (*lons, *lats))

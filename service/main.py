@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.models import STORAGE_SRID
-from service.routers import admin, edit, history, ogc, platform, tiles
+from service.routers import admin, edit, history, imports, ogc, platform, tiles
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -51,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            for job in list(app.state.jobs):  # recorded as failed; their transactions roll back
+                job.cancel()
+            await asyncio.gather(*app.state.jobs, return_exceptions=True)
             await app.state.catalog_cache.stop()
             await app.state.pool.close()
 
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tile_cache = BytesCache(settings.cache.tile_cache_mb * 1024 * 1024)
     app.state.count_cache = LRUCache(maxsize=settings.cache.count_cache_entries)
     app.state.openapi_30 = None
+    app.state.jobs = set()
     app.state.crs = CrsList.from_names([*settings.api.crs, f"EPSG:{STORAGE_SRID}"])
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     errors.install(app)
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(edit.build_edit_router("/municipalities/{municipality}", municipality_scope))
     app.include_router(history.build_history_router("/municipalities/{municipality}", municipality_scope))
+    app.include_router(imports.build_imports_router("/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("municipality", "/municipalities/{municipality}", municipality_scope))
     app.include_router(ogc.build_router("region", "/region", region_scope))
     app.include_router(tiles.build_tiles_router("municipality", "/municipalities/{municipality}", municipality_scope))

@@ -62,6 +62,12 @@ class CacheSettings(BaseModel):
     count_cache_entries: int = 10_000
 
 
+class ImportSettings(BaseModel):
+    """File imports: the largest upload (and the most a zip may expand to)."""
+
+    max_upload_mb: int = 512
+
+
 class AuthSettings(BaseModel):
     """OpenID Connect (optional): bearer tokens from one issuer, claims mapped to municipality and role.
     API keys need no settings."""
@@ -83,6 +89,7 @@ class Settings(BaseSettings):
 
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
+    imports: ImportSettings = ImportSettings()
     cache: CacheSettings = CacheSettings()
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Public base URL when behind a proxy (used in links); empty = derive from the request.

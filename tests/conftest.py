@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -93,6 +94,28 @@ def settings_for(cluster: LocalCluster, database: str = "geotwin_test", auth: Au
                  **api: object) -> Settings:
     db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database)
     return Settings(db=db, api=ApiSettings(**api), auth=auth or AuthSettings(), public_url="")
+
+
+@asynccontextmanager
+async def app_client(cluster: LocalCluster, database: str, **api: object) -> AsyncIterator[tuple]:
+    """An app on a database of its own, with its lifespan, and an in-process client: (app, client)."""
+    app = create_app(settings_for(cluster, database, **api))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield app, client
+
+
+async def new_key(dsn: str, municipality: str, role: str, label: str = "") -> str:
+    """An API key straight from the database layer (the API and CLI ways are tested in test_publishing)."""
+    import asyncpg
+
+    from service.sql.keys import create_key
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return (await create_key(conn, municipality, role, label))["key"]
+    finally:
+        await conn.close()
 
 
 def serve_in_thread(app) -> tuple[str, uvicorn.Server, threading.Thread]:

@@ -8,16 +8,14 @@ import json
 from datetime import UTC, datetime
 
 import asyncpg
-import httpx
 import pytest
 
 from service.auth import Principal
 from service.main import create_app
 from service.migrate import upgrade
 from service.mirror import mirror
-from service.sql.keys import create_key
 from service.sql.write import upsert_municipality
-from tests.conftest import settings_for
+from tests.conftest import app_client, new_key, settings_for
 
 SITES = "/municipalities/halle/collections/commercial-sites"
 GEOJSON = {"Content-Type": "application/geo+json"}
@@ -38,14 +36,8 @@ def hist_db(demo_db):
 
 @pytest.fixture(scope="module")
 async def hist(cluster, hist_db):
-    conn = await asyncpg.connect(hist_db)
-    try:
-        editor = (await create_key(conn, "halle", "editor", "Planungsamt"))["key"]
-    finally:
-        await conn.close()
-    app = create_app(settings_for(cluster, "geotwin_hist"))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+    editor = await new_key(hist_db, "halle", "editor", "Planungsamt")
+    async with app_client(cluster, "geotwin_hist") as (_, client):
         yield client, {"Authorization": f"Bearer {editor}", **GEOJSON}
 
 

@@ -1,0 +1,370 @@
+"""File import: GeoJSON, GeoPackage, zipped Shapefile, CSV (WKT or x/y columns) into a collection.
+
+All or nothing, in bounded memory, whatever the file's size:
+1. the file is checked before GDAL sees it (size, UTF-8 for text formats, a zip's entries: no paths that
+   leave the archive, no bombs);
+2. GDAL (pyogrio) reads it in Arrow batches; each batch is mapped onto the layer type (a field mapping can
+   be given), checked (geometry vectorised with Shapely, properties with the layer type's validator) and
+   copied into a staging table inside one transaction;
+3. only when every feature passed are they moved into the collection (replacing or appending); otherwise
+   the transaction is rolled back and the report lists every rejected feature and why.
+The source CRS is read from the file; a file that does not say (CSV, a Shapefile without .prj) needs `crs`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import orjson
+import pyogrio
+import shapely
+
+from service.crs import CRS84, Crs, resolve, to_lonlat
+from service.errors import InvalidData, InvalidParameter, PayloadTooLarge
+from service.layertypes import LayerType
+from service.loader import FeatureIssue
+from service.models import STORAGE_SRID
+from service.sql.catalog import refresh_collection
+
+BATCH = 20_000
+MAX_ZIP_ENTRIES = 1_000
+MAX_ZIP_RATIO = 200
+FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV"}
+CSV_OPTIONS = {"GEOM_POSSIBLE_NAMES": "wkt,WKT,geometry,geom", "KEEP_GEOM_COLUMNS": "NO", "AUTODETECT_TYPE": "YES",
+               "X_POSSIBLE_NAMES": "x,X,lon,lng,longitude,rechtswert,easting",
+               "Y_POSSIBLE_NAMES": "y,Y,lat,latitude,hochwert,northing"}
+STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS import_stage (
+  n bigint, fid text, wkb bytea, properties text, valid_from date, valid_to date) ON COMMIT DROP
+"""
+MOVE = f"""
+INSERT INTO feature (collection_id, fid, geom, properties, valid_from, valid_to)
+SELECT $1, fid, ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), $2), {STORAGE_SRID}), properties::jsonb,
+       valid_from, valid_to
+FROM import_stage ORDER BY n
+"""
+
+
+@dataclass
+class ImportOptions:
+    mode: str = "replace"  # or "append"
+    crs: str | None = None  # the source CRS when the file does not say (or says it wrongly)
+    mapping: dict[str, str] = field(default_factory=dict)  # layer-type property -> source field
+    layer: str | None = None  # for files with several layers
+    id_field: str | None = None  # source field holding feature ids (default: the file's own ids)
+    encoding: str | None = None  # Shapefile/CSV text encoding when the file does not say
+    max_bytes: int = 2 << 30
+
+
+@dataclass
+class ImportReport:
+    source: str
+    driver: str = ""
+    crs: str = ""
+    total: int = 0
+    processed: int = 0
+    imported: int = 0
+    rejected: int = 0
+    issues: list[FeatureIssue] = field(default_factory=list)
+    ignored_fields: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "driver": self.driver, "crs": self.crs, "total": self.total,
+                "processed": self.processed, "imported": self.imported, "rejected": self.rejected,
+                "ignoredFields": self.ignored_fields,
+                "issues": [i.__dict__ for i in self.issues[:1000]]}
+
+
+# ---------------------------------------------------------------- checking the file before GDAL reads it
+
+def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str]:
+    """(what GDAL opens, driver) after the checks every upload gets."""
+    size = path.stat().st_size
+    if size > options.max_bytes:
+        raise PayloadTooLarge(f"the file has {size:,} bytes; at most {options.max_bytes:,} are accepted")
+    if size == 0:
+        raise InvalidData("the file is empty", parameter="file")
+    driver = FORMATS.get(path.suffix.lower())
+    if driver is None:
+        raise InvalidParameter(f"unknown file type {path.suffix!r}: send .geojson, .gpkg, .zip (a zipped "
+                               "Shapefile) or .csv", parameter="file")
+    if driver in ("GeoJSON", "CSV") and not options.encoding:
+        _check_utf8(path)
+    if driver == "ESRI Shapefile":
+        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes)}", driver
+    if driver == "GPKG":
+        with path.open("rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise InvalidData("not a GeoPackage (no SQLite header)", parameter="file")
+    return str(path), driver
+
+
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise InvalidData(f"the file is not UTF-8: invalid byte at offset {offset + exc.start:,} "
+                                  "(save it as UTF-8, or give its encoding)", parameter="file") from None
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InvalidData("the file ends in the middle of a UTF-8 character (truncated?)",
+                              parameter="file") from None
+
+
+def _check_zip(path: Path, max_bytes: int) -> str:
+    """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise InvalidData("not a zip archive, or a damaged one", parameter="file") from None
+    with archive:
+        entries = archive.infolist()
+        if len(entries) > MAX_ZIP_ENTRIES:
+            raise InvalidData(f"the zip holds {len(entries):,} entries; at most {MAX_ZIP_ENTRIES} are read",
+                              parameter="file")
+        total = 0
+        for entry in entries:
+            name = entry.filename
+            if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name or "\\" in name:
+                raise InvalidData(f"the zip entry {name!r} points outside the archive", parameter="file")
+            total += entry.file_size
+            if entry.compress_size and entry.file_size / entry.compress_size > MAX_ZIP_RATIO:
+                raise InvalidData(f"the zip entry {name!r} expands {entry.file_size / entry.compress_size:,.0f}-fold"
+                                  " (a zip bomb?)", parameter="file")
+        if total > max_bytes:
+            raise PayloadTooLarge(f"the zip expands to {total:,} bytes; at most {max_bytes:,} are accepted")
+        shps = [e.filename for e in entries if e.filename.lower().endswith(".shp")]
+    if len(shps) != 1:
+        raise InvalidData(f"a zipped Shapefile holds exactly one .shp; this one holds {len(shps)}", parameter="file")
+    return shps[0]
+
+
+# ---------------------------------------------------------------- reading, mapping, checking
+
+def _open_options(driver: str, options: ImportOptions) -> dict[str, Any]:
+    extra: dict[str, Any] = dict(CSV_OPTIONS) if driver == "CSV" else {}
+    if options.encoding:
+        extra["encoding"] = options.encoding
+    return extra
+
+
+def inspect(source: str, driver: str, options: ImportOptions) -> dict[str, Any]:
+    try:
+        return pyogrio.read_info(source, layer=options.layer, **_open_options(driver, options))
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InvalidData(f"the file cannot be read as {driver}: {str(exc)[:300]}", parameter="file") from None
+
+
+def source_crs(info: dict[str, Any], options: ImportOptions, driver: str) -> Crs:
+    name = options.crs or info.get("crs")
+    if not name:
+        raise InvalidParameter(f"the {driver} file does not say its coordinate reference system: give crs "
+                               "(for example EPSG:25832 or EPSG:25833)", parameter="crs")
+    try:
+        crs = resolve(name)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc), parameter="crs") from None
+    # Files keep x = easting/longitude whatever EPSG:4326 says about axis order.
+    return resolve(CRS84) if crs.srid == 4326 else crs
+
+
+def _mapping(fields: list[str], layer: LayerType, options: ImportOptions) -> tuple[dict[str, str], list[str]]:
+    """target property -> source field; unknown mapped fields are refused, unmapped ones listed."""
+    by_lower = {f.lower(): f for f in fields}
+    for target, src in options.mapping.items():
+        if src not in fields:
+            raise InvalidParameter(f"mapping: the file has no field {src!r} (fields: {', '.join(fields)})",
+                                   parameter="mapping", property=target)
+    mapping = dict(options.mapping)
+    targets = list(layer.schema.get("properties", {}))
+    for target in targets:
+        if target not in mapping and target.lower() in by_lower:
+            mapping[target] = by_lower[target.lower()]
+    used = set(mapping.values()) | ({options.id_field} if options.id_field else set())
+    rest = [f for f in fields if f not in used]
+    if layer.open_properties:
+        for f in rest:
+            mapping.setdefault(f, f)
+        rest = []
+    return mapping, rest
+
+
+def _value(value: Any, kind: str | None) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if kind == "date" else value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "":
+            return None
+        if kind in ("number", "integer"):
+            try:
+                number = float(value)
+                return int(number) if kind == "integer" and number.is_integer() else number
+            except ValueError:
+                return value
+        if kind == "boolean" and value.lower() in ("true", "false", "1", "0", "ja", "nein"):
+            return value.lower() in ("true", "1", "ja")
+    if isinstance(value, float) and kind == "integer" and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and kind == "boolean" and value in (0, 1):
+        return bool(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: LayerType, crs: Crs,
+                mapping: dict[str, str], id_field: str | None, issues: list[FeatureIssue]) -> list[tuple]:
+    """Rows ready for COPY from one Arrow batch; problems are appended to `issues` (and their rows dropped)."""
+    n = table.num_rows
+    geoms = shapely.from_wkb(table.column(geometry_column).to_numpy(zero_copy_only=False), on_invalid="ignore")
+    geoms = shapely.force_2d(geoms)
+    kinds = layer.property_kinds()
+    allowed = layer.geometry_types
+    type_names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint", "MultiLineString",
+                           "MultiPolygon", "GeometryCollection"])
+    missing = shapely.is_missing(geoms)
+    empty = ~missing & shapely.is_empty(geoms)
+    ok = ~missing & ~empty
+    type_ids = shapely.get_type_id(geoms)
+    bad_type = ok & ~np.isin(type_names[np.clip(type_ids, 0, 7)], allowed) if allowed else np.zeros(n, bool)
+    bounds = shapely.bounds(geoms)
+    not_finite = ok & ~np.isfinite(bounds).all(axis=1)
+    valid = shapely.is_valid(geoms)
+    check = ok & ~not_finite
+    outside = np.zeros(n, bool)
+    if check.any():
+        outside[check] = _outside(crs, bounds[check])
+    ids = (table.column(id_field).to_pylist() if id_field else
+           [str(x) for x in (fids if fids is not None else range(start + 1, start + n + 1))])
+    columns = {target: table.column(src).to_pylist() for target, src in mapping.items()}
+    wkbs = shapely.to_wkb(geoms)
+    rows = []
+    for i in range(n):
+        fid = "" if ids[i] is None else str(ids[i])
+        props = {}
+        for target, values in columns.items():
+            value = _value(values[i], kinds.get(target))
+            if value is not None:
+                props[target] = value
+        problem = None
+        if missing[i]:
+            problem = "no geometry (or one that cannot be read)"
+        elif empty[i]:
+            problem = "empty geometry"
+        elif bad_type[i]:
+            problem = f"{type_names[type_ids[i]]} is not allowed for {layer.name} ({', '.join(allowed or [])})"
+        elif not_finite[i]:
+            problem = "coordinates must be finite numbers"
+        elif outside[i]:
+            problem = f"coordinates lie outside where {crs.uri} is defined (wrong crs?)"
+        elif not valid[i]:
+            problem = f"invalid geometry: {shapely.is_valid_reason(geoms[i])}"
+        before = len(issues)
+        if problem:
+            issues.append(FeatureIssue(start + i, fid, "geometry", problem))
+        if not fid:
+            issues.append(FeatureIssue(start + i, fid, "id", "no feature id"))
+        issues += [FeatureIssue(start + i, fid, p.property, p.message) for p in layer.check(props)]
+        if len(issues) == before:
+            vf, vt = layer.validity_of(props)
+            rows.append((start + i, fid, wkbs[i], orjson.dumps(props).decode(), vf, vt))
+    return rows
+
+
+def _outside(crs: Crs, bounds: np.ndarray) -> np.ndarray:
+    """Per bounding box (minx, miny, maxx, maxy): whether it leaves the CRS's domain (vectorised)."""
+    if crs.geographic:
+        return ~((bounds[:, [0, 2]] >= -180).all(1) & (bounds[:, [0, 2]] <= 180).all(1)
+                 & (bounds[:, [1, 3]] >= -90).all(1) & (bounds[:, [1, 3]] <= 90).all(1))
+    lon, lat = to_lonlat(crs.srid).transform(np.concatenate([bounds[:, 0], bounds[:, 2]]),
+                                              np.concatenate([bounds[:, 1], bounds[:, 3]]), errcheck=False)
+    good = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 360) & (np.abs(lat) <= 90)
+    half = len(bounds)
+    return ~(good[:half] & good[half:])
+
+
+# ---------------------------------------------------------------- the run
+
+async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,
+                      options: ImportOptions, progress: Callable[[ImportReport], Any] | None = None,
+                      actor: str = "") -> ImportReport:
+    """Import `path` into the collection, all or nothing. Raises InvalidData with the report when any
+    feature is rejected (nothing is written then)."""
+    source, driver = gdal_path(path, options)
+    info = inspect(source, driver, options)
+    crs = source_crs(info, options, driver)
+    fields = [str(f) for f in info["fields"]]
+    if options.id_field and options.id_field not in fields:
+        raise InvalidParameter(f"id_field: the file has no field {options.id_field!r}", parameter="id_field")
+    if not options.id_field and "id" in fields:
+        options.id_field = "id"  # a GeoJSON feature's string id, or a column named id
+    mapping, ignored = _mapping(fields, layer, options)
+    report = ImportReport(path.name, driver, crs.uri, total=max(int(info.get("features") or 0), 0),
+                          ignored_fields=ignored)
+    issues = report.issues
+    async with conn.transaction():
+        if actor:
+            await conn.execute("SELECT set_config('geotwin.actor', $1, true)", actor)
+        await conn.execute(STAGE)
+        try:
+            with pyogrio.raw.open_arrow(source, layer=options.layer, batch_size=BATCH, return_fids=True,
+                                        use_pyarrow=True, **_open_options(driver, options)) as (meta, reader):
+                geometry_column = meta.get("geometry_name") or "wkb_geometry"
+                fid_column = meta.get("fid_column") or "OGC_FID"
+                start = 0
+                for batch in reader:
+                    fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
+                    rows = check_batch(batch, geometry_column, fids, start, layer, crs, mapping, options.id_field,
+                                       issues)
+                    if rows and not issues:
+                        await conn.copy_records_to_table(
+                            "import_stage", records=rows,
+                            columns=["n", "fid", "wkb", "properties", "valid_from", "valid_to"])
+                    start += batch.num_rows
+                    report.processed = start
+                    if progress:
+                        await progress(report)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
+                OSError) as exc:
+            raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: {str(exc)[:300]}); "
+                              "is it complete?", parameter="file") from None
+        report.total = max(report.total, report.processed)
+        if not issues:
+            for fid, count in await conn.fetch(
+                    "SELECT fid, count(*) FROM import_stage GROUP BY fid HAVING count(*) > 1 LIMIT 1000"):
+                issues.append(FeatureIssue(-1, fid, "id", f"{count} features share the id {fid!r}"))
+        if not issues and options.mode == "append":
+            for (fid,) in await conn.fetch(
+                    "SELECT s.fid FROM import_stage s JOIN feature f ON f.collection_id = $1 AND f.fid = s.fid "
+                    "LIMIT 1000", collection_pk):
+                issues.append(FeatureIssue(-1, fid, "id", f"the collection already has a feature {fid!r}"))
+        if issues:
+            report.rejected = len({(i.index, i.fid) for i in issues})
+            first = issues[0]
+            raise InvalidData(
+                f"{path.name}: nothing imported; {len(issues)} problem(s), first at feature {first.index} "
+                f"({first.fid}): {first.property}: {first.message}",
+                index=first.index, property=first.property, report=report.as_dict())
+        if options.mode == "replace":
+            await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)
+        status = await conn.execute(MOVE, collection_pk, crs.srid)
+        report.imported = int(status.split()[-1])
+        await refresh_collection(conn, collection_pk)
+    return report

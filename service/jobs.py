@@ -1,0 +1,119 @@
+"""Import jobs started through the API: the upload is saved, the import runs in this worker's event loop,
+and its status, progress and report live in `import_job`, so any worker can answer for it.
+
+A job that stops beating (its process died) is reported failed; its import transaction never committed, so
+the collection is as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.db import connection
+from service.errors import GeoTwinError, PayloadTooLarge
+from service.importer import ImportOptions, ImportReport, import_file
+from service.layertypes import LayerType
+
+log = logging.getLogger("geotwin.jobs")
+STALE = "interval '2 minutes'"
+
+CREATE = """
+INSERT INTO import_job (id, collection_id, source, options, actor) VALUES ($1, $2, $3, $4::text::jsonb, $5)
+"""
+PROGRESS = "UPDATE import_job SET status = 'running', processed = $2, total = $3, heartbeat_at = now() WHERE id = $1"
+FINISH = """
+UPDATE import_job SET status = $2, report = $3::text::jsonb, error = $4, finished_at = now(), heartbeat_at = now()
+WHERE id = $1
+"""
+READ = f"""
+SELECT j.*, c.slug AS collection, CASE WHEN j.status IN ('queued', 'running') AND j.heartbeat_at < now() - {STALE}
+  THEN 'failed' ELSE j.status END AS shown_status
+FROM import_job j JOIN collection c ON c.id = j.collection_id WHERE j.id = $1 AND c.id = $2
+"""
+
+
+async def save_upload(stream: Any, suffix: str, max_bytes: int) -> Path:
+    """Write the request body to a temporary file, refusing it (413) beyond `max_bytes`."""
+    directory = Path(tempfile.mkdtemp(prefix="geotwin-import-"))
+    path = directory / f"upload{suffix}"
+    size = 0
+    try:
+        with path.open("wb") as handle:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the upload is larger than {max_bytes:,} bytes")
+                handle.write(chunk)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return path
+
+
+async def start(app: Any, collection_pk: int, layer: LayerType, path: Path, name: str, options: ImportOptions,
+                actor: str) -> str:
+    job = uuid.uuid4().hex
+    recorded = {"mode": options.mode, "crs": options.crs, "mapping": options.mapping, "layer": options.layer,
+                "idField": options.id_field, "encoding": options.encoding}
+    async with connection(app.state.pool) as conn:
+        await conn.execute(CREATE, job, collection_pk, name, orjson.dumps(recorded).decode(), actor)
+    task = asyncio.create_task(_run(app, job, collection_pk, layer, path, options, actor))
+    app.state.jobs.add(task)
+    task.add_done_callback(app.state.jobs.discard)
+    return job
+
+
+async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: Path, options: ImportOptions,
+               actor: str) -> None:
+    pool = app.state.pool
+    try:
+        async with connection(pool) as conn:
+            async def beat(report: ImportReport) -> None:
+                async with connection(pool) as side:
+                    await side.execute(PROGRESS, job, report.processed, report.total)
+
+            report = await import_file(conn, collection_pk, layer, path, options, beat, actor)
+        await _finish(pool, job, "succeeded", report.as_dict(), None)
+        app.state.catalog_cache.invalidate()
+    except GeoTwinError as exc:
+        await _finish(pool, job, "failed", exc.where.get("report"), exc.description)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_finish(pool, job, "failed", None, "the service stopped during the import"))
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded on the job; the collection is unchanged (rolled back)
+        log.exception("import job %s failed", job)
+        await _finish(pool, job, "failed", None, f"internal error: {exc.__class__.__name__}")
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+async def _finish(pool: Any, job: str, status: str, report: dict | None, error: str | None) -> None:
+    async with connection(pool) as conn:
+        await conn.execute(FINISH, job, status, orjson.dumps(report).decode() if report else None, error)
+
+
+async def read(pool: Any, job: str, collection_pk: int) -> dict[str, Any] | None:
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(READ, job, collection_pk)
+    if row is None:
+        return None
+    status = row["shown_status"]
+    error = row["error"] or ("the import stopped (the service was restarted); nothing was written"
+                             if status == "failed" and row["status"] != "failed" else None)
+    return {"id": row["id"], "collection": row["collection"], "status": status, "source": row["source"],
+            "options": orjson.loads(row["options"]) if isinstance(row["options"], str) else row["options"],
+            "processed": row["processed"], "total": row["total"],
+            "progress": round(row["processed"] / row["total"], 4) if row["total"] else None,
+            "created": row["created_at"].isoformat(),
+            "finished": row["finished_at"].isoformat() if row["finished_at"] else None,
+            "error": error, "report": orjson.loads(row["report"]) if isinstance(row["report"], str) else row["report"]}
