@@ -1,0 +1,156 @@
+"""File imports against ogr2ogr into the same PostGIS, in one run: GeoPackage and GeoJSON of N commercial sites
+taken from the benchmark data, plus a plain COPY of the same rows as the floor.
+
+    .venv/bin/python bench/imports.py            # 100,000 sites (files cached under .data/bench/files)
+    .venv/bin/python bench/imports.py --n 20000
+
+GeoTwin's import includes everything a real import does: the checks of every feature (geometry and layer
+type), the staging table, the move into `feature` with its indexes, generated columns and change log.
+ogr2ogr loads into a plain table of its own with a GiST index (`-lco SPATIAL_INDEX=GIST`), as it would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pyarrow as pa
+import pyogrio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.importer import ImportOptions, import_file  # noqa: E402
+from service.layertypes import registry  # noqa: E402
+from service.localdb import LocalCluster, remembered_port  # noqa: E402
+from service.migrate import upgrade  # noqa: E402
+from service.sql.write import upsert_collection  # noqa: E402
+
+DATA = ROOT / ".data" / "bench"
+SITES = registry()["commercial-site"]
+KINDS = SITES.property_kinds()
+TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
+         "date": pa.string()}
+
+
+async def make_files(dsn: str, n: int, directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {"gpkg": directory / f"sites-{n}.gpkg", "geojson": directory / f"sites-{n}.geojson"}
+    if all(p.exists() for p in files.values()):
+        return files
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT f.fid, f.properties::text AS p, ST_AsBinary(f.geom) AS wkb FROM feature f JOIN collection c "
+            "ON c.id = f.collection_id JOIN municipality m ON m.id = c.municipality_id "
+            "WHERE m.slug = 'bench' AND c.slug = 'sites' ORDER BY f.id LIMIT $1", n)
+    finally:
+        await conn.close()
+    props = [json.loads(r["p"]) for r in rows]
+    columns = {"id": pa.array([r["fid"] for r in rows], pa.string())}
+    for name, kind in KINDS.items():
+        columns[name] = pa.array([p.get(name) for p in props], TYPES[kind])
+    columns["geometry"] = pa.array([r["wkb"] for r in rows], pa.binary())
+    schema = pa.schema([pa.field(k, v.type) for k, v in columns.items() if k != "geometry"]
+                       + [pa.field("geometry", pa.binary(), metadata={b"ARROW:extension:name": b"geoarrow.wkb"})])
+    table = pa.table(list(columns.values()), schema=schema)
+    for fmt, path in files.items():
+        pyogrio.write_arrow(table, path, layer="sites", driver="GPKG" if fmt == "gpkg" else "GeoJSON",
+                            geometry_name="geometry", geometry_type="Polygon", crs="EPSG:25832")
+    return files
+
+
+def ogr2ogr(path: Path, cluster: LocalCluster, database: str) -> float:
+    target = f"PG:host=127.0.0.1 port={cluster.port} user=geotwin dbname={database}"
+    started = time.perf_counter()
+    subprocess.run(["ogr2ogr", "-f", "PostgreSQL", target, str(path), "-nln", "ogr_import", "-overwrite",
+                    "-lco", "SPATIAL_INDEX=GIST", "-lco", "GEOMETRY_NAME=geom", "--config", "PG_USE_COPY", "YES"],
+                   check=True, capture_output=True, env={"PATH": "/usr/bin:/bin"})
+    return time.perf_counter() - started
+
+
+async def geotwin(dsn: str, path: Path) -> tuple[float, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'bench'")
+        pk = await upsert_collection(conn, m_pk, "import-test", "import benchmark", "", "commercial-site", "", "",
+                                     [], "internal")
+        started = time.perf_counter()
+        report = await import_file(conn, pk, SITES, path, ImportOptions(mode="replace"))
+        elapsed = time.perf_counter() - started
+        await conn.execute("DELETE FROM feature WHERE collection_id = $1", pk)
+        await conn.execute("DELETE FROM feature_change WHERE collection_id = $1", pk)
+        return elapsed, report.imported
+    finally:
+        await conn.close()
+
+
+async def plain_copy(dsn: str, path: Path) -> float:
+    """The floor: the file's rows COPYed into a bare table (what any loader must at least pay)."""
+    table = pyogrio.read_arrow(str(path))[1]
+    records = list(zip(table.column("id").to_pylist(), table.column("geom").to_pylist(), strict=True))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS copy_floor")
+        await conn.execute("CREATE TABLE copy_floor (fid text, wkb bytea)")
+        started = time.perf_counter()
+        await conn.copy_records_to_table("copy_floor", records=records)
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE copy_floor")
+        return elapsed
+    finally:
+        await conn.close()
+
+
+def measure(cluster: LocalCluster, database: str, n: int) -> dict[str, Any]:
+    dsn = cluster.url(database)
+    files = asyncio.run(make_files(dsn, n, DATA / "files"))
+    out: dict[str, Any] = {"features": n}
+    for fmt, path in files.items():
+        ogr = ogr2ogr(path, cluster, database)
+        seconds, imported = asyncio.run(geotwin(dsn, path))
+        out[fmt] = {"bytes": path.stat().st_size, "ogr2ogr_per_s": n / ogr, "geotwin_per_s": imported / seconds,
+                    "ratio": ogr / seconds}
+    out["copy_floor_per_s"] = n / asyncio.run(plain_copy(dsn, files["gpkg"]))
+    out["geotwin_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def print_imports(result: dict[str, Any]) -> None:
+    print(f"\nimports of {result['features']:,} commercial sites (features/s; ratio = GeoTwin/ogr2ogr)")
+    for fmt in ("gpkg", "geojson"):
+        r = result[fmt]
+        print(f"  {fmt:8} GeoTwin {r['geotwin_per_s']:>9,.0f}   ogr2ogr {r['ogr2ogr_per_s']:>9,.0f}   "
+              f"ratio {r['ratio']:.2f}")
+    print(f"  plain COPY of the same rows: {result['copy_floor_per_s']:,.0f}/s; "
+          f"peak memory of this process {result['geotwin_peak_rss_mb']:.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    args = ap.parse_args()
+    cluster = LocalCluster(DATA / "pg", remembered_port(DATA, 54339))
+    cluster.start()
+    cluster.create_database("geotwin_bench")
+    upgrade(cluster.url("geotwin_bench"))
+    result = measure(cluster, "geotwin_bench", args.n)
+    print_imports(result)
+    out = ROOT / "bench" / "results" / time.strftime("imports-%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"raw numbers: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PGAPPNAME", "geotwin-bench")
+    main()
