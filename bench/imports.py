@@ -82,14 +82,14 @@ async def geotwin(dsn: str, path: Path) -> tuple[float, int]:
     conn = await asyncpg.connect(dsn)
     try:
         m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'bench'")
-        pk = await upsert_collection(conn, m_pk, "import-test", "import benchmark", "", "commercial-site", "", "",
+        pk = await upsert_collection(conn, m_pk, "import-bench", "import benchmark", "", "commercial-site", "", "",
                                      [], "internal")
-        started = time.perf_counter()
-        report = await import_file(conn, pk, SITES, path, ImportOptions(mode="replace"))
-        elapsed = time.perf_counter() - started
-        await conn.execute("DELETE FROM feature WHERE collection_id = $1", pk)
-        await conn.execute("DELETE FROM feature_change WHERE collection_id = $1", pk)
-        return elapsed, report.imported
+        try:
+            started = time.perf_counter()
+            report = await import_file(conn, pk, SITES, path, ImportOptions(mode="replace"))
+            return time.perf_counter() - started, report.imported
+        finally:
+            await conn.execute("DELETE FROM collection WHERE id = $1", pk)  # takes its features and log along
     finally:
         await conn.close()
 

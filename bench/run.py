@@ -85,7 +85,8 @@ async def prepare_data(dsn: str, sites: int, zones: int, vertices: int) -> dict[
     conn = await asyncpg.connect(dsn)
     try:
         pks = dict(await conn.fetch("SELECT c.slug, c.id FROM collection c JOIN municipality m "
-                                    "ON m.id = c.municipality_id WHERE m.slug = 'bench'"))
+                                    "ON m.id = c.municipality_id WHERE m.slug = 'bench' "
+                                    "AND c.slug IN ('sites', 'zones')"))
         # tipg serves tables and views: these show it exactly the rows GeoTwin serves.
         await conn.execute("CREATE SCHEMA IF NOT EXISTS tipg_bench")
         for slug, pk in pks.items():
