@@ -64,8 +64,11 @@ async def make_files(dsn: str, n: int, directory: Path) -> dict[str, Path]:
                        + [pa.field("geometry", pa.binary(), metadata={b"ARROW:extension:name": b"geoarrow.wkb"})])
     table = pa.table(list(columns.values()), schema=schema)
     for fmt, path in files.items():
-        pyogrio.write_arrow(table, path, layer="sites", driver="GPKG" if fmt == "gpkg" else "GeoJSON",
+        partial = path.with_name(f"partial-{path.name}")  # renamed when complete: an interrupted run leaves no
+        partial.unlink(missing_ok=True)                    # half-written file that a later run would trust
+        pyogrio.write_arrow(table, partial, layer="sites", driver="GPKG" if fmt == "gpkg" else "GeoJSON",
                             geometry_name="geometry", geometry_type="Polygon", crs="EPSG:25832")
+        partial.rename(path)
     return files
 
 
