@@ -18,10 +18,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   schema="pg_catalog")
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool. asyncpg's default sends RESET ALL, UNLISTEN,
+    CLOSE ALL and an advisory-unlock on every release: a round trip per request (~0.8 ms of a 2.6 ms tile).
+    Nothing session-level is ever set on pooled connections (the actor and other settings are
+    transaction-local, no LISTEN, no advisory locks), so only an open transaction would need undoing."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(db: DatabaseSettings) -> asyncpg.Pool:
     """Open the pool (the application lifespan owns it)."""
     return await asyncpg.create_pool(
-        db.dsn(), min_size=db.pool_min, max_size=db.pool_max, init=_init_connection,
+        db.dsn(), min_size=db.pool_min, max_size=db.pool_max, init=_init_connection, reset=_reset_connection,
         # Custom plans always: collections differ in size by orders of magnitude, and a generic plan for
         # a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
         server_settings={"application_name": "geotwin", "jit": "off", "plan_cache_mode": "force_custom_plan"},
