@@ -47,6 +47,10 @@ FORMATS = {
     "gpkg": Format("application/geopackage+sqlite3", "gpkg", "GPKG"),
     "fgb": Format("application/flatgeobuf", "fgb", "FlatGeobuf"),
 }
+# GeoPackage keeps its R-tree (SQLite builds it on disk: +40 MB for 500,000 features). GDAL's FlatGeobuf writer
+# holds its spatial index in memory (+155 MB for 500,000 features, +13 MB without): without it, memory stays
+# flat at any size, and the file is still a valid FlatGeobuf that QGIS and GDAL read.
+LAYER_OPTIONS = {"GPKG": {"SPATIAL_INDEX": "YES"}, "FlatGeobuf": {"SPATIAL_INDEX": "NO"}}
 ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
                "date": pa.date32()}
 
@@ -187,7 +191,7 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
             reader = pa.RecordBatchReader.from_batches(schema, feed())
             pyogrio.write_arrow(reader, path, layer=layer, driver=fmt.driver, geometry_name="geometry",
                                 geometry_type=geometry_type, crs=f"EPSG:{srid}",
-                                layer_options={"SPATIAL_INDEX": "YES"})
+                                layer_options=LAYER_OPTIONS.get(fmt.driver or "", {}))
         except BaseException as exc:  # noqa: BLE001 - reported to the request below
             failure.append(exc)
             with contextlib.suppress(queue.Empty):
