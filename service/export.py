@@ -213,7 +213,8 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
         async for batch in batches(pool, sql, args):
             if failure:
                 break
-            await loop.run_in_executor(None, put, _record_batch(schema, q, cols, batch))
+            record = await loop.run_in_executor(None, _record_batch, schema, q, cols, batch)
+            await loop.run_in_executor(None, put, record)
         await loop.run_in_executor(None, put, done)
         await loop.run_in_executor(None, writer.join)
         if failure:

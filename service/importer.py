@@ -13,6 +13,7 @@ The source CRS is read from the file; a file that does not say (CSV, a Shapefile
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import datetime as dt
 import zipfile
@@ -307,8 +308,8 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                       actor: str = "") -> ImportReport:
     """Import `path` into the collection, all or nothing. Raises InvalidData with the report when any
     feature is rejected (nothing is written then)."""
-    source, driver = gdal_path(path, options)
-    info = inspect(source, driver, options)
+    source, driver = await asyncio.to_thread(gdal_path, path, options)  # reads the whole file once (UTF-8 check)
+    info = await asyncio.to_thread(inspect, source, driver, options)
     crs = source_crs(info, options, driver)
     fields = [str(f) for f in info["fields"]]
     if options.id_field and options.id_field not in fields:
@@ -329,10 +330,12 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                 geometry_column = meta.get("geometry_name") or "wkb_geometry"
                 fid_column = meta.get("fid_column") or "OGC_FID"
                 start = 0
-                for batch in reader:
+                batches = iter(reader)
+                # Reading and checking run in a thread: an import never stalls the requests this worker serves.
+                while (batch := await asyncio.to_thread(next, batches, None)) is not None:
                     fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
-                    rows = check_batch(batch, geometry_column, fids, start, layer, crs, mapping, options.id_field,
-                                       issues)
+                    rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer, crs,
+                                                   mapping, options.id_field, issues)
                     if rows and not issues:
                         await conn.copy_records_to_table(
                             "import_stage", records=rows,
