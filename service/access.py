@@ -10,6 +10,7 @@ Then apply the rules by path and method:
 | POST on `/municipalities/{m}/collections`         | admin of m                     |
 | any method on `/municipalities/{m}/…/imports…`    | editor of m                    |
 | POST/PUT/PATCH/DELETE on `/municipalities/{m}/…`  | editor of m                    |
+| POST on `/processes/{id}/execution`               | nothing: read-only analyses    |
 | any other POST/PUT/PATCH/DELETE                  | nobody (403; 401 if anonymous) |
 | GET/HEAD/OPTIONS elsewhere                       | nothing (see below)            |
 
@@ -32,6 +33,7 @@ from service.auth import KEY_PREFIX, AuthError, Principal, TokenVerifier, princi
 from service.db import connection
 
 SAFE = {"GET", "HEAD", "OPTIONS"}
+PROCESS_EXECUTION = re.compile(r"^/processes/[^/]+/execution$")
 MUNICIPALITY_PATH = re.compile(r"^/municipalities/(?P<m>[^/]+)(?P<rest>/.*)?$")
 
 
@@ -45,8 +47,8 @@ def required(method: str, path: str) -> tuple[str, str | None] | None:
         return "admin", match["m"]
     if match and "/imports" in rest:  # job reports list rejected features: editors only
         return "editor", match["m"]
-    if method in SAFE:
-        return None
+    if method in SAFE or (method == "POST" and PROCESS_EXECUTION.match(path)):
+        return None  # reads, and processes (they compute over what the caller may see and write nothing)
     if match:
         return "editor", match["m"]
     return "platform", None

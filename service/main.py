@@ -22,7 +22,7 @@ from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.models import STORAGE_SRID
-from service.routers import admin, edit, history, imports, ogc, platform, tiles
+from service.routers import admin, edit, history, imports, ogc, platform, processes, tiles
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HeadAsGet)
     app.include_router(platform.router)
     app.include_router(admin.router)
+    app.include_router(processes.router)
     app.include_router(edit.build_edit_router("/municipalities/{municipality}", municipality_scope))
     app.include_router(history.build_history_router("/municipalities/{municipality}", municipality_scope))
     app.include_router(imports.build_imports_router("/municipalities/{municipality}", municipality_scope))

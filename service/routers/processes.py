@@ -1,0 +1,184 @@
+"""Planning tools as OGC API – Processes: the conflict analysis between commercial sites and protected zones.
+
+Why Processes rather than ad-hoc endpoints: the inputs (which sites, which constraint layers, buffers per
+category) and outputs are described machine-readably at `/processes/{id}`, clients such as QGIS plugins and
+pygeoapi-style tooling know the execute pattern, and long runs can become asynchronous jobs without new URLs.
+Execution reads only what the caller may see and writes nothing, so anyone may run it.
+"""
+
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from service import cql, queryables
+from service.catalog import Collection
+from service.crs import CRS84
+from service.db import connection
+from service.deps import current_catalog, principal_of
+from service.errors import InvalidParameter, NotFound
+from service.responses import base_url, link
+from service.sql.analysis import conflicts_sql
+
+router = APIRouter(tags=["processes"])
+JSON = "application/json"
+GEOJSON = "application/geo+json"
+PATH = re.compile(r"^/(?:region|municipalities/(?P<m>[^/]+))/collections/(?P<c>[^/]+)$")
+
+CONFLICTS = {
+    "id": "conflicts", "version": "1.0.0", "title": "Conflicts of commercial sites with protected zones",
+    "description": "For each commercial site: every protected zone it overlaps (hectares and share of the site), "
+                   "every zone within a buffer distance per category, and the area left free. Areas and "
+                   "distances in the site's official CRS (EPSG:25832/25833).",
+    "jobControlOptions": ["sync-execute"], "outputTransmission": ["value"],
+    "inputs": {
+        "sites": {"title": "Commercial sites: a collection path", "schema": {
+            "type": "string", "example": "/region/collections/commercial-sites"}},
+        "sitesFilter": {"title": "Only the sites matching this CQL2 text filter", "minOccurs": 0,
+                        "schema": {"type": "string", "example": "availability = 'verfuegbar'"}},
+        "constraints": {"title": "Constraint zones: a polygon collection path", "schema": {
+            "type": "string", "example": "/region/collections/ecological-zones"}},
+        "categories": {"title": "Only these protection categories", "minOccurs": 0,
+                       "schema": {"type": "array", "items": {"type": "string"}}},
+        "buffers": {"title": "Buffer distance in metres per category", "minOccurs": 0,
+                    "schema": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0,
+                                                                          "maximum": 10000}}},
+        "defaultBuffer": {"title": "Buffer distance in metres for other categories", "minOccurs": 0,
+                          "schema": {"type": "number", "minimum": 0, "maximum": 10000, "default": 300}},
+    },
+    "outputs": {"result": {"title": "Per site: conflicts, nearby zones, free area", "schema": {"oneOf": [
+        {"type": "object", "contentMediaType": JSON}, {"type": "object", "contentMediaType": GEOJSON}]}}},
+}
+
+
+@router.get("/processes", summary="The planning tools (OGC API – Processes)")
+async def processes(request: Request) -> Response:
+    base = base_url(request)
+    summary = {k: CONFLICTS[k] for k in ("id", "version", "title", "description", "jobControlOptions",
+                                         "outputTransmission")}
+    summary["links"] = [link(f"{base}/processes/conflicts", "self", JSON, CONFLICTS["title"])]
+    return Response(orjson.dumps({"processes": [summary], "links": [link(f"{base}/processes", "self", JSON,
+                                                                        "processes")]}), media_type=JSON)
+
+
+@router.get("/processes/{process_id}", summary="A process description: inputs and outputs")
+async def describe_process(request: Request, process_id: str) -> Response:
+    if process_id != "conflicts":
+        raise NotFound(f"no process {process_id!r}; known: conflicts", parameter="processId")
+    doc = {**CONFLICTS, "links": [link(f"{base_url(request)}/processes/conflicts/execution",
+                                       "http://www.opengis.net/def/rel/ogc/1.0/execute", JSON, "execute")]}
+    return Response(orjson.dumps(doc), media_type=JSON)
+
+
+@router.post("/processes/{process_id}/execution", summary="Run a process (synchronously)",
+             openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
+                 "type": "object", "properties": {"inputs": {"type": "object"}}}}}}})
+async def execute(request: Request, process_id: str,
+                  f: Annotated[str | None, Query(description="json (default) or geojson")] = None) -> Response:
+    if process_id != "conflicts":
+        raise NotFound(f"no process {process_id!r}; known: conflicts", parameter="processId")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidParameter(f"the body is not JSON: {exc}", parameter="body") from None
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, dict):
+        raise InvalidParameter('the body is {"inputs": {...}}', parameter="inputs")
+    unknown = sorted(set(inputs) - set(CONFLICTS["inputs"]))
+    if unknown:
+        raise InvalidParameter(f"unknown input {unknown[0]!r}; inputs: {', '.join(CONFLICTS['inputs'])}",
+                               parameter=unknown[0])
+    fmt = f or ("geojson" if GEOJSON in request.headers.get("accept", "") else "json")
+    if fmt not in ("json", "geojson"):
+        raise InvalidParameter("f must be json or geojson", parameter="f")
+    sites = await _collection(request, inputs.get("sites"), "sites")
+    zones = await _collection(request, inputs.get("constraints"), "constraints")
+    if sites.layer_type.name != "commercial-site":
+        raise InvalidParameter(f"sites must be a commercial-site collection, not {sites.layer_type.name}",
+                               parameter="sites")
+    if not zones.layer_type.multi_polygon:
+        raise InvalidParameter("constraints must be a polygon collection", parameter="constraints")
+    categories = inputs.get("categories")
+    if categories is not None and (not isinstance(categories, list)
+                                   or not all(isinstance(c, str) for c in categories)):
+        raise InvalidParameter("categories is a list of category codes", parameter="categories")
+    buffers = inputs.get("buffers") or {}
+    if not isinstance(buffers, dict) or not all(_distance(v) for v in buffers.values()):
+        raise InvalidParameter("buffers maps categories to metres (0–10,000)", parameter="buffers")
+    default = inputs.get("defaultBuffer", 300)
+    if not _distance(default):
+        raise InvalidParameter("defaultBuffer is a distance in metres (0–10,000)", parameter="defaultBuffer")
+    site_filter = None
+    if inputs.get("sitesFilter") is not None:
+        if not isinstance(inputs["sitesFilter"], str):
+            raise InvalidParameter("sitesFilter is CQL2 text", parameter="sitesFilter")
+        known = queryables.build(sites, await queryables.observed(request, request.app.state.pool, sites))
+        try:
+            site_filter = cql.parse(inputs["sitesFilter"], "cql2-text", request.app.state.crs.find(CRS84), known)
+        except InvalidParameter as exc:
+            exc.where["parameter"] = "sitesFilter"
+            raise
+    sql, args = conflicts_sql(sites.members, zones.members, categories, buffers, float(default), site_filter)
+    async with connection(request.app.state.pool) as conn:
+        rows = await conn.fetch(sql, *args)
+    results = [_site(r, sites.regional) for r in rows]
+    if fmt == "geojson":
+        return Response(orjson.dumps(_geojson(rows, results)), media_type=GEOJSON)
+    summary = {"sites": len(results), "withConflicts": sum(1 for r in results if r["conflicts"]),
+               "areaHa": sum(r["areaHa"] for r in results), "conflictHa": sum(r["conflictHa"] for r in results),
+               "freeHa": sum(r["freeHa"] for r in results)}
+    return Response(orjson.dumps({"process": "conflicts", "summary": summary, "sites": results}), media_type=JSON)
+
+
+def _distance(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 10_000
+
+
+async def _collection(request: Request, path: Any, name: str) -> Collection:
+    """A collection named by its path, as the caller may see it."""
+    match = PATH.match(path) if isinstance(path, str) else None
+    if match is None:
+        raise InvalidParameter(f"{name} is a collection path like /region/collections/commercial-sites",
+                               parameter=name)
+    catalog = await current_catalog(request)
+    principal = principal_of(request)
+    if match["m"] is None:
+        dataset = catalog.region
+    else:
+        member = principal is not None and principal.can("viewer", match["m"])
+        dataset = (catalog.members if member else catalog.datasets).get(match["m"])
+    collection = dataset.collections.get(match["c"]) if dataset else None
+    if collection is None:
+        raise NotFound(f"{name}: no collection at {path}", parameter=name)
+    return collection
+
+
+def _site(row: Any, regional: bool) -> dict[str, Any]:
+    area, conflict = row["area_ha"], min(row["conflict_ha"], row["area_ha"])
+    conflicts = _json(row["conflicts"]) or []
+    for c in conflicts:
+        c["share"] = c["overlapHa"] / area if area else 0.0
+    return {"id": f"{row['muni']}:{row['fid']}" if regional else row["fid"], "name": row["name"],
+            "crs": f"EPSG:{row['crs']}", "areaHa": area, "conflictHa": conflict, "freeHa": area - conflict,
+            "conflictShare": conflict / area if area else 0.0, "conflicts": conflicts,
+            "nearby": _json(row["nearby"]) or []}
+
+
+def _json(value: Any) -> Any:
+    """json columns arrive decoded (the pool's codec); text ones need parsing."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _geojson(rows: list[Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    features = []
+    for row, result in zip(rows, results, strict=True):
+        features.append({"type": "Feature", "id": result["id"], "geometry": orjson.loads(row["geometry"]),
+                         "properties": {"kind": "site", **result}})
+        if row["overlap"]:
+            features.append({"type": "Feature", "id": f"{result['id']}/overlap",
+                             "geometry": orjson.loads(row["overlap"]),
+                             "properties": {"kind": "overlap", "site": result["id"],
+                                            "overlapHa": result["conflictHa"]}})
+    return {"type": "FeatureCollection", "features": features}

@@ -1,0 +1,138 @@
+"""The conflict analysis (OGC API – Processes): a hand-computed fixture in Leipzig's EPSG:25833, and the whole
+region against Shapely in each site's official CRS."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import shapely
+from shapely.geometry import shape
+
+from tests.conftest import app_client, new_key
+
+EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
+X0, Y0 = 330_000.0, 5_680_000.0  # south-east of Leipzig, EPSG:25833: no demo feature near
+
+
+def square(x: float, y: float, w: float, h: float) -> dict:
+    return {"type": "Polygon", "coordinates": [[[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]]}
+
+
+@pytest.fixture(scope="module")
+def ana_db(demo_db):
+    return demo_db("geotwin_ana")
+
+
+@pytest.fixture(scope="module")
+async def ana(cluster, ana_db):
+    key = await new_key(ana_db, "leipzig", "editor", "Test")
+    async with app_client(cluster, "geotwin_ana") as (_, client):
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/geo+json",
+                   "Content-Crs": f"<{EPSG}25833>"}
+        site = {"type": "Feature", "id": "hand-1", "geometry": square(X0, Y0, 200, 200),
+                "properties": {"name": "Handgerechnet", "area_gross_ha": 4, "zoning": "GE",
+                               "availability": "verfuegbar", "servicing": "erschlossen"}}
+        zones = {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "id": "hand-half", "geometry": square(X0 + 100, Y0 - 50, 300, 300),
+             "properties": {"official_id": "T1", "name": "Östliche Hälfte", "category": "NSG"}},
+            {"type": "Feature", "id": "hand-near", "geometry": square(X0 + 450, Y0, 100, 100),
+             "properties": {"official_id": "T2", "name": "250 m östlich", "category": "LSG"}},
+        ]}
+        for path, body in (("commercial-sites", site), ("ecological-zones", zones)):
+            r = await client.post(f"/municipalities/leipzig/collections/{path}/items", headers=headers,
+                                  content=json.dumps(body))
+            assert r.status_code == 201, r.text
+        yield client
+
+
+async def run(client, **inputs) -> dict:
+    r = await client.post("/processes/conflicts/execution", json={"inputs": inputs})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_hand_computed_fixture_in_utm33(ana):
+    result = await run(ana, sites="/municipalities/leipzig/collections/commercial-sites",
+                       sitesFilter="name = 'Handgerechnet'",
+                       constraints="/municipalities/leipzig/collections/ecological-zones", buffers={"LSG": 300})
+    (site,) = result["sites"]
+    assert site["crs"] == "EPSG:25833"
+    assert site["areaHa"] == pytest.approx(4.0, abs=0.01)
+    assert site["conflictHa"] == pytest.approx(2.0, abs=0.01) and site["freeHa"] == pytest.approx(2.0, abs=0.01)
+    (conflict,) = site["conflicts"]
+    assert conflict["category"] == "NSG" and conflict["share"] == pytest.approx(0.5, abs=0.001)
+    (near,) = site["nearby"]
+    assert near["name"] == "250 m östlich" and near["distanceM"] == pytest.approx(250, abs=0.05)
+    tighter = await run(ana, sites="/municipalities/leipzig/collections/commercial-sites",
+                        sitesFilter="name = 'Handgerechnet'",
+                        constraints="/municipalities/leipzig/collections/ecological-zones", buffers={"LSG": 200})
+    assert tighter["sites"][0]["nearby"] == []
+
+
+async def test_region_wide_conflicts_match_shapely_in_each_sites_crs(ana):
+    result = await run(ana, sites="/region/collections/commercial-sites",
+                       constraints="/region/collections/ecological-zones", defaultBuffer=300)
+    crs_of = {"halle": 25832, "magdeburg": 25832, "leipzig": 25833}
+    layers = {}
+    for code in (25832, 25833):
+        for name in ("commercial-sites", "ecological-zones"):
+            r = await ana.get(f"/region/collections/{name}/items", params={"crs": EPSG + str(code), "limit": 1000})
+            layers[(name, code)] = {f["id"]: shape(f["geometry"]) for f in r.json()["features"]}
+    assert len(result["sites"]) == len(layers[("commercial-sites", 25832)])
+    checked_conflicts = checked_nearby = 0
+    for site in result["sites"]:
+        code = crs_of[site["id"].split(":")[0]]
+        geom = layers[("commercial-sites", code)][site["id"]]
+        zones = layers[("ecological-zones", code)]
+        assert site["areaHa"] == pytest.approx(geom.area / 10_000, abs=0.01)
+        hits = {zid: z for zid, z in zones.items() if z.intersects(geom)}
+        assert {c["id"] for c in site["conflicts"]} == set(hits)
+        for c in site["conflicts"]:
+            assert c["overlapHa"] == pytest.approx(geom.intersection(hits[c["id"]]).area / 10_000, abs=0.01)
+            checked_conflicts += 1
+        union = shapely.union_all(list(hits.values())) if hits else None
+        expected_conflict = geom.intersection(union).area / 10_000 if union is not None else 0
+        assert site["conflictHa"] == pytest.approx(expected_conflict, abs=0.01)
+        near = {zid for zid, z in zones.items() if zid not in hits and geom.distance(z) <= 300}
+        assert {n["id"] for n in site["nearby"]} == near
+        checked_nearby += len(near)
+    assert checked_conflicts >= 5 and checked_nearby >= 1, (checked_conflicts, checked_nearby)
+
+
+async def test_geojson_output_has_sites_and_overlaps(ana):
+    r = await ana.post("/processes/conflicts/execution", params={"f": "geojson"}, json={"inputs": {
+        "sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones"}})
+    doc = r.json()
+    kinds = {f["properties"]["kind"] for f in doc["features"]}
+    assert r.headers["content-type"].startswith("application/geo+json") and kinds == {"site", "overlap"}
+
+
+@pytest.mark.parametrize("inputs, parameter", [
+    ({"sites": "halle", "constraints": "/region/collections/ecological-zones"}, "sites"),
+    ({"sites": "/region/collections/ecological-zones", "constraints": "/region/collections/ecological-zones"},
+     "sites"),
+    ({"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/nope"}, "constraints"),
+    ({"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones",
+      "defaultBuffer": -5}, "defaultBuffer"),
+    ({"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones",
+      "buffers": {"NSG": "far"}}, "buffers"),
+    ({"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones",
+      "sitesFilter": "colour = 'red'"}, "sitesFilter"),
+    ({"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones",
+      "radius": 3}, "radius"),
+    ({"sites": "/municipalities/halle/collections/internal-notes",
+      "constraints": "/region/collections/ecological-zones"}, "sites"),
+])
+async def test_bad_inputs_are_named(ana, inputs, parameter):
+    r = await ana.post("/processes/conflicts/execution", json={"inputs": inputs})
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["parameter"] == parameter
+
+
+async def test_process_list_and_description(ana):
+    listing = (await ana.get("/processes")).json()
+    assert [p["id"] for p in listing["processes"]] == ["conflicts"]
+    description = (await ana.get("/processes/conflicts")).json()
+    assert {"sites", "constraints", "buffers"} <= set(description["inputs"])
+    assert (await ana.get("/processes/nope")).status_code == 404
