@@ -26,15 +26,16 @@ def conflicts_sql(sites: list[tuple[int, str]], zones: list[tuple[int, str]], ca
         z_scope += f" AND f.properties ->> 'category' = ANY({args(categories)}::text[])"
     buffer = (f"COALESCE(({args(buffers)}::jsonb ->> (f.properties ->> 'category'))::float8, "
               f"{args(default_buffer)}::float8)")
+    max_buffer = max([default_buffer, *buffers.values()])
+    # The zones are searched per site through the spatial index (collection_id, geom): a materialised zone
+    # list would be scanned whole for every site.
+    zone = (f"SELECT f.fid, {z_muni} AS muni, f.geom, f.properties ->> 'category' AS category, "
+            f"f.properties ->> 'name' AS name, {buffer} AS buffer FROM feature f WHERE {z_scope}")
     sql = f"""
 WITH s AS MATERIALIZED (
   SELECT f.fid, {s_muni} AS muni, f.geom, f.properties ->> 'name' AS name, m.crs
   FROM feature f JOIN collection c ON c.id = f.collection_id JOIN municipality m ON m.id = c.municipality_id
   WHERE {s_scope}
-), z AS MATERIALIZED (
-  SELECT f.fid, {z_muni} AS muni, f.geom, f.properties ->> 'category' AS category, f.properties ->> 'name' AS name,
-         {buffer} AS buffer
-  FROM feature f WHERE {z_scope}
 )
 SELECT s.muni, s.fid, s.name, s.crs,
        ST_Area(ST_Transform(s.geom, s.crs)) / 10000 AS area_ha,
@@ -49,13 +50,14 @@ LEFT JOIN LATERAL (
            ORDER BY z.category, z.fid) AS conflicts,
          ST_Area(ST_Transform(ST_Intersection(s.geom, ST_Union(z.geom)), s.crs)) / 10000 AS conflict_ha,
          ST_Intersection(s.geom, ST_Union(z.geom)) AS overlap
-  FROM z WHERE ST_Intersects(s.geom, z.geom)
+  FROM ({zone} AND ST_Intersects(f.geom, s.geom)) z
 ) c ON true
 LEFT JOIN LATERAL (
   SELECT json_agg(json_build_object('id', q.muni || ':' || q.fid, 'category', q.category, 'name', q.name,
                                     'distanceM', q.d, 'bufferM', q.buffer) ORDER BY q.d) AS nearby
-  FROM (SELECT z.*, ST_Distance(ST_Transform(s.geom, s.crs), ST_Transform(z.geom, s.crs)) AS d FROM z
-        WHERE ST_DWithin(s.geom, z.geom, z.buffer * {SEARCH_SLACK}) AND NOT ST_Intersects(s.geom, z.geom)) q
+  FROM (SELECT z.*, ST_Distance(ST_Transform(s.geom, s.crs), ST_Transform(z.geom, s.crs)) AS d
+        FROM ({zone} AND ST_DWithin(f.geom, s.geom, {args(max_buffer)}::float8 * {SEARCH_SLACK})) z
+        WHERE NOT ST_Intersects(s.geom, z.geom)) q
   WHERE q.d <= q.buffer
 ) n ON true
 ORDER BY s.muni, s.fid
