@@ -132,7 +132,45 @@ async def test_bad_inputs_are_named(ana, inputs, parameter):
 
 async def test_process_list_and_description(ana):
     listing = (await ana.get("/processes")).json()
-    assert [p["id"] for p in listing["processes"]] == ["conflicts"]
+    assert [p["id"] for p in listing["processes"]] == ["conflicts", "statistics"]
     description = (await ana.get("/processes/conflicts")).json()
     assert {"sites", "constraints", "buffers"} <= set(description["inputs"])
     assert (await ana.get("/processes/nope")).status_code == 404
+
+
+async def test_statistics_match_python_over_the_region(ana):
+    r = await ana.post("/processes/statistics/execution", json={"inputs": {}})
+    assert r.status_code == 200, r.text
+    stats = r.json()
+    crs_of = {"halle": 25832, "magdeburg": 25832, "leipzig": 25833}
+    sites, zones = [], []
+    for code in (25832, 25833):
+        for name, into in (("commercial-sites", sites), ("ecological-zones", zones)):
+            features = (await ana.get(f"/region/collections/{name}/items",
+                                      params={"crs": EPSG + str(code), "limit": 1000})).json()["features"]
+            into += [f for f in features if crs_of[f["id"].split(":")[0]] == code]
+    for dimension in ("availability", "zoning", "servicing"):
+        expected: dict[tuple[str, str], list[float]] = {}
+        for f in sites:
+            for muni in (f["id"].split(":")[0], "region"):
+                cell = expected.setdefault((muni, f["properties"].get(dimension)), [0, 0.0])
+                cell[0] += 1
+                cell[1] += shape(f["geometry"]).area / 10_000
+        got = {(row["municipality"], row["value"]): row for row in stats["sites"][dimension]}
+        assert set(got) == set(expected), dimension
+        for k, (n, area) in expected.items():
+            assert got[k]["count"] == n and got[k]["areaHa"] == pytest.approx(area, abs=0.01), (dimension, k)
+    by_category: dict[tuple[str, str], list] = {}
+    for f in zones:
+        by_category.setdefault((f["id"].split(":")[0], f["properties"]["category"]), []).append(shape(f["geometry"]))
+    got = {(row["municipality"], row["category"]): row["areaHa"] for row in stats["protection"]}
+    assert set(got) == set(by_category)
+    for k, shapes in by_category.items():
+        assert got[k] == pytest.approx(shapely.union_all(shapes).area / 10_000, abs=0.01), k
+    csv = await ana.post("/processes/statistics/execution", params={"f": "csv"}, json={"inputs": {
+        "municipalities": ["halle"]}})
+    lines = csv.text.strip().splitlines()
+    assert lines[0] == "table,municipality,value,count,area_ha"
+    assert all(",halle," in ln or ",region," in ln for ln in lines[1:])
+    bad = await ana.post("/processes/statistics/execution", json={"inputs": {"municipalities": ["atlantis"]}})
+    assert bad.status_code == 400 and bad.json()["parameter"] == "municipalities"

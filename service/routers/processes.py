@@ -20,7 +20,7 @@ from service.db import connection
 from service.deps import current_catalog, principal_of
 from service.errors import InvalidParameter, NotFound
 from service.responses import base_url, link
-from service.sql.analysis import conflicts_sql
+from service.sql.analysis import conflicts_sql, protection_statistics_sql, site_statistics_sql
 
 router = APIRouter(tags=["processes"])
 JSON = "application/json"
@@ -53,22 +53,41 @@ CONFLICTS = {
 }
 
 
+STATISTICS = {
+    "id": "statistics", "version": "1.0.0", "title": "Regional statistics of commercial land and protection",
+    "description": "Count and area of commercial sites by availability, zoning and servicing, per municipality "
+                   "and for the region; protected area per category and municipality (overlapping zones of a "
+                   "category count once). Areas in each municipality's official CRS. JSON or CSV (f=csv).",
+    "jobControlOptions": ["sync-execute"], "outputTransmission": ["value"],
+    "inputs": {"municipalities": {"title": "Only these municipalities (slugs)", "minOccurs": 0,
+                                  "schema": {"type": "array", "items": {"type": "string"}}}},
+    "outputs": {"result": {"schema": {"oneOf": [{"type": "object", "contentMediaType": JSON},
+                                                {"type": "string", "contentMediaType": "text/csv"}]}}},
+}
+PROCESSES = {"conflicts": CONFLICTS, "statistics": STATISTICS}
+DIMENSIONS = ("availability", "zoning", "servicing")
+
+
 @router.get("/processes", summary="The planning tools (OGC API – Processes)")
 async def processes(request: Request) -> Response:
     base = base_url(request)
-    summary = {k: CONFLICTS[k] for k in ("id", "version", "title", "description", "jobControlOptions",
-                                         "outputTransmission")}
-    summary["links"] = [link(f"{base}/processes/conflicts", "self", JSON, CONFLICTS["title"])]
-    return Response(orjson.dumps({"processes": [summary], "links": [link(f"{base}/processes", "self", JSON,
-                                                                        "processes")]}), media_type=JSON)
+    listed = []
+    for pid, doc in PROCESSES.items():
+        summary = {k: doc[k] for k in ("id", "version", "title", "description", "jobControlOptions",
+                                       "outputTransmission")}
+        summary["links"] = [link(f"{base}/processes/{pid}", "self", JSON, doc["title"])]
+        listed.append(summary)
+    return Response(orjson.dumps({"processes": listed, "links": [link(f"{base}/processes", "self", JSON,
+                                                                     "processes")]}), media_type=JSON)
 
 
 @router.get("/processes/{process_id}", summary="A process description: inputs and outputs")
 async def describe_process(request: Request, process_id: str) -> Response:
-    if process_id != "conflicts":
-        raise NotFound(f"no process {process_id!r}; known: conflicts", parameter="processId")
-    doc = {**CONFLICTS, "links": [link(f"{base_url(request)}/processes/conflicts/execution",
-                                       "http://www.opengis.net/def/rel/ogc/1.0/execute", JSON, "execute")]}
+    if process_id not in PROCESSES:
+        raise NotFound(f"no process {process_id!r}; known: {', '.join(PROCESSES)}", parameter="processId")
+    doc = {**PROCESSES[process_id], "links": [link(f"{base_url(request)}/processes/{process_id}/execution",
+                                                   "http://www.opengis.net/def/rel/ogc/1.0/execute", JSON,
+                                                   "execute")]}
     return Response(orjson.dumps(doc), media_type=JSON)
 
 
@@ -77,8 +96,8 @@ async def describe_process(request: Request, process_id: str) -> Response:
                  "type": "object", "properties": {"inputs": {"type": "object"}}}}}}})
 async def execute(request: Request, process_id: str,
                   f: Annotated[str | None, Query(description="json (default) or geojson")] = None) -> Response:
-    if process_id != "conflicts":
-        raise NotFound(f"no process {process_id!r}; known: conflicts", parameter="processId")
+    if process_id not in PROCESSES:
+        raise NotFound(f"no process {process_id!r}; known: {', '.join(PROCESSES)}", parameter="processId")
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -86,10 +105,13 @@ async def execute(request: Request, process_id: str,
     inputs = body.get("inputs") if isinstance(body, dict) else None
     if not isinstance(inputs, dict):
         raise InvalidParameter('the body is {"inputs": {...}}', parameter="inputs")
-    unknown = sorted(set(inputs) - set(CONFLICTS["inputs"]))
+    spec = PROCESSES[process_id]
+    unknown = sorted(set(inputs) - set(spec["inputs"]))
     if unknown:
-        raise InvalidParameter(f"unknown input {unknown[0]!r}; inputs: {', '.join(CONFLICTS['inputs'])}",
+        raise InvalidParameter(f"unknown input {unknown[0]!r}; inputs: {', '.join(spec['inputs'])}",
                                parameter=unknown[0])
+    if process_id == "statistics":
+        return await _statistics(request, inputs, f or "json")
     fmt = f or ("geojson" if GEOJSON in request.headers.get("accept", "") else "json")
     if fmt not in ("json", "geojson"):
         raise InvalidParameter("f must be json or geojson", parameter="f")
@@ -130,6 +152,49 @@ async def execute(request: Request, process_id: str,
                "areaHa": sum(r["areaHa"] for r in results), "conflictHa": sum(r["conflictHa"] for r in results),
                "freeHa": sum(r["freeHa"] for r in results)}
     return Response(orjson.dumps({"process": "conflicts", "summary": summary, "sites": results}), media_type=JSON)
+
+
+async def _statistics(request: Request, inputs: dict[str, Any], fmt: str) -> Response:
+    if fmt not in ("json", "csv"):
+        raise InvalidParameter("f must be json or csv", parameter="f")
+    catalog = await current_catalog(request)
+    wanted = inputs.get("municipalities")
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(m, str) for m in wanted):
+            raise InvalidParameter("municipalities is a list of slugs", parameter="municipalities")
+        unknown = sorted(set(wanted) - set(catalog.datasets))
+        if unknown:
+            raise InvalidParameter(f"no municipality {unknown[0]!r}", parameter="municipalities")
+    region = catalog.region.collections
+
+    def members(cid: str) -> list[tuple[int, str]]:
+        return [m for m in region[cid].members if wanted is None or m[1] in wanted]
+
+    sites, zones = members("commercial-sites"), members("ecological-zones")
+    out: dict[str, Any] = {"sites": {}, "protection": []}
+    async with connection(request.app.state.pool) as conn:
+        for dimension in DIMENSIONS:
+            rows = await _fetch(conn, site_statistics_sql(sites, dimension)) if sites else []
+            out["sites"][dimension] = [{"municipality": r["municipality"] or "region", "value": r["value"],
+                                        "count": r["count"], "areaHa": r["area_ha"]} for r in rows]
+        rows = await _fetch(conn, protection_statistics_sql(zones)) if zones else []
+        out["protection"] = [{"municipality": r["municipality"], "category": r["category"], "count": r["count"],
+                              "areaHa": r["area_ha"]} for r in rows]
+    if fmt == "json":
+        return Response(orjson.dumps(out), media_type=JSON)
+    lines = ["table,municipality,value,count,area_ha"]
+    for dimension, rows in out["sites"].items():
+        lines += [f"sites by {dimension},{r['municipality']},{r['value'] or ''},{r['count']},{r['areaHa']:.4f}"
+                  for r in rows]
+    lines += [f"protected area,{r['municipality']},{r['category']},{r['count']},{r['areaHa']:.4f}"
+              for r in out["protection"]]
+    return Response("\n".join(lines) + "\n", media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="statistics.csv"'})
+
+
+async def _fetch(conn: Any, query: tuple[str, list[Any]]) -> list[Any]:
+    sql, args = query
+    return await conn.fetch(sql, *args)
 
 
 def _distance(value: Any) -> bool:

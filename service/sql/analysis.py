@@ -13,6 +13,9 @@ from service.sql.features import Args, scope_predicate
 
 # UTM 32 overstates distances east of its zone by at most ~0.2 % here; search a little wider, decide exactly.
 SEARCH_SLACK = 1.01
+# Features with their municipality, whose official CRS measures them.
+WITH_MUNICIPALITY = ("FROM feature f JOIN collection c ON c.id = f.collection_id "
+                     "JOIN municipality m ON m.id = c.municipality_id")
 
 
 def conflicts_sql(sites: list[tuple[int, str]], zones: list[tuple[int, str]], categories: list[str] | None,
@@ -34,8 +37,7 @@ def conflicts_sql(sites: list[tuple[int, str]], zones: list[tuple[int, str]], ca
     sql = f"""
 WITH s AS MATERIALIZED (
   SELECT f.fid, {s_muni} AS muni, f.geom, f.properties ->> 'name' AS name, m.crs
-  FROM feature f JOIN collection c ON c.id = f.collection_id JOIN municipality m ON m.id = c.municipality_id
-  WHERE {s_scope}
+  {WITH_MUNICIPALITY} WHERE {s_scope}
 )
 SELECT s.muni, s.fid, s.name, s.crs,
        ST_Area(ST_Transform(s.geom, s.crs)) / 10000 AS area_ha,
@@ -63,3 +65,23 @@ LEFT JOIN LATERAL (
 ORDER BY s.muni, s.fid
 """
     return sql, args.values
+
+
+def site_statistics_sql(sites: list[tuple[int, str]], dimension: str) -> tuple[str, list[Any]]:
+    """Count and area (ha, in each municipality's official CRS) of commercial sites per value of `dimension`
+    (a property), per municipality and for all of them (municipality NULL)."""
+    args = Args()
+    scope, muni = scope_predicate(args, sites)
+    return (f"SELECT {muni} AS municipality, f.properties ->> {args(dimension)} AS value, count(*) AS count, "
+            "sum(ST_Area(ST_Transform(f.geom, m.crs))) / 10000 AS area_ha "
+            f"{WITH_MUNICIPALITY} WHERE {scope} GROUP BY GROUPING SETS ((1, 2), (2)) "
+            "ORDER BY 1 NULLS LAST, 2 NULLS LAST"), args.values
+
+
+def protection_statistics_sql(zones: list[tuple[int, str]]) -> tuple[str, list[Any]]:
+    """Protected area per category and municipality: overlapping zones of one category count once."""
+    args = Args()
+    scope, muni = scope_predicate(args, zones)
+    return (f"SELECT {muni} AS municipality, f.properties ->> 'category' AS category, count(*) AS count, "
+            "ST_Area(ST_Transform(ST_Union(f.geom), min(m.crs))) / 10000 AS area_ha "
+            f"{WITH_MUNICIPALITY} WHERE {scope} GROUP BY 1, 2 ORDER BY 1, 2"), args.values
