@@ -7,11 +7,14 @@ Execution reads only what the caller may see and writes nothing, so anyone may r
 """
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
+import shapely
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pyproj import Transformer
 
 from service import cql, queryables
 from service.catalog import Collection
@@ -19,8 +22,9 @@ from service.crs import CRS84
 from service.db import connection
 from service.deps import current_catalog, principal_of
 from service.errors import InvalidParameter, NotFound
+from service.models import STORAGE_SRID
 from service.responses import base_url, link
-from service.sql.analysis import conflicts_sql, protection_statistics_sql, site_statistics_sql
+from service.sql.analysis import conflicts_sql, protection_statistics_sql, site_search_sql, site_statistics_sql
 
 router = APIRouter(tags=["processes"])
 JSON = "application/json"
@@ -64,7 +68,37 @@ STATISTICS = {
     "outputs": {"result": {"schema": {"oneOf": [{"type": "object", "contentMediaType": JSON},
                                                 {"type": "string", "contentMediaType": "text/csv"}]}}},
 }
-PROCESSES = {"conflicts": CONFLICTS, "statistics": STATISTICS}
+SITE_SEARCH = {
+    "id": "site-search", "version": "1.0.0", "title": "Find commercial sites",
+    "description": "Available sites with at least N ha (net, or net after conflicts with protected zones), zoning, "
+                   "servicing and availability in given sets, within K km of a point or of a feature of another "
+                   "layer (a motorway junction, say), ranked by usable area, distance or price; paged.",
+    "jobControlOptions": ["sync-execute"], "outputTransmission": ["value"],
+    "inputs": {
+        "sites": {"title": "Collection path (default: the region's commercial sites)", "minOccurs": 0,
+                  "schema": {"type": "string"}},
+        "minAreaHa": {"title": "Usable area at least (ha)", "minOccurs": 0, "schema": {"type": "number",
+                                                                                       "minimum": 0}},
+        "netAfterConflicts": {"title": "Constraint collection path: usable area is the net area minus the share "
+                                       "these zones cover", "minOccurs": 0, "schema": {"type": "string"}},
+        "zoning": {"minOccurs": 0, "schema": {"type": "array", "items": {"type": "string"}}},
+        "servicing": {"minOccurs": 0, "schema": {"type": "array", "items": {"type": "string"}}},
+        "availability": {"minOccurs": 0, "schema": {"type": "array", "items": {"type": "string"}}},
+        "near": {"title": "Within km of a point [lon, lat] or of a feature (its path)", "minOccurs": 0,
+                 "schema": {"type": "object", "properties": {"point": {"type": "array", "items": {"type": "number"}},
+                                                             "feature": {"type": "string"},
+                                                             "km": {"type": "number", "minimum": 0,
+                                                                    "maximum": 500}}}},
+        "rankBy": {"minOccurs": 0, "schema": {"type": "string", "enum": ["area", "distance", "price"],
+                                              "default": "area"}},
+        "order": {"minOccurs": 0, "schema": {"type": "string", "enum": ["asc", "desc"]}},
+        "limit": {"minOccurs": 0, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+        "offset": {"minOccurs": 0, "schema": {"type": "integer", "minimum": 0, "default": 0}},
+    },
+    "outputs": {"result": {"schema": {"type": "object", "contentMediaType": JSON}}},
+}
+PROCESSES = {"conflicts": CONFLICTS, "statistics": STATISTICS, "site-search": SITE_SEARCH}
+FEATURE_PATH = re.compile(r"^(?P<collection>/(?:region|municipalities/[^/]+)/collections/[^/]+)/items/(?P<id>[^/]+)$")
 DIMENSIONS = ("availability", "zoning", "servicing")
 
 
@@ -112,6 +146,8 @@ async def execute(request: Request, process_id: str,
                                parameter=unknown[0])
     if process_id == "statistics":
         return await _statistics(request, inputs, f or "json")
+    if process_id == "site-search":
+        return await _site_search(request, inputs)
     fmt = f or ("geojson" if GEOJSON in request.headers.get("accept", "") else "json")
     if fmt not in ("json", "geojson"):
         raise InvalidParameter("f must be json or geojson", parameter="f")
@@ -190,6 +226,109 @@ async def _statistics(request: Request, inputs: dict[str, Any], fmt: str) -> Res
               for r in out["protection"]]
     return Response("\n".join(lines) + "\n", media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="statistics.csv"'})
+
+
+def _codes(inputs: dict[str, Any], name: str, allowed: list[str] | None) -> list[str] | None:
+    values = inputs.get(name)
+    if values is None:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or not values:
+        raise InvalidParameter(f"{name} is a non-empty list of codes", parameter=name)
+    bad = [v for v in values if allowed and v not in allowed]
+    if bad:
+        raise InvalidParameter(f"{name}: {bad[0]!r} is not one of {', '.join(allowed or [])}", parameter=name)
+    return values
+
+
+def _number(inputs: dict[str, Any], name: str, low: float, high: float, default: Any = None) -> Any:
+    value = inputs.get(name, default)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidParameter(f"{name} is a number from {low:g} to {high:g}", parameter=name)
+    return value
+
+
+async def _near(request: Request, near: Any) -> tuple[bytes, float] | None:
+    """(WKB in the storage CRS, km) of a point [lon, lat] or of a feature given by its path."""
+    if near is None:
+        return None
+    if not isinstance(near, dict) or set(near) - {"point", "feature", "km"} or ("point" in near) == ("feature" in near):
+        raise InvalidParameter('near is {"point": [lon, lat], "km": K} or {"feature": "<path>", "km": K}',
+                               parameter="near")
+    km = _number(near, "km", 0, 500)
+    if km is None:
+        raise InvalidParameter("near needs km", parameter="near")
+    if "point" in near:
+        point = near["point"]
+        if (not isinstance(point, list) or len(point) != 2 or not all(isinstance(v, int | float) for v in point)
+                or not (-180 <= point[0] <= 180 and -90 <= point[1] <= 90)):
+            raise InvalidParameter("near.point is [longitude, latitude] in CRS84", parameter="near")
+        x, y = _to_storage().transform(point[0], point[1])
+        return shapely.to_wkb(shapely.Point(x, y)), float(km)
+    match = FEATURE_PATH.match(near["feature"]) if isinstance(near["feature"], str) else None
+    if match is None:
+        raise InvalidParameter("near.feature is a feature path like /region/collections/x/items/id",
+                               parameter="near")
+    collection = await _collection(request, match["collection"], "near")
+    fid = match["id"]
+    members = collection.members
+    if collection.regional:
+        muni, _, fid = fid.partition(":")
+        members = [m for m in members if m[1] == muni]
+    async with connection(request.app.state.pool) as conn:
+        wkb = await conn.fetchval("SELECT ST_AsBinary(geom) FROM feature WHERE collection_id = ANY($1::int[]) "
+                                  "AND fid = $2", [pk for pk, _ in members], fid)
+    if wkb is None:
+        raise NotFound(f"near: no feature at {near['feature']}", parameter="near")
+    return bytes(wkb), float(km)
+
+
+@lru_cache(maxsize=1)
+def _to_storage() -> Transformer:
+    return Transformer.from_crs(4326, STORAGE_SRID, always_xy=True)
+
+
+async def _site_search(request: Request, inputs: dict[str, Any]) -> Response:
+    sites = await _collection(request, inputs.get("sites", "/region/collections/commercial-sites"), "sites")
+    if sites.layer_type.name != "commercial-site":
+        raise InvalidParameter("sites must be a commercial-site collection", parameter="sites")
+    enum = sites.layer_type.enum_values
+    zones = None
+    if inputs.get("netAfterConflicts") is not None:
+        constraint = await _collection(request, inputs["netAfterConflicts"], "netAfterConflicts")
+        zones = constraint.members
+    rank = inputs.get("rankBy", "area")
+    if rank not in ("area", "distance", "price"):
+        raise InvalidParameter("rankBy is area, distance or price", parameter="rankBy")
+    order = inputs.get("order", "desc" if rank == "area" else "asc")
+    if order not in ("asc", "desc"):
+        raise InvalidParameter("order is asc or desc", parameter="order")
+    near = await _near(request, inputs.get("near"))
+    if rank == "distance" and near is None:
+        raise InvalidParameter("rankBy distance needs near", parameter="rankBy")
+    limit = int(_number(inputs, "limit", 1, 1000, 100))
+    offset = int(_number(inputs, "offset", 0, 10**9, 0))
+    sql, args = site_search_sql(sites.members, min_area_ha=_number(inputs, "minAreaHa", 0, 10**6), net_after=zones,
+                                zoning=_codes(inputs, "zoning", enum("zoning")),
+                                servicing=_codes(inputs, "servicing", enum("servicing")),
+                                availability=_codes(inputs, "availability", enum("availability")),
+                                near=near, rank=rank, descending=order == "desc", limit=limit, offset=offset)
+    async with connection(request.app.state.pool) as conn:
+        rows = await conn.fetch(sql, *args)
+    found = []
+    for r in rows:
+        props = _json(r["properties"])
+        found.append({"id": f"{r['muni']}:{r['fid']}" if sites.regional else r["fid"], "name": props.get("name"),
+                      "netHa": r["net_ha"], "usableHa": r["usable_ha"], "distanceKm": r["distance_km"],
+                      "properties": props})
+    total = rows[0]["total"] if rows else (0 if offset == 0 else None)
+    links = []
+    if total is not None and offset + len(rows) < total:
+        links.append({"rel": "next", "href": f"{base_url(request)}/processes/site-search/execution",
+                      "type": JSON, "title": "next page: the same inputs with offset", "offset": offset + limit})
+    return Response(orjson.dumps({"numberMatched": total, "numberReturned": len(found), "sites": found,
+                                  "links": links}), media_type=JSON)
 
 
 async def _fetch(conn: Any, query: tuple[str, list[Any]]) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.models import STORAGE_SRID
 from service.sql.features import Args, scope_predicate
 
 # UTM 32 overstates distances east of its zone by at most ~0.2 % here; search a little wider, decide exactly.
@@ -85,3 +86,50 @@ def protection_statistics_sql(zones: list[tuple[int, str]]) -> tuple[str, list[A
     return (f"SELECT {muni} AS municipality, f.properties ->> 'category' AS category, count(*) AS count, "
             "ST_Area(ST_Transform(ST_Union(f.geom), min(m.crs))) / 10000 AS area_ha "
             f"{WITH_MUNICIPALITY} WHERE {scope} GROUP BY 1, 2 ORDER BY 1, 2"), args.values
+
+
+def site_search_sql(sites: list[tuple[int, str]], *, min_area_ha: float | None, net_after: list[tuple[int, str]] | None,
+                    zoning: list[str] | None, servicing: list[str] | None, availability: list[str] | None,
+                    near: tuple[bytes, float] | None, rank: str, descending: bool, limit: int,
+                    offset: int) -> tuple[str, list[Any]]:
+    """Sites meeting the criteria, ranked, one page (plus the total in every row).
+
+    `near` is (WKB of a geometry in the storage CRS, km): distance measured in the site's official CRS.
+    `net_after` (zone collections): the usable area is the net area minus the share covered by those zones.
+    """
+    args = Args()
+    scope, muni = scope_predicate(args, sites)
+    where = [scope]
+    for name, values in (("zoning", zoning), ("servicing", servicing), ("availability", availability)):
+        if values:
+            where.append(f"f.properties ->> '{name}' = ANY({args(values)}::text[])")
+    target = distance = "NULL::float8"
+    if near is not None:
+        wkb, km = near
+        target = f"ST_GeomFromWKB({args(wkb)}::bytea, {STORAGE_SRID})"
+        where.append(f"ST_DWithin(f.geom, {target}, {args(km * 1000 * SEARCH_SLACK)}::float8)")
+        distance = f"ST_Distance(ST_Transform(f.geom, m.crs), ST_Transform({target}, m.crs)) / 1000"
+    net = "geotwin_num(f.properties -> 'area_net_ha')"
+    usable = net
+    conflict_join = ""
+    if net_after is not None:
+        z_scope, _ = scope_predicate(args, net_after, with_muni=False)
+        conflict_join = (f"LEFT JOIN LATERAL (SELECT ST_Area(ST_Transform(ST_Intersection(f.geom, ST_Union(f2.geom)), "
+                         f"m.crs)) / NULLIF(ST_Area(ST_Transform(f.geom, m.crs)), 0) AS share FROM feature f2 "
+                         f"WHERE {z_scope.replace('f.', 'f2.')} AND ST_Intersects(f2.geom, f.geom)) cz ON true")
+        usable = f"({net} * (1 - COALESCE(cz.share, 0)))"
+    inner = (f"SELECT {muni} AS muni, f.fid, f.properties, {net} AS net_ha, {usable} AS usable_ha, "
+             f"{distance} AS distance_km FROM feature f JOIN collection c ON c.id = f.collection_id "
+             f"JOIN municipality m ON m.id = c.municipality_id {conflict_join} WHERE {' AND '.join(where)}")
+    conditions = []
+    if min_area_ha is not None:
+        conditions.append(f"usable_ha >= {args(min_area_ha)}::float8")
+    if near is not None:
+        conditions.append(f"distance_km <= {args(near[1])}::float8")
+    order_column = {"area": "usable_ha", "distance": "distance_km",
+                    "price": "geotwin_num(properties -> 'price_eur_m2')"}[rank]
+    direction = "DESC" if descending else "ASC"
+    sql = (f"SELECT *, count(*) OVER () AS total FROM ({inner}) s "
+           f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
+           f"ORDER BY {order_column} {direction} NULLS LAST, muni, fid LIMIT {args(limit)} OFFSET {args(offset)}")
+    return sql, args.values
