@@ -95,3 +95,14 @@ async def test_property_values_are_shown_as_text_never_run(live_server, page, db
     finally:
         await conn.execute("DELETE FROM collection WHERE slug = 'xss-probe'")
         await conn.close()
+
+
+async def test_conflicts_page_draws_sites_and_overlaps(live_server, page):
+    share = await open_map(page, f"{live_server}/processes/conflicts/map?sites=/municipalities/halle/collections/"
+                                 "commercial-sites&constraints=/municipalities/halle/collections/ecological-zones")
+    assert share > 0.002  # six sites over ~15 km
+    overlap_red = await page.evaluate(DRAWN_SHARE.replace(
+        "Math.abs(d[i] - 0xee) + Math.abs(d[i + 1] - 0xf1) + Math.abs(d[i + 2] - 0xea) > 40",
+        "d[i] > 150 && d[i + 1] < 110 && d[i + 2] < 110"))
+    assert overlap_red > 0.00005, "the overlaps are drawn in red (nothing else on the map is red)"
+    assert "Star Park" in await page.inner_text("table")

@@ -23,7 +23,7 @@ from service.db import connection
 from service.deps import current_catalog, principal_of
 from service.errors import InvalidParameter, NotFound
 from service.models import STORAGE_SRID
-from service.responses import base_url, link
+from service.responses import base_url, html_response, link
 from service.sql.analysis import conflicts_sql, protection_statistics_sql, site_search_sql, site_statistics_sql
 
 router = APIRouter(tags=["processes"])
@@ -151,6 +151,31 @@ async def execute(request: Request, process_id: str,
     fmt = f or ("geojson" if GEOJSON in request.headers.get("accept", "") else "json")
     if fmt not in ("json", "geojson"):
         raise InvalidParameter("f must be json or geojson", parameter="f")
+    rows, results = await _conflicts(request, inputs)
+    if fmt == "geojson":
+        return Response(orjson.dumps(_geojson(rows, results)), media_type=GEOJSON)
+    return Response(orjson.dumps({"process": "conflicts", "summary": _summary(results), "sites": results}),
+                    media_type=JSON)
+
+
+@router.get("/processes/conflicts/map", summary="The conflict analysis as an HTML page with a map",
+            response_class=Response)
+async def conflicts_map(
+    request: Request,
+    sites: Annotated[str, Query(description="collection path")] = "/region/collections/commercial-sites",
+    constraints: Annotated[str, Query(description="collection path")] = "/region/collections/ecological-zones",
+    sites_filter: Annotated[str | None, Query(alias="sitesFilter")] = None,
+    default_buffer: Annotated[float, Query(alias="defaultBuffer", ge=0, le=10_000)] = 300,
+) -> Response:
+    inputs: dict[str, Any] = {"sites": sites, "constraints": constraints, "defaultBuffer": default_buffer}
+    if sites_filter is not None:
+        inputs["sitesFilter"] = sites_filter
+    rows, results = await _conflicts(request, inputs)
+    return html_response(request, "conflicts.html", data=_geojson(rows, results), results=results,
+                         summary=_summary(results), inputs=inputs)
+
+
+async def _conflicts(request: Request, inputs: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]]]:
     sites = await _collection(request, inputs.get("sites"), "sites")
     zones = await _collection(request, inputs.get("constraints"), "constraints")
     if sites.layer_type.name != "commercial-site":
@@ -181,13 +206,13 @@ async def execute(request: Request, process_id: str,
     sql, args = conflicts_sql(sites.members, zones.members, categories, buffers, float(default), site_filter)
     async with connection(request.app.state.pool) as conn:
         rows = await conn.fetch(sql, *args)
-    results = [_site(r, sites.regional) for r in rows]
-    if fmt == "geojson":
-        return Response(orjson.dumps(_geojson(rows, results)), media_type=GEOJSON)
-    summary = {"sites": len(results), "withConflicts": sum(1 for r in results if r["conflicts"]),
-               "areaHa": sum(r["areaHa"] for r in results), "conflictHa": sum(r["conflictHa"] for r in results),
-               "freeHa": sum(r["freeHa"] for r in results)}
-    return Response(orjson.dumps({"process": "conflicts", "summary": summary, "sites": results}), media_type=JSON)
+    return rows, [_site(r, sites.regional) for r in rows]
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"sites": len(results), "withConflicts": sum(1 for r in results if r["conflicts"]),
+            "areaHa": sum(r["areaHa"] for r in results), "conflictHa": sum(r["conflictHa"] for r in results),
+            "freeHa": sum(r["freeHa"] for r in results)}
 
 
 async def _statistics(request: Request, inputs: dict[str, Any], fmt: str) -> Response:
