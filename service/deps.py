@@ -40,9 +40,7 @@ async def municipality_scope(
 ) -> Scope:
     catalog = await current_catalog(request)
     principal = principal_of(request)
-    # Members (and platform administrators) see the municipality's internal collections too.
-    member = principal is not None and principal.can("viewer", municipality)
-    dataset = (catalog.members if member else catalog.datasets).get(municipality)
+    dataset = visible_dataset(catalog, principal, municipality)
     if dataset is None:
         raise NotFound(f"no municipality {municipality!r}; known: {', '.join(sorted(catalog.datasets))}",
                        parameter="municipality")
@@ -52,6 +50,13 @@ async def municipality_scope(
 async def region_scope(request: Request) -> Scope:
     catalog = await current_catalog(request)
     return Scope(catalog.region, request.app.state.pool, principal_of(request))
+
+
+def visible_dataset(catalog: Catalog, principal: Principal | None, municipality: str) -> Dataset | None:
+    """A municipality's dataset as `principal` may see it: members (and platform administrators) see its
+    internal collections too."""
+    member = principal is not None and principal.can("viewer", municipality)
+    return (catalog.members if member else catalog.datasets).get(municipality)
 
 
 def principal_of(request: Request) -> Principal | None:

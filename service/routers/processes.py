@@ -20,7 +20,7 @@ from service import cql, queryables
 from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
-from service.deps import current_catalog, principal_of
+from service.deps import current_catalog, principal_of, visible_dataset
 from service.errors import InvalidParameter, NotFound
 from service.models import STORAGE_SRID
 from service.responses import base_url, html_response, link
@@ -372,12 +372,10 @@ async def _collection(request: Request, path: Any, name: str) -> Collection:
         raise InvalidParameter(f"{name} is a collection path like /region/collections/commercial-sites",
                                parameter=name)
     catalog = await current_catalog(request)
-    principal = principal_of(request)
     if match["m"] is None:
         dataset = catalog.region
     else:
-        member = principal is not None and principal.can("viewer", match["m"])
-        dataset = (catalog.members if member else catalog.datasets).get(match["m"])
+        dataset = visible_dataset(catalog, principal_of(request), match["m"])
     collection = dataset.collections.get(match["c"]) if dataset else None
     if collection is None:
         raise NotFound(f"{name}: no collection at {path}", parameter=name)
