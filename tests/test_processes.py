@@ -265,3 +265,16 @@ async def test_site_search_bad_inputs_are_named(ana, inputs, parameter):
     r = await ana.post("/processes/site-search/execution", json={"inputs": inputs})
     assert r.status_code in (400, 404), r.text
     assert r.json()["parameter"] == parameter
+
+
+async def test_conflicts_as_csv(ana):
+    import csv
+    import io
+
+    r = await ana.post("/processes/conflicts/execution", params={"f": "csv"}, json={"inputs": {
+        "sites": "/municipalities/leipzig/collections/commercial-sites", "sitesFilter": "name = 'Handgerechnet'",
+        "constraints": "/municipalities/leipzig/collections/ecological-zones"}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    (row,) = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
+    assert row["site"] == "hand-1" and float(row["conflict_ha"]) == pytest.approx(2.0, abs=0.01)
+    assert row["conflicts"].startswith("NSG Östliche Hälfte") and "250 m" in row["nearby"]

@@ -6,6 +6,8 @@ pygeoapi-style tooling know the execute pattern, and long runs can become asynch
 Execution reads only what the caller may see and writes nothing, so anyone may run it.
 """
 
+import csv
+import io
 import re
 from functools import lru_cache
 from typing import Annotated, Any
@@ -53,7 +55,8 @@ CONFLICTS = {
                           "schema": {"type": "number", "minimum": 0, "maximum": 10000, "default": 300}},
     },
     "outputs": {"result": {"title": "Per site: conflicts, nearby zones, free area", "schema": {"oneOf": [
-        {"type": "object", "contentMediaType": JSON}, {"type": "object", "contentMediaType": GEOJSON}]}}},
+        {"type": "object", "contentMediaType": JSON}, {"type": "object", "contentMediaType": GEOJSON},
+        {"type": "string", "contentMediaType": "text/csv"}]}}},
 }
 
 
@@ -149,11 +152,14 @@ async def execute(request: Request, process_id: str,
     if process_id == "site-search":
         return await _site_search(request, inputs)
     fmt = f or ("geojson" if GEOJSON in request.headers.get("accept", "") else "json")
-    if fmt not in ("json", "geojson"):
-        raise InvalidParameter("f must be json or geojson", parameter="f")
+    if fmt not in ("json", "geojson", "csv"):
+        raise InvalidParameter("f must be json, geojson or csv", parameter="f")
     rows, results = await _conflicts(request, inputs)
     if fmt == "geojson":
         return Response(orjson.dumps(_geojson(rows, results)), media_type=GEOJSON)
+    if fmt == "csv":
+        return Response(_conflicts_csv(results), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="conflicts.csv"'})
     return Response(orjson.dumps({"process": "conflicts", "summary": _summary(results), "sites": results}),
                     media_type=JSON)
 
@@ -207,6 +213,20 @@ async def _conflicts(request: Request, inputs: dict[str, Any]) -> tuple[list[Any
     async with connection(request.app.state.pool) as conn:
         rows = await conn.fetch(sql, *args)
     return rows, [_site(r, sites.regional) for r in rows]
+
+
+def _conflicts_csv(results: list[dict[str, Any]]) -> str:
+    """One row per site; the zones as `category name (value)` lists, for a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["site", "name", "crs", "area_ha", "conflict_ha", "free_ha", "conflict_share", "conflicts",
+                     "nearby"])
+    for r in results:
+        writer.writerow([r["id"], r["name"] or "", r["crs"], f"{r['areaHa']:.4f}", f"{r['conflictHa']:.4f}",
+                         f"{r['freeHa']:.4f}", f"{r['conflictShare']:.4f}",
+                         "; ".join(f"{c['category']} {c['name']} ({c['overlapHa']:.4f} ha)" for c in r["conflicts"]),
+                         "; ".join(f"{n['category']} {n['name']} ({n['distanceM']:.0f} m)" for n in r["nearby"])])
+    return "\ufeff" + out.getvalue()  # a BOM, so spreadsheet programs read UTF-8
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
