@@ -28,7 +28,7 @@ import pyogrio
 from service.catalog import Collection
 from service.db import connection
 from service.models import STORAGE_SRID
-from service.sql.features import Args, ItemsQuery, _feature_json, _order, _source, _where, scope_predicate
+from service.sql.features import Args, ItemsQuery, feature_json, order_by, scope_predicate, source_of, where_clause
 
 BATCH = 5_000
 CHUNK = 1 << 20
@@ -58,20 +58,20 @@ ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int6
 def export_sql(q: ItemsQuery, geojson: bool) -> tuple[str, list[Any]]:
     """Every selected feature in a stable order: GeoJSON text, or (id, municipality, properties, WKB)."""
     args = Args()
-    with_clause, table = _source(args, q)
+    with_clause, table = source_of(args, q)
     scope, muni = scope_predicate(args, q.members)
-    where = _where(args, q, scope, muni)
+    where = where_clause(args, q, scope, muni)
     if geojson:
-        select = _feature_json(args, q.regional, q.multi, q.output)
+        select = feature_json(args, q.regional, q.multi, q.output)
         return (f"{with_clause}SELECT {select} FROM (SELECT f.id, {muni} AS muni FROM {table} f {where}) AS c "
-                f"JOIN {table} f ON f.id = c.id ORDER BY {_order(q, 'c.muni')}"), args.values
+                f"JOIN {table} f ON f.id = c.id ORDER BY {order_by(q, 'c.muni')}"), args.values
     srid = q.output.crs.srid if q.output.crs else 4326
     geom = "ST_Multi(f.geom)" if q.multi else "f.geom"
     if srid != STORAGE_SRID:
         geom = f"ST_Transform({geom}, {int(srid)})"
     fid = f"({muni} || ':' || f.fid)" if q.regional else "f.fid"  # ids as the API serves them
     return (f"{with_clause}SELECT {fid} AS fid, {muni} AS muni, f.properties::text AS properties, "
-            f"ST_AsBinary({geom}) AS wkb FROM {table} f {where} ORDER BY {_order(q, muni)}"), args.values
+            f"ST_AsBinary({geom}) AS wkb FROM {table} f {where} ORDER BY {order_by(q, muni)}"), args.values
 
 
 async def batches(pool: Any, sql: str, args: list[Any]) -> AsyncIterator[list[Any]]:

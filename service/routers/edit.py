@@ -76,7 +76,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
             await act_as(conn, _subject(scope))
             created = await insert_features(conn, pk, rows, crs.srid)
         request.app.state.catalog_cache.invalidate()
-        url = f"{_items_url(request, scope, c)}"
+        url = _items_url(request, scope, c)
         if batch:
             return Response(orjson.dumps({"numberCreated": len(created), "ids": [f for f, _ in created]}),
                             status_code=201, media_type="application/json", headers={"Location": url})
