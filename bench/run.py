@@ -7,7 +7,8 @@ What it does: starts a project-managed PostGIS in .data/bench, loads the generat
 tipg (PyPI) into .data/tipg-venv and points it at views over the same rows, starts GeoTwin twice (tile cache
 off = cold, on = warm) and tipg, 2 workers each, and drives them with wrk over fixed, density-weighted tile
 and items URL sets: throughput at 8 connections, latency at 1. The floor runs GeoTwin's own SQL for the same
-requests straight through asyncpg, without HTTP. Raw numbers go to bench/results/<time>.json; one table is
+requests straight through asyncpg, without HTTP; GeoTwin and the floor are measured alternately (--rounds)
+and their medians compared. Raw numbers go to bench/results/<time>.json; one table is
 printed with the ratios GeoTwin/tipg and GeoTwin/floor.
 """
 
@@ -193,6 +194,13 @@ def wrk(port: int, paths: list[str], connections: int, duration: int) -> dict[st
             "non_2xx": int(bad.group(1)) if bad else 0, "timeouts": int(errors.group(1)) if errors else 0}
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over repeated measurements (errors summed: one bad round must show)."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+    out.update({k: sum(r[k] for r in runs) for k in ("non_2xx", "timeouts")})
+    return out
+
+
 def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
@@ -256,10 +264,12 @@ def main() -> None:
     ap.add_argument("--zones", type=int, default=5_000)
     ap.add_argument("--vertices", type=int, default=1_000)
     ap.add_argument("--duration", type=int, default=6, help="seconds per measurement")
-    ap.add_argument("--quick", action="store_true", help="20k sites, 500 zones, 2 s per measurement")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="GeoTwin and the floor are measured alternately this many times; the median counts")
+    ap.add_argument("--quick", action="store_true", help="20k sites, 500 zones, 2 s per measurement, 1 round")
     args = ap.parse_args()
     if args.quick:
-        args.sites, args.zones, args.duration = 20_000, 500, 2
+        args.sites, args.zones, args.duration, args.rounds = 20_000, 500, 2, 1
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
 
@@ -290,11 +300,20 @@ def main() -> None:
             tp_paths = [tipg_path(s, r) for r in s.requests]
             row = {"requests": len(s.requests)}
             print(f"measuring {s.name} ...", flush=True)
-            for label, port, paths in (("geotwin", ports["cold"], gt_paths), ("tipg", ports["tipg"], tp_paths)):
-                row[label] = {"c8": wrk(port, paths, 8, args.duration), "c1": wrk(port, paths, 1, args.duration)}
+            row["tipg"] = {"c8": wrk(ports["tipg"], tp_paths, 8, args.duration),
+                           "c1": wrk(ports["tipg"], tp_paths, 1, args.duration)}
+            # GeoTwin and its floor alternate, so that drift of the machine (±15 % between minutes here)
+            # falls on both alike; each figure is the median over the rounds, the rounds are kept.
             pk = pks[s.collection]
-            row["floor"] = {"c8": asyncio.run(floor(dsn, s, pk, 8, args.duration)),
-                            "c1": asyncio.run(floor(dsn, s, pk, 1, args.duration))}
+            rounds: dict[str, list[dict[str, dict[str, float]]]] = {"geotwin": [], "floor": []}
+            for _ in range(args.rounds):
+                rounds["geotwin"].append({"c8": wrk(ports["cold"], gt_paths, 8, args.duration),
+                                          "c1": wrk(ports["cold"], gt_paths, 1, args.duration)})
+                rounds["floor"].append({"c8": asyncio.run(floor(dsn, s, pk, 8, args.duration)),
+                                        "c1": asyncio.run(floor(dsn, s, pk, 1, args.duration))})
+            for label, runs in rounds.items():
+                row[label] = {conc: median_run([r[conc] for r in runs]) for conc in ("c8", "c1")}
+                row[label]["rounds"] = runs
             if s.kind == "tile" and s.requests[0]["z"] == 8:
                 row["tipg_features_in_first_tile"] = tipg_layer_features(ports["tipg"], s)
             if s.kind == "tile" and s.collection == "sites" and s.requests[0]["z"] < 10:

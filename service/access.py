@@ -11,6 +11,7 @@ Then apply the rules by path and method:
 | any method on `/municipalities/{m}/…/imports…`    | editor of m                    |
 | POST/PUT/PATCH/DELETE on `/municipalities/{m}/…`  | editor of m                    |
 | POST on `/processes/{id}/execution`               | nothing: read-only analyses    |
+| DELETE on `/jobs/{id}`                            | nothing here: the job's owner  |
 | any other POST/PUT/PATCH/DELETE                  | nobody (403; 401 if anonymous) |
 | GET/HEAD/OPTIONS elsewhere                       | nothing (see below)            |
 
@@ -34,6 +35,7 @@ from service.db import connection
 
 SAFE = {"GET", "HEAD", "OPTIONS"}
 PROCESS_EXECUTION = re.compile(r"^/processes/[^/]+/execution$")
+JOB = re.compile(r"^/jobs/[^/]+$")
 MUNICIPALITY_PATH = re.compile(r"^/municipalities/(?P<m>[^/]+)(?P<rest>/.*)?$")
 
 
@@ -49,6 +51,8 @@ def required(method: str, path: str) -> tuple[str, str | None] | None:
         return "editor", match["m"]
     if method in SAFE or (method == "POST" and PROCESS_EXECUTION.match(path)):
         return None  # reads, and processes (they compute over what the caller may see and write nothing)
+    if method == "DELETE" and JOB.match(path):
+        return None  # dismissing a process run: the router lets only the job's owner do it
     if match:
         return "editor", match["m"]
     return "platform", None

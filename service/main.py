@@ -27,7 +27,7 @@ from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
 NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
-VENDOR = {"maplibre-gl": NODE_MODULES / "maplibre-gl" / "dist",
+VENDOR = {"maplibre-gl": NODE_MODULES / "maplibre-gl" / "dist", "chart.js": NODE_MODULES / "chart.js" / "dist",
           "swagger-ui": NODE_MODULES / "swagger-ui-dist"}
 
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = set()
     app.state.crs = CrsList.from_names([*settings.api.crs, f"EPSG:{STORAGE_SRID}"])
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
+    app.state.charts_available = (VENDOR["chart.js"] / "chart.umd.min.js").exists()
     errors.install(app)
     # Innermost: who is asking, and the access rules (service.access), under every route.
     app.add_middleware(Access, verifier=TokenVerifier(settings.auth))

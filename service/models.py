@@ -24,6 +24,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -257,3 +258,33 @@ class ImportJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status_values"),)
+
+
+class ProcessJob(Base):
+    """An asynchronous run of a planning tool (OGC API – Processes job): status, result and error, readable from
+    any worker. A job whose heartbeat stops (the process died) is reported failed."""
+
+    __tablename__ = "process_job"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16), server_default="accepted")
+    owner: Mapped[str] = mapped_column(Text, server_default="",
+                                       comment="who started it (key or token subject); empty for anonymous callers")
+    inputs: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    message: Mapped[str] = mapped_column(Text, server_default="")
+    error_status: Mapped[int | None] = mapped_column(SmallInteger, nullable=True,
+                                                     comment="HTTP status of a failed job's error")
+    result: Mapped[bytes | None] = mapped_column(BYTEA, nullable=True)
+    media_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    filename: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("status IN ('accepted', 'running', 'successful', 'failed', 'dismissed')",
+                        name="status_values"),
+        Index("ix_process_job_owner_created_at", "owner", "created_at"),
+    )

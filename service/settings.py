@@ -68,6 +68,12 @@ class ImportSettings(BaseModel):
     max_upload_mb: int = 512
 
 
+class JobSettings(BaseModel):
+    """Asynchronous process runs (`Prefer: respond-async`): how long their results are kept."""
+
+    keep_days: int = 7
+
+
 class AuthSettings(BaseModel):
     """OpenID Connect (optional): bearer tokens from one issuer, claims mapped to municipality and role.
     API keys need no settings."""
@@ -90,6 +96,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     imports: ImportSettings = ImportSettings()
+    jobs: JobSettings = JobSettings()
     cache: CacheSettings = CacheSettings()
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Public base URL when behind a proxy (used in links); empty = derive from the request.

@@ -106,3 +106,30 @@ async def test_conflicts_page_draws_sites_and_overlaps(live_server, page):
         "d[i] > 150 && d[i + 1] < 110 && d[i + 2] < 110"))
     assert overlap_red > 0.00005, "the overlaps are drawn in red (nothing else on the map is red)"
     assert "Star Park" in await page.inner_text("table")
+
+
+async def test_statistics_page_charts_what_its_tables_say(live_server, page):
+    await page.goto(f"{live_server}/processes/statistics/chart")
+    await page.wait_for_function("window.geotwinCharts && Object.keys(window.geotwinCharts).length === 4",
+                                 timeout=30_000)
+    # Each chart's bars add up to the areas in the page's tables (per municipality, all codes).
+    charted = await page.evaluate("""() => Object.fromEntries(Object.entries(window.geotwinCharts).map(([id, c]) =>
+        [id, Object.fromEntries(c.data.labels.map((m, i) =>
+            [m, c.data.datasets.reduce((s, d) => s + d.data[i], 0)]))]))""")
+    stats = await page.evaluate("JSON.parse(document.getElementById('stats').textContent)")
+    for dim in ("availability", "zoning", "servicing"):
+        expected: dict[str, float] = {}
+        for r in stats["sites"][dim]:
+            if r["municipality"] != "region":
+                expected[r["municipality"]] = expected.get(r["municipality"], 0) + r["areaHa"]
+        assert charted[f"chart-{dim}"] == pytest.approx(expected), dim
+    assert set(charted["chart-protection"]) == {r["municipality"] for r in stats["protection"]}
+    # and they are drawn: every canvas has painted pixels
+    painted = await page.evaluate("""() => [...document.querySelectorAll('canvas')].map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+        return n / (c.width * c.height); })""")
+    assert len(painted) == 4 and min(painted) > 0.02, painted
+    assert "halle" in await page.inner_text("section[data-table=availability] table")
+    bad = await page.goto(f"{live_server}/processes/statistics/chart?municipalities=atlantis")
+    assert bad.status == 400

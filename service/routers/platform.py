@@ -28,6 +28,15 @@ router = APIRouter(tags=["platform"])
 F = Annotated[str | None, Query(description="json or html", pattern="^(json|geojson|html)$")]
 
 
+PROCESSES_CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss",
+]
+
+
 @router.get("/", operation_id="platform.getRoot", summary="Municipalities, the region and the layer types")
 async def root(request: Request, f: F = None) -> Response:
     check_known(request.query_params, {"f"})
@@ -43,6 +52,13 @@ async def root(request: Request, f: F = None) -> Response:
             link(f"{base}/region", "child", JSON, "regional view: all municipalities"),
             link(f"{base}/schemas", "describedby", JSON, "layer types (JSON Schema)"),
             link(f"{base}/viewer", "alternate", "text/html", "map viewer"),
+            link(f"{base}/processes", "http://www.opengis.net/def/rel/ogc/1.0/processes", JSON,
+                 "planning tools (OGC API – Processes)"),
+            link(f"{base}/jobs", "http://www.opengis.net/def/rel/ogc/1.0/job-list", JSON,
+                 "your asynchronous process runs"),
+            link(f"{base}/processes/statistics/chart", "alternate", "text/html",
+                 "statistics of commercial land and protection, with charts"),
+            link(f"{base}/conformance", "conformance", JSON, "conformance classes of the service root"),
         ],
         "municipalities": [
             {"id": m.slug, "title": m.name, "ags": m.ags, "state": m.state,
@@ -57,6 +73,13 @@ async def root(request: Request, f: F = None) -> Response:
     if fmt == "html":
         return html_response(request, "root.html", doc=doc, layer_types=registry())
     return json_response(doc)
+
+
+@router.get("/conformance", operation_id="platform.getConformance",
+            summary="Conformance classes of the service root (the planning tools); each API root has its own")
+async def conformance(request: Request) -> Response:
+    check_known(request.query_params, {"f"})
+    return json_response({"conformsTo": PROCESSES_CONFORMANCE})
 
 
 @router.get("/viewer", operation_id="platform.getViewer", summary="Map viewer (HTML)",

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pyproj import Transformer
 
-from service import cql, queryables
+from service import cql, processjobs, queryables
 from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
@@ -38,7 +38,7 @@ CONFLICTS = {
     "description": "For each commercial site: every protected zone it overlaps (hectares and share of the site), "
                    "every zone within a buffer distance per category, and the area left free. Areas and "
                    "distances in the site's official CRS (EPSG:25832/25833).",
-    "jobControlOptions": ["sync-execute"], "outputTransmission": ["value"],
+    "outputTransmission": ["value"],
     "inputs": {
         "sites": {"title": "Commercial sites: a collection path", "schema": {
             "type": "string", "example": "/region/collections/commercial-sites"}},
@@ -65,7 +65,7 @@ STATISTICS = {
     "description": "Count and area of commercial sites by availability, zoning and servicing, per municipality "
                    "and for the region; protected area per category and municipality (overlapping zones of a "
                    "category count once). Areas in each municipality's official CRS. JSON or CSV (f=csv).",
-    "jobControlOptions": ["sync-execute"], "outputTransmission": ["value"],
+    "outputTransmission": ["value"],
     "inputs": {"municipalities": {"title": "Only these municipalities (slugs)", "minOccurs": 0,
                                   "schema": {"type": "array", "items": {"type": "string"}}}},
     "outputs": {"result": {"schema": {"oneOf": [{"type": "object", "contentMediaType": JSON},
@@ -76,7 +76,7 @@ SITE_SEARCH = {
     "description": "Available sites with at least N ha (net, or net after conflicts with protected zones), zoning, "
                    "servicing and availability in given sets, within K km of a point or of a feature of another "
                    "layer (a motorway junction, say), ranked by usable area, distance or price; paged.",
-    "jobControlOptions": ["sync-execute"], "outputTransmission": ["value"],
+    "outputTransmission": ["value"],
     "inputs": {
         "sites": {"title": "Collection path (default: the region's commercial sites)", "minOccurs": 0,
                   "schema": {"type": "string"}},
@@ -101,8 +101,11 @@ SITE_SEARCH = {
     "outputs": {"result": {"schema": {"type": "object", "contentMediaType": JSON}}},
 }
 PROCESSES = {"conflicts": CONFLICTS, "statistics": STATISTICS, "site-search": SITE_SEARCH}
+for _doc in PROCESSES.values():
+    _doc["jobControlOptions"] = ["sync-execute", "async-execute"]
 FEATURE_PATH = re.compile(r"^(?P<collection>/(?:region|municipalities/[^/]+)/collections/[^/]+)/items/(?P<id>[^/]+)$")
 DIMENSIONS = ("availability", "zoning", "servicing")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @router.get("/processes", summary="The planning tools (OGC API – Processes)")
@@ -128,7 +131,9 @@ async def describe_process(request: Request, process_id: str) -> Response:
     return Response(orjson.dumps(doc), media_type=JSON)
 
 
-@router.post("/processes/{process_id}/execution", summary="Run a process (synchronously)",
+@router.post("/processes/{process_id}/execution", summary="Run a process (synchronously, or as a job)",
+             description="Answers with the result; with `Prefer: respond-async` the inputs are checked, a job is "
+                         "started and the answer is 201 with its status (`Location: /jobs/{jobId}`).",
              openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
                  "type": "object", "properties": {"inputs": {"type": "object"}}}}}}})
 async def execute(request: Request, process_id: str,
@@ -147,21 +152,117 @@ async def execute(request: Request, process_id: str,
     if unknown:
         raise InvalidParameter(f"unknown input {unknown[0]!r}; inputs: {', '.join(spec['inputs'])}",
                                parameter=unknown[0])
-    if process_id == "statistics":
-        return await _statistics(request, inputs, f or "json")
-    if process_id == "site-search":
-        return await _site_search(request, inputs)
+    compute = await PREPARE[process_id](request, inputs, f)  # every input checked: bad ones are a 400 now
+    if _prefers_async(request):
+        principal = principal_of(request)
+        job = await processjobs.start(request.app, process_id, principal.subject if principal else "",
+                                      {"inputs": inputs, "f": f} if f else {"inputs": inputs}, compute)
+        row = await processjobs.read(request.app.state.pool, job)
+        base = base_url(request)
+        return Response(orjson.dumps(processjobs.status_info(row, base)), status_code=201, media_type=JSON,
+                        headers={"Location": f"{base}/jobs/{job}", "Preference-Applied": "respond-async"})
+    return output_response(await compute(request.app.state.pool))
+
+
+@router.get("/jobs", summary="Your asynchronous process runs, newest first")
+async def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+               offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    """Jobs started with your key or token. Jobs started without credentials are not listed: their id (from
+    the `Location` of the 201) is the only way to them."""
+    principal = principal_of(request)
+    base = base_url(request)
+    rows = await processjobs.listing(request.app.state.pool, principal.subject, limit, offset) if principal else []
+    listed = [processjobs.status_info(r, base) for r in rows]
+    links = [link(f"{base}/jobs?limit={limit}&offset={offset}", "self", JSON, "jobs")]
+    if len(rows) == limit:
+        links.append(link(f"{base}/jobs?limit={limit}&offset={offset + limit}", "next", JSON, "next page"))
+    return Response(orjson.dumps({"jobs": listed, "links": links}), media_type=JSON)
+
+
+async def _job(request: Request, job_id: str) -> dict[str, Any]:
+    """The job, if the caller started it (or nobody with credentials did); otherwise 404 as if it did not exist."""
+    row = await processjobs.read(request.app.state.pool, job_id) if JOB_ID.match(job_id) else None
+    principal = principal_of(request)
+    if row is None or (row["owner"] and (principal is None or principal.subject != row["owner"])):
+        raise NotFound(f"no job {job_id!r}", parameter="jobId",
+                       type="http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/no-such-job")
+    return row
+
+
+@router.get("/jobs/{job_id}", summary="Status of an asynchronous process run")
+async def job_status(request: Request, job_id: str) -> Response:
+    row = await _job(request, job_id)
+    return Response(orjson.dumps(processjobs.status_info(row, base_url(request))), media_type=JSON)
+
+
+@router.get("/jobs/{job_id}/results", summary="Result of a finished process run (the synchronous answer's body)")
+async def job_results(request: Request, job_id: str) -> Response:
+    row = await _job(request, job_id)
+    status = row["shown_status"]
+    if status == "successful":
+        out = await processjobs.result(request.app.state.pool, job_id)
+        if out is not None:
+            return output_response(out)
+    if status == "failed":
+        info = processjobs.status_info(row, base_url(request))
+        code = row["error_status"] if row["status"] == "failed" and row["error_status"] else 503
+        return Response(orjson.dumps({"code": "JobFailed", "description": info["message"], "jobID": job_id,
+                                      "type": "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+                                              "job-failed"}),
+                        status_code=code, media_type=JSON, headers={"Retry-After": "5"} if code == 503 else None)
+    raise NotFound(f"job {job_id} is {status}: no results" + (" yet" if status in ("accepted", "running") else ""),
+                   parameter="jobId", status=status,
+                   type="http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready")
+
+
+@router.delete("/jobs/{job_id}", summary="Dismiss a process run: stop it if it runs, drop its results")
+async def dismiss_job(request: Request, job_id: str) -> Response:
+    await _job(request, job_id)
+    await processjobs.dismiss(request.app.state.pool, job_id)
+    row = await _job(request, job_id)
+    return Response(orjson.dumps(processjobs.status_info(row, base_url(request))), media_type=JSON)
+
+
+def _prefers_async(request: Request) -> bool:
+    prefer = ",".join(request.headers.getlist("prefer")).lower()
+    return any(p.strip().split(";")[0].strip() == "respond-async" for p in prefer.split(","))
+
+
+def output_response(out: processjobs.Output) -> Response:
+    headers = dict(out.headers)
+    if out.filename:
+        headers["Content-Disposition"] = f'attachment; filename="{out.filename}"'
+    return Response(out.body, media_type=out.media_type, headers=headers)
+
+
+async def _prepare_conflicts(request: Request, inputs: dict[str, Any], f: str | None) -> processjobs.Compute:
     fmt = f or ("geojson" if GEOJSON in request.headers.get("accept", "") else "json")
     if fmt not in ("json", "geojson", "csv"):
         raise InvalidParameter("f must be json, geojson or csv", parameter="f")
-    rows, results = await _conflicts(request, inputs)
-    if fmt == "geojson":
-        return Response(orjson.dumps(_geojson(rows, results)), media_type=GEOJSON)
-    if fmt == "csv":
-        return Response(_conflicts_csv(results), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="conflicts.csv"'})
-    return Response(orjson.dumps({"process": "conflicts", "summary": _summary(results), "sites": results}),
-                    media_type=JSON)
+    query = await _conflicts_query(request, inputs)
+
+    async def compute(pool: Any) -> processjobs.Output:
+        rows, results = await _conflicts_run(pool, query)
+        if fmt == "geojson":
+            return processjobs.Output(orjson.dumps(_geojson(rows, results)), GEOJSON)
+        if fmt == "csv":
+            return processjobs.Output(_conflicts_csv(results).encode(), "text/csv; charset=utf-8", "conflicts.csv")
+        return processjobs.Output(orjson.dumps({"process": "conflicts", "summary": _summary(results),
+                                                "sites": results}), JSON)
+    return compute
+
+
+@router.get("/processes/statistics/chart", summary="The statistics as an HTML page with charts",
+            response_class=Response)
+async def statistics_chart(
+    request: Request,
+    municipalities: Annotated[str | None, Query(description="comma-separated slugs (default: all)")] = None,
+) -> Response:
+    wanted = [m.strip() for m in municipalities.split(",") if m.strip()] if municipalities else None
+    sites, zones = await _statistics_members(request, wanted)
+    stats = await statistics(request.app.state.pool, sites, zones)
+    return html_response(request, "statistics.html", stats=stats, wanted=wanted,
+                         charts=request.app.state.charts_available)
 
 
 @router.get("/processes/conflicts/map", summary="The conflict analysis as an HTML page with a map",
@@ -176,12 +277,13 @@ async def conflicts_map(
     inputs: dict[str, Any] = {"sites": sites, "constraints": constraints, "defaultBuffer": default_buffer}
     if sites_filter is not None:
         inputs["sitesFilter"] = sites_filter
-    rows, results = await _conflicts(request, inputs)
+    rows, results = await _conflicts_run(request.app.state.pool, await _conflicts_query(request, inputs))
     return html_response(request, "conflicts.html", data=_geojson(rows, results), results=results,
                          summary=_summary(results), inputs=inputs)
 
 
-async def _conflicts(request: Request, inputs: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+async def _conflicts_query(request: Request, inputs: dict[str, Any]) -> tuple[str, list[Any], bool]:
+    """The conflict analysis's SQL for these inputs, every one of them checked."""
     sites = await _collection(request, inputs.get("sites"), "sites")
     zones = await _collection(request, inputs.get("constraints"), "constraints")
     if sites.layer_type.name != "commercial-site":
@@ -210,9 +312,14 @@ async def _conflicts(request: Request, inputs: dict[str, Any]) -> tuple[list[Any
             exc.where["parameter"] = "sitesFilter"
             raise
     sql, args = conflicts_sql(sites.members, zones.members, categories, buffers, float(default), site_filter)
-    async with connection(request.app.state.pool) as conn:
+    return sql, args, sites.regional
+
+
+async def _conflicts_run(pool: Any, query: tuple[str, list[Any], bool]) -> tuple[list[Any], list[dict[str, Any]]]:
+    sql, args, regional = query
+    async with connection(pool) as conn:
         rows = await conn.fetch(sql, *args)
-    return rows, [_site(r, sites.regional) for r in rows]
+    return rows, [_site(r, regional) for r in rows]
 
 
 def _conflicts_csv(results: list[dict[str, Any]]) -> str:
@@ -235,11 +342,23 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             "freeHa": sum(r["freeHa"] for r in results)}
 
 
-async def _statistics(request: Request, inputs: dict[str, Any], fmt: str) -> Response:
+async def _prepare_statistics(request: Request, inputs: dict[str, Any], f: str | None) -> processjobs.Compute:
+    fmt = f or "json"
     if fmt not in ("json", "csv"):
         raise InvalidParameter("f must be json or csv", parameter="f")
+    sites, zones = await _statistics_members(request, inputs.get("municipalities"))
+
+    async def compute(pool: Any) -> processjobs.Output:
+        out = await statistics(pool, sites, zones)
+        if fmt == "json":
+            return processjobs.Output(orjson.dumps(out), JSON)
+        return processjobs.Output(_statistics_csv(out).encode(), "text/csv; charset=utf-8", "statistics.csv")
+    return compute
+
+
+async def _statistics_members(request: Request, wanted: Any) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The regional sites' and zones' member collections, of the wanted municipalities (default: all)."""
     catalog = await current_catalog(request)
-    wanted = inputs.get("municipalities")
     if wanted is not None:
         if not isinstance(wanted, list) or not all(isinstance(m, str) for m in wanted):
             raise InvalidParameter("municipalities is a list of slugs", parameter="municipalities")
@@ -249,11 +368,14 @@ async def _statistics(request: Request, inputs: dict[str, Any], fmt: str) -> Res
     region = catalog.region.collections
 
     def members(cid: str) -> list[tuple[int, str]]:
-        return [m for m in region[cid].members if wanted is None or m[1] in wanted]
+        return [m for m in region[cid].members if wanted is None or m[1] in wanted] if cid in region else []
+    return members("commercial-sites"), members("ecological-zones")
 
-    sites, zones = members("commercial-sites"), members("ecological-zones")
+
+async def statistics(pool: Any, sites: list[tuple[int, str]], zones: list[tuple[int, str]]) -> dict[str, Any]:
+    """Sites by each dimension and protected area by category, per municipality and for the region."""
     out: dict[str, Any] = {"sites": {}, "protection": []}
-    async with connection(request.app.state.pool) as conn:
+    async with connection(pool) as conn:
         for dimension in DIMENSIONS:
             rows = await _fetch(conn, site_statistics_sql(sites, dimension)) if sites else []
             out["sites"][dimension] = [{"municipality": r["municipality"] or "region", "value": r["value"],
@@ -261,16 +383,17 @@ async def _statistics(request: Request, inputs: dict[str, Any], fmt: str) -> Res
         rows = await _fetch(conn, protection_statistics_sql(zones)) if zones else []
         out["protection"] = [{"municipality": r["municipality"], "category": r["category"], "count": r["count"],
                               "areaHa": r["area_ha"]} for r in rows]
-    if fmt == "json":
-        return Response(orjson.dumps(out), media_type=JSON)
+    return out
+
+
+def _statistics_csv(out: dict[str, Any]) -> str:
     lines = ["table,municipality,value,count,area_ha"]
     for dimension, rows in out["sites"].items():
         lines += [f"sites by {dimension},{r['municipality']},{r['value'] or ''},{r['count']},{r['areaHa']:.4f}"
                   for r in rows]
     lines += [f"protected area,{r['municipality']},{r['category']},{r['count']},{r['areaHa']:.4f}"
               for r in out["protection"]]
-    return Response("\n".join(lines) + "\n", media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="statistics.csv"'})
+    return "\n".join(lines) + "\n"
 
 
 def _codes(inputs: dict[str, Any], name: str, allowed: list[str] | None) -> list[str] | None:
@@ -334,7 +457,9 @@ def _to_storage() -> Transformer:
     return Transformer.from_crs(4326, STORAGE_SRID, always_xy=True)
 
 
-async def _site_search(request: Request, inputs: dict[str, Any]) -> Response:
+async def _prepare_site_search(request: Request, inputs: dict[str, Any], f: str | None) -> processjobs.Compute:
+    if f not in (None, "json"):
+        raise InvalidParameter("f must be json", parameter="f")
     sites = await _collection(request, inputs.get("sites", "/region/collections/commercial-sites"), "sites")
     if sites.layer_type.name != "commercial-site":
         raise InvalidParameter("sites must be a commercial-site collection", parameter="sites")
@@ -359,21 +484,25 @@ async def _site_search(request: Request, inputs: dict[str, Any]) -> Response:
                                 servicing=_codes(inputs, "servicing", enum("servicing")),
                                 availability=_codes(inputs, "availability", enum("availability")),
                                 near=near, rank=rank, descending=order == "desc", limit=limit, offset=offset)
-    async with connection(request.app.state.pool) as conn:
-        rows = await conn.fetch(sql, *args)
-    found = []
-    for r in rows:
-        props = _json(r["properties"])
-        found.append({"id": f"{r['muni']}:{r['fid']}" if sites.regional else r["fid"], "name": props.get("name"),
-                      "netHa": r["net_ha"], "usableHa": r["usable_ha"], "distanceKm": r["distance_km"],
-                      "properties": props})
-    total = rows[0]["total"] if rows else (0 if offset == 0 else None)
-    links = []
-    if total is not None and offset + len(rows) < total:
-        links.append({"rel": "next", "href": f"{base_url(request)}/processes/site-search/execution",
-                      "type": JSON, "title": "next page: the same inputs with offset", "offset": offset + limit})
-    return Response(orjson.dumps({"numberMatched": total, "numberReturned": len(found), "sites": found,
-                                  "links": links}), media_type=JSON)
+    base = base_url(request)
+
+    async def compute(pool: Any) -> processjobs.Output:
+        async with connection(pool) as conn:
+            rows = await conn.fetch(sql, *args)
+        found = []
+        for r in rows:
+            props = _json(r["properties"])
+            found.append({"id": f"{r['muni']}:{r['fid']}" if sites.regional else r["fid"], "name": props.get("name"),
+                          "netHa": r["net_ha"], "usableHa": r["usable_ha"], "distanceKm": r["distance_km"],
+                          "properties": props})
+        total = rows[0]["total"] if rows else (0 if offset == 0 else None)
+        links = []
+        if total is not None and offset + len(rows) < total:
+            links.append({"rel": "next", "href": f"{base}/processes/site-search/execution", "type": JSON,
+                          "title": "next page: the same inputs with offset", "offset": offset + limit})
+        return processjobs.Output(orjson.dumps({"numberMatched": total, "numberReturned": len(found),
+                                                "sites": found, "links": links}), JSON)
+    return compute
 
 
 async def _fetch(conn: Any, query: tuple[str, list[Any]]) -> list[Any]:
@@ -429,3 +558,6 @@ def _geojson(rows: list[Any], results: list[dict[str, Any]]) -> dict[str, Any]:
                              "properties": {"kind": "overlap", "site": result["id"],
                                             "overlapHa": result["conflictHa"]}})
     return {"type": "FeatureCollection", "features": features}
+
+
+PREPARE = {"conflicts": _prepare_conflicts, "statistics": _prepare_statistics, "site-search": _prepare_site_search}

@@ -1,0 +1,135 @@
+"""Asynchronous process runs (OGC API – Processes jobs): `Prefer: respond-async` answers 201 with a job whose
+results equal the synchronous answer; bad inputs are still a 400 and start nothing; a job is its owner's; a job
+whose process died is shown failed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from tests.conftest import app_client, new_key
+
+ASYNC = {"Prefer": "respond-async"}
+CONFLICTS = {"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones",
+             "defaultBuffer": 250}
+
+
+@pytest.fixture(scope="module")
+def jobs_db(demo_db):
+    return demo_db("geotwin_jobs")
+
+
+@pytest.fixture(scope="module")
+async def api(cluster, jobs_db):
+    async with app_client(cluster, "geotwin_jobs") as (_, client):
+        yield client
+
+
+async def finished(client, location: str, headers: dict | None = None) -> dict:
+    for _ in range(300):
+        status = (await client.get(location, headers=headers)).json()
+        if status["status"] not in ("accepted", "running"):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the job did not finish: {status}")
+
+
+async def job_count(db_url: str) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM process_job")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(("process", "inputs", "f"), [
+    ("conflicts", CONFLICTS, None),
+    ("conflicts", CONFLICTS, "csv"),
+    ("statistics", {"municipalities": ["halle", "leipzig"]}, None),
+    ("site-search", {"minAreaHa": 1, "rankBy": "area", "limit": 5}, None),
+])
+async def test_async_results_equal_the_synchronous_answer(api, process, inputs, f):
+    params = {"f": f} if f else {}
+    sync = await api.post(f"/processes/{process}/execution", params=params, json={"inputs": inputs})
+    assert sync.status_code == 200, sync.text
+    started = await api.post(f"/processes/{process}/execution", params=params, json={"inputs": inputs},
+                             headers=ASYNC)
+    assert started.status_code == 201, started.text
+    assert started.headers["preference-applied"] == "respond-async"
+    info = started.json()
+    assert info["status"] in ("accepted", "running", "successful") and info["processID"] == process
+    assert started.headers["location"].endswith(f"/jobs/{info['jobID']}")
+    done = await finished(api, started.headers["location"])
+    assert done["status"] == "successful", done
+    results_link = next(x["href"] for x in done["links"] if x["rel"].endswith("/results"))
+    results = await api.get(results_link)
+    assert results.status_code == 200
+    assert results.headers["content-type"] == sync.headers["content-type"]
+    assert results.content == sync.content
+    if f == "csv":
+        assert 'filename="conflicts.csv"' in results.headers["content-disposition"]
+
+
+@pytest.mark.parametrize(("inputs", "parameter"), [
+    ({"sites": "/region/collections/nowhere", "constraints": CONFLICTS["constraints"]}, "sites"),
+    ({**CONFLICTS, "defaultBuffer": -1}, "defaultBuffer"),
+    ({**CONFLICTS, "sitesFilter": "area_net_ha > 'x'"}, "sitesFilter"),
+])
+async def test_bad_inputs_are_a_400_and_start_no_job(api, jobs_db, inputs, parameter):
+    url = jobs_db
+    before = await job_count(url)
+    r = await api.post("/processes/conflicts/execution", json={"inputs": inputs}, headers=ASYNC)
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["parameter"] == parameter
+    assert await job_count(url) == before
+
+
+async def test_a_job_is_its_owners(api, jobs_db):
+    halle = await new_key(jobs_db, "halle", "viewer", "Halle viewer")
+    leipzig = await new_key(jobs_db, "leipzig", "editor", "Leipzig editor")
+    mine, theirs = {"X-API-Key": halle}, {"X-API-Key": leipzig}
+    started = await api.post("/processes/statistics/execution", json={"inputs": {}}, headers={**ASYNC, **mine})
+    assert started.status_code == 201
+    location = started.headers["location"]
+    job = started.json()["jobID"]
+    await finished(api, location, mine)
+    for headers in (None, theirs):
+        assert (await api.get(location, headers=headers)).status_code == 404
+        assert (await api.get(location + "/results", headers=headers)).status_code == 404
+        assert (await api.delete(location, headers=headers)).status_code == 404
+    listed = (await api.get("/jobs", headers=mine)).json()["jobs"]
+    assert [j["jobID"] for j in listed] == [job]
+    assert (await api.get("/jobs", headers=theirs)).json()["jobs"] == []
+    assert (await api.get("/jobs")).json()["jobs"] == []  # anonymous runs are reached by their id only
+    dismissed = await api.delete(location, headers=mine)
+    assert dismissed.status_code == 200 and dismissed.json()["status"] == "dismissed"
+    gone = await api.get(location + "/results", headers=mine)
+    assert gone.status_code == 404 and gone.json()["type"].endswith("/result-not-ready")
+
+
+async def test_a_job_whose_process_died_is_failed_and_says_so(api, jobs_db):
+    conn = await asyncpg.connect(jobs_db)
+    try:
+        await conn.execute("INSERT INTO process_job (id, process_id, status, started_at, heartbeat_at) VALUES "
+                           "('0123456789abcdef0123456789abcdef', 'conflicts', 'running', now() - interval '1 hour', "
+                           "now() - interval '1 hour')")
+    finally:
+        await conn.close()
+    status = (await api.get("/jobs/0123456789abcdef0123456789abcdef")).json()
+    assert status["status"] == "failed" and "restarted" in status["message"]
+    results = await api.get("/jobs/0123456789abcdef0123456789abcdef/results")
+    assert results.status_code == 503 and results.headers["retry-after"]
+    assert (await api.get("/jobs/not-a-job")).status_code == 404
+
+
+async def test_processes_offer_async_and_the_root_links_them(api):
+    doc = (await api.get("/processes/conflicts")).json()
+    assert doc["jobControlOptions"] == ["sync-execute", "async-execute"]
+    root = (await api.get("/")).json()
+    rels = {x["rel"] for x in root["links"]}
+    assert "http://www.opengis.net/def/rel/ogc/1.0/processes" in rels
+    assert "http://www.opengis.net/def/rel/ogc/1.0/job-list" in rels
+    conformance = (await api.get("/conformance")).json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list" in conformance
