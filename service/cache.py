@@ -34,8 +34,9 @@ def etag_for(*parts: Any) -> str:
 class CatalogCache:
     """The published catalog, held in memory between announcements of change."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, track_lsn: bool = False) -> None:
         self.dsn = dsn
+        self.track_lsn = track_lsn  # with read replicas: note the primary's WAL position with each snapshot
         self.snapshot: Catalog | None = None
         self.generation = 0  # counts announcements; tests wait on it
         self.listening = False
@@ -49,7 +50,7 @@ class CatalogCache:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
@@ -78,8 +79,12 @@ class CatalogCache:
                 await asyncio.sleep(0.5)
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever broke (the server restarting mid-LISTEN leaves
+                # asyncpg in InternalClientError), the listener must outlive it: drop the connection, retry
                 self._lost()
+                if self._conn is not None:
+                    self._conn.terminate()
+                    self._conn = None
                 log.warning("catalog listener: %s; reading the catalog per request until it is back", exc)
                 await asyncio.sleep(1)
 
@@ -90,6 +95,8 @@ class CatalogCache:
         generation = self.generation
         async with connection(pool) as conn:
             catalog = await load_catalog(conn)
+            if self.track_lsn:  # read after the catalog: every commit it saw is at or before this position
+                catalog.lsn = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
         if self.listening and generation == self.generation:  # no announcement while we read
             self.snapshot = catalog
         return catalog
