@@ -33,7 +33,10 @@ def find_bindir() -> Path:
 
 
 def port_is_free(port: int) -> bool:
+    """Nobody listens there. SO_REUSEADDR, as PostgreSQL itself binds: connections of a server just stopped
+    (TIME_WAIT) do not keep it from starting again."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -113,6 +116,19 @@ class LocalCluster:
     def stop(self) -> None:
         if self.is_running():
             self._run("pg_ctl", "stop", "-D", str(self.datadir), "-m", "fast", check=False)
+
+    def replica(self, datadir: Path, port: int) -> LocalCluster:
+        """A streaming replica of this (running) cluster in `datadir` (pg_basebackup -R), not yet started."""
+        replica = LocalCluster(datadir, port, self.bindir)
+        replica.datadir.mkdir(parents=True, exist_ok=True)
+        replica.datadir.chmod(0o700)  # PostgreSQL refuses a data directory others can read
+        if self._as_postgres:
+            shutil.chown(replica.datadir, "postgres", "postgres")
+        result = self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
+                           "-D", str(replica.datadir), "-R", "-X", "stream", "-c", "fast", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {result.stderr}")
+        return replica
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
