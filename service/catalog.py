@@ -71,6 +71,9 @@ class Catalog:
     region: Dataset
     # What a municipality's own members see: its public and internal collections.
     members: dict[str, Dataset] = field(default_factory=dict)
+    # The primary's WAL position when this was read (with read replicas): a replica that has replayed it
+    # holds at least the rows of these collection versions.
+    lsn: int = 0
 
 
 def _union_bbox(boxes: list) -> tuple[float, float, float, float] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -321,13 +322,21 @@ def generate(
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          access_log: Annotated[bool, typer.Option(help="log every request (costs ~10% at high rates)")] = False
+          access_log: Annotated[bool, typer.Option(help="log every request as JSON (costs ~10% at high rates)")]
+          = False,
+          log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
           ) -> None:
-    """Serve the API (database from PG* settings / .env)."""
+    """Serve the API (database from PG* settings / .env). Logs are JSON lines on stderr."""
     import uvicorn
 
+    from service.observability import log_config
+
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # The workers share their metrics through files here, so /metrics sums them whichever one answers.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="geotwin-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=True, access_log=access_log)
+                proxy_headers=True, access_log=False, log_config=log_config(log_level.upper(), access_log))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,8 @@ import asyncpg
 import orjson
 
 from service.settings import DatabaseSettings
+
+log = logging.getLogger("geotwin.db")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -27,10 +30,21 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(db: DatabaseSettings) -> asyncpg.Pool:
-    """Open the pool (the application lifespan owns it)."""
+async def create_pool(db: DatabaseSettings, dsn: str | None = None, lazy: bool = False) -> asyncpg.Pool:
+    """Open a pool on the database (or on `dsn`, a replica of it); the application lifespan owns it. A
+    database that is down at start-up does not stop the service: the pool then opens connections when
+    asked, and `/ready` says 503 until it answers. `lazy` pools open connections only when asked."""
+    if not lazy:
+        try:
+            return await _pool(db, dsn or db.dsn(), db.pool_min)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("database not reachable at start-up (%s); serving 503 until it is", exc)
+    return await _pool(db, dsn or db.dsn(), 0)
+
+
+async def _pool(db: DatabaseSettings, dsn: str, min_size: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        db.dsn(), min_size=db.pool_min, max_size=db.pool_max, init=_init_connection, reset=_reset_connection,
+        dsn, min_size=min_size, max_size=db.pool_max, init=_init_connection, reset=_reset_connection,
         # Custom plans always: collections differ in size by orders of magnitude, and a generic plan for
         # a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
         server_settings={"application_name": "geotwin", "jit": "off", "plan_cache_mode": "force_custom_plan"},

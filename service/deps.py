@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Path, Request
@@ -11,6 +11,7 @@ from fastapi import Path, Request
 from service.auth import Principal
 from service.catalog import Catalog, Collection, Dataset
 from service.errors import NotFound
+from service.replicas import read_pool
 
 
 @dataclass
@@ -44,12 +45,19 @@ async def municipality_scope(
     if dataset is None:
         raise NotFound(f"no municipality {municipality!r}; known: {', '.join(sorted(catalog.datasets))}",
                        parameter="municipality")
-    return Scope(dataset, request.app.state.pool, principal)
+    return Scope(dataset, reader(request, catalog), principal)
 
 
 async def region_scope(request: Request) -> Scope:
     catalog = await current_catalog(request)
-    return Scope(catalog.region, request.app.state.pool, principal_of(request))
+    return Scope(catalog.region, reader(request, catalog), principal_of(request))
+
+
+def reader(request: Request, catalog: Catalog) -> Any:
+    """The pool a read-only request uses: a fresh replica's for anonymous GETs when replicas are configured
+    (service.replicas), else the primary's. Writes use `request.app.state.pool`."""
+    anonymous = request.method in ("GET", "HEAD") and principal_of(request) is None
+    return read_pool(request.app.state, catalog, anonymous, request.scope)
 
 
 def visible_dataset(catalog: Catalog, principal: Principal | None, municipality: str) -> Dataset | None:

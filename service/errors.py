@@ -131,8 +131,17 @@ def install(app: FastAPI) -> None:
         return _json(exc.status_code, {"code": code, "description": str(exc.detail)},
                      headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(asyncpg.exceptions.QueryCanceledError)
+    async def _canceled(_: Request, exc: Exception) -> Response:
+        return _json(503, {"code": "ServiceUnavailable",
+                           "description": "the request took longer than the database allows; narrow it down "
+                                          "(bbox, filter, limit) or run it as a job"}, headers={"Retry-After": "5"})
+
     @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
     @app.exception_handler(asyncpg.exceptions.TooManyConnectionsError)
+    @app.exception_handler(asyncpg.exceptions.PostgresConnectionError)
+    @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
+    @app.exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError)
     @app.exception_handler(ConnectionError)
     @app.exception_handler(OSError)
     async def _db_down(_: Request, exc: Exception) -> Response:

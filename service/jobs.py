@@ -22,6 +22,7 @@ from service.db import connection
 from service.errors import GeoTwinError, PayloadTooLarge
 from service.importer import ImportOptions, ImportReport, import_file
 from service.layertypes import LayerType
+from service.observability import IMPORTS, IMPORTS_RUNNING
 
 log = logging.getLogger("geotwin.jobs")
 STALE = "interval '2 minutes'"
@@ -75,6 +76,7 @@ async def start(app: Any, collection_pk: int, layer: LayerType, path: Path, name
 async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: Path, options: ImportOptions,
                actor: str) -> None:
     pool = app.state.pool
+    IMPORTS_RUNNING.inc()
     try:
         async with connection(pool) as conn:
             async def beat(report: ImportReport) -> None:
@@ -94,10 +96,12 @@ async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: P
         log.exception("import job %s failed", job)
         await _finish(pool, job, "failed", None, f"internal error: {exc.__class__.__name__}")
     finally:
+        IMPORTS_RUNNING.dec()
         shutil.rmtree(path.parent, ignore_errors=True)
 
 
 async def _finish(pool: Any, job: str, status: str, report: dict | None, error: str | None) -> None:
+    IMPORTS.labels(status).inc()
     async with connection(pool) as conn:
         await conn.execute(FINISH, job, status, orjson.dumps(report).decode() if report else None, error)
 

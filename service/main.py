@@ -21,8 +21,11 @@ from service.crs import CrsList
 from service.db import create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
+from service.migrate import head_revision
 from service.models import STORAGE_SRID
-from service.routers import admin, edit, history, imports, ogc, platform, processes, tiles
+from service.observability import Observed, record_pool, route_of
+from service.replicas import Replicas, answer_reads_again
+from service.routers import admin, edit, history, imports, ogc, ops, platform, processes, tiles
 from service.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -34,10 +37,32 @@ VENDOR = {"maplibre-gl": NODE_MODULES / "maplibre-gl" / "dist", "chart.js": NODE
 class GeoTwinApp(FastAPI):
     """FastAPI, with plain GET tile requests answered before the middleware stack (service.tilefast)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and await tilefast.answer(self, scope, send):
-            return
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The application itself (middleware and routes)."""
         await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        observed = Observed(scope, send)  # request id, status, duration: for the fast path and the app alike
+        route = None
+        try:
+            route = await tilefast.answer(self, scope, observed.wrapped_send)
+            if route is None:
+                await answer_reads_again(self, scope, receive, observed.wrapped_send)
+                route = route_of(scope)
+        finally:
+            observed.finish(route)
+
+
+async def _record_pools(app: FastAPI) -> None:
+    """The pool gauges of /metrics, every second (nothing per request)."""
+    while True:
+        record_pool("primary", app.state.pool)
+        for member in app.state.replicas.members:
+            record_pool(member.name, member.pool)
+        await asyncio.sleep(1)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,15 +72,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.db)
-        app.state.catalog_cache = CatalogCache(settings.db.dsn())
+        app.state.replicas = Replicas(settings.db.replicas, lambda dsn: create_pool(settings.db, dsn, lazy=True))
+        await app.state.replicas.start()
+        app.state.catalog_cache = CatalogCache(settings.db.dsn(), track_lsn=bool(settings.db.replicas))
         await app.state.catalog_cache.start()
+        gauges = asyncio.create_task(_record_pools(app))
         try:
             yield
         finally:
+            gauges.cancel()
             for job in list(app.state.jobs):  # recorded as failed; their transactions roll back
                 job.cancel()
             await asyncio.gather(*app.state.jobs, return_exceptions=True)
             await app.state.catalog_cache.stop()
+            await app.state.replicas.stop()
             await app.state.pool.close()
 
     app = GeoTwinApp(
@@ -70,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.count_cache = LRUCache(maxsize=settings.cache.count_cache_entries)
     app.state.openapi_30 = None
     app.state.jobs = set()
+    app.state.head_revision = head_revision()
     app.state.crs = CrsList.from_names([*settings.api.crs, f"EPSG:{STORAGE_SRID}"])
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     app.state.charts_available = (VENDOR["chart.js"] / "chart.umd.min.js").exists()
@@ -80,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=list(tilefast.CORS_EXPOSE))
     app.add_middleware(HeadAsGet)
+    app.include_router(ops.router)
     app.include_router(platform.router)
     app.include_router(admin.router)
     app.include_router(processes.router)

@@ -23,6 +23,7 @@ import orjson
 
 from service.db import connection
 from service.errors import GeoTwinError, status_of
+from service.observability import PROCESS_JOBS, PROCESS_JOBS_RUNNING
 
 log = logging.getLogger("geotwin.processjobs")
 HEARTBEAT_S = 20
@@ -78,14 +79,16 @@ async def start(app: Any, process_id: str, owner: str, inputs: dict[str, Any], c
     async with connection(app.state.pool) as conn:
         await conn.execute(EXPIRE, app.state.settings.jobs.keep_days)
         await conn.execute(CREATE, job, process_id, owner, orjson.dumps(inputs).decode())
-    task = asyncio.create_task(_run(app.state.pool, job, compute))
+    task = asyncio.create_task(_run(app.state.pool, job, process_id, compute))
     app.state.jobs.add(task)
     task.add_done_callback(app.state.jobs.discard)
     return job
 
 
-async def _run(pool: Any, job: str, compute: Compute) -> None:
+async def _run(pool: Any, job: str, process_id: str, compute: Compute) -> None:
     work: asyncio.Task | None = None
+    outcome = "failed"
+    PROCESS_JOBS_RUNNING.inc()
     try:
         async with connection(pool) as conn:
             await conn.execute(START, job)
@@ -98,10 +101,12 @@ async def _run(pool: Any, job: str, compute: Compute) -> None:
                 status = await conn.fetchval(BEAT, job)
             if status != "running":
                 work.cancel()
+                outcome = "dismissed"
                 return
         out = work.result()
         async with connection(pool) as conn:
             await conn.execute(SUCCEED, job, out.body, out.media_type, out.filename)
+        outcome = "successful"
     except GeoTwinError as exc:
         await _fail(pool, job, exc.description, status_of(exc))
     except asyncio.CancelledError:
@@ -113,6 +118,9 @@ async def _run(pool: Any, job: str, compute: Compute) -> None:
     except Exception as exc:  # noqa: BLE001 - recorded on the job, which is all its owner can act on
         log.exception("process job %s failed", job)
         await _fail(pool, job, f"internal error: {exc.__class__.__name__}", 500)
+    finally:
+        PROCESS_JOBS_RUNNING.dec()
+        PROCESS_JOBS.labels(process_id, outcome).inc()
 
 
 async def _fail(pool: Any, job: str, message: str, status: int) -> None:

@@ -20,6 +20,8 @@ class DatabaseSettings(BaseSettings):
     database: str = "geotwin"
     pool_min: int = Field(default=1, alias="GEOTWIN_DB_POOL_MIN")
     pool_max: int = Field(default=10, alias="GEOTWIN_DB_POOL_MAX")
+    # Read replicas (PostgreSQL streaming replicas of this database), as a JSON list of libpq URLs.
+    replicas: list[str] = Field(default_factory=list, alias="GEOTWIN_DB_REPLICAS")
 
     def dsn(self) -> str:
         """A libpq URL (asyncpg and psql both read it)."""

@@ -16,22 +16,31 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Scope, Send
 
+from service.replicas import read_pool
 from service.routers.tiles import format_of, tile_answer
 
 TILE_PATH = re.compile(r"^(?:/municipalities/(?P<m>[^/]+)|(?P<region>/region))(?:/collections/(?P<c>[^/]+))?"
                        r"/tiles/(?P<tms>[A-Za-z0-9]+)/(?P<z>\d{1,2})/(?P<row>\d{1,9})/(?P<col>\d{1,9})$")
 
 
+_TILE = "/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"
+ROUTES = {(municipality, collection): ("/municipalities/{municipality}" if municipality else "/region")
+          + ("/collections/{collectionId}" if collection else "") + _TILE
+          for municipality in (True, False) for collection in (True, False)}
+
 # Headers a web map on another origin may read (the CORS middleware exposes the same ones).
 CORS_EXPOSE = ("ETag", "Content-Crs", "Link")
 
 
-async def answer(app: Any, scope: Scope, send: Send) -> bool:
-    """Answer a plain GET or HEAD tile request; False (nothing sent) leaves it to the application."""
+async def answer(app: Any, scope: Scope, send: Send) -> str | None:
+    """Answer a plain GET or HEAD tile request with the route template it matched (for the metrics);
+    None (nothing sent) leaves it to the application."""
     if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-        return False
+        return None
     match = TILE_PATH.match(scope["path"])
-    return match is not None and await _answer(app.state, scope, match, send)
+    if match is None or not await _answer(app.state, scope, match, send):
+        return None
+    return ROUTES[(match["region"] is None, match["c"] is not None)]
 
 
 async def _answer(state: Any, scope: Scope, match: re.Match, send: Send) -> bool:
@@ -58,7 +67,8 @@ async def _answer(state: Any, scope: Scope, match: re.Match, send: Send) -> bool
     fmt = format_of(query[0][1] if query else None, headers.get(b"accept", b"").decode("latin-1"))
     try:
         status, out, body = await tile_answer(
-            state.pool, state.tile_cache, dataset.path, owner, collections, match["tms"], int(match["z"]),
+            read_pool(state, catalog, True, scope), state.tile_cache, dataset.path, owner, collections, match["tms"],
+            int(match["z"]),
             int(match["row"]), int(match["col"]), fmt, headers.get(b"if-none-match", b"").decode("latin-1"))
     except Exception:  # noqa: BLE001 - nothing is sent yet: the application answers, with its JSON errors
         return False

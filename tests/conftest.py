@@ -91,15 +91,17 @@ def demo_db(cluster: LocalCluster):
 
 
 def settings_for(cluster: LocalCluster, database: str = "geotwin_test", auth: AuthSettings | None = None,
-                 **api: object) -> Settings:
-    db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database)
+                 replicas: list[str] | None = None, **api: object) -> Settings:
+    db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database,
+                          GEOTWIN_DB_REPLICAS=replicas or [])
     return Settings(db=db, api=ApiSettings(**api), auth=auth or AuthSettings(), public_url="")
 
 
 @asynccontextmanager
-async def app_client(cluster: LocalCluster, database: str, **api: object) -> AsyncIterator[tuple]:
+async def app_client(cluster: LocalCluster, database: str, replicas: list[str] | None = None,
+                     **api: object) -> AsyncIterator[tuple]:
     """An app on a database of its own, with its lifespan, and an in-process client: (app, client)."""
-    app = create_app(settings_for(cluster, database, **api))
+    app = create_app(settings_for(cluster, database, replicas=replicas, **api))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         yield app, client

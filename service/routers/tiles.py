@@ -16,6 +16,7 @@ from service.crs import CRS84, epsg_uri
 from service.db import connection
 from service.deps import Scope
 from service.errors import NotFound
+from service.observability import TILE_HIT, TILE_MISS
 from service.params import check_known
 from service.responses import DATA_CACHE, JSON, base_url, etag_matches, json_response, link
 from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
@@ -81,8 +82,10 @@ async def tile_answer(pool: Any, cache: Any, dataset_path: str, owner: str, coll
         return 304, tile_headers(etag, None), b""
     hit = cache.get(key)
     if hit is not None:
+        TILE_HIT.inc()
         body = hit[0]
     else:
+        TILE_MISS.inc()
         body = await _render(pool, _tile_layers(collections, tms_id, z), tile, fmt, multi_layer=owner == "*")
         cache.put(key, body, etag)
     if not body:

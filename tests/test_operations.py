@@ -1,0 +1,238 @@
+"""Operations against real PostgreSQL processes the test starts and stops: health and readiness through a
+database outage, Prometheus metrics, request ids and JSON logs, and reads from a streaming replica."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from service.localdb import LocalCluster
+from service.migrate import head_revision, upgrade
+from tests.conftest import app_client, free_port, new_key
+
+ROOT = Path(__file__).resolve().parent.parent
+SITES = "/municipalities/halle/collections/commercial-sites"
+TILE = "/municipalities/halle/tiles/WebMercatorQuad/13/2723/4370"  # Star Park
+
+
+@pytest.fixture(scope="module")
+def primary():
+    """A PostgreSQL of this module's own (the tests stop and start it), with the demo data."""
+    base = Path(tempfile.mkdtemp(prefix="geotwin-ops-"))
+    os.chmod(base, 0o755)
+    c = LocalCluster(base / "primary", free_port())
+    c.start()
+    url = c.create_database("geotwin_ops")
+    upgrade(url)
+    from service.cli import _load_demo
+
+    asyncio.run(_load_demo(url))
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def replica(primary):
+    r = primary.replica(primary.datadir.parent / "replica", free_port())
+    r.start()
+    yield r
+    r.stop()
+
+
+async def wait_for(check, timeout: float = 30) -> None:
+    """Until `check()` (a value or an awaitable) is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("not within the time")
+
+
+async def test_ready_turns_503_while_the_database_is_down_and_back_by_itself(primary):
+    async with app_client(primary, "geotwin_ops") as (_, client):
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        ready = await client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["migration"] == head_revision()
+        primary.stop()
+        try:
+            down = await client.get("/ready")
+            assert down.status_code == 503 and down.headers["retry-after"]
+            assert "not reachable" in down.json()["description"]
+            assert (await client.get("/health")).status_code == 200
+            for path in (f"{SITES}/items", TILE, "/municipalities/halle/collections"):
+                r = await client.get(path)
+                assert r.status_code == 503, (path, r.status_code, r.text[:200])
+                assert r.headers["retry-after"]
+        finally:
+            primary.start()
+
+        async def back() -> bool:
+            return (await client.get("/ready")).status_code == 200
+        await wait_for(back)
+        assert (await client.get(f"{SITES}/items")).json()["numberReturned"] > 0
+        assert (await client.get(TILE)).status_code == 200
+
+
+async def test_ready_says_when_the_schema_is_behind(primary):
+    primary.psql("DROP DATABASE IF EXISTS geotwin_old")
+    url = primary.create_database("geotwin_old")
+    await asyncio.to_thread(upgrade, url, "0009")
+    async with app_client(primary, "geotwin_old") as (_, client):
+        r = await client.get("/ready")
+    assert r.status_code == 503 and "geotwin migrate" in r.json()["description"]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if not m:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+async def test_metrics_count_requests_tiles_pools_and_jobs(primary):
+    async with app_client(primary, "geotwin_ops") as (_, client):
+        before = (await client.get("/metrics")).text
+        for _ in range(3):
+            await client.get(f"{SITES}/items")
+        await client.get(f"{SITES}/items/nope")
+        await client.get(TILE + "?f=mvt")  # through the router
+        await client.get(TILE + "?f=mvt")  # the same again: from the cache
+        await client.post("/processes/statistics/execution", json={"inputs": {}},
+                          headers={"Prefer": "respond-async"})
+        await asyncio.sleep(1.2)  # the pool gauges are recorded every second
+        text = (await client.get("/metrics")).text
+    route = "/municipalities/{municipality}/collections/{collectionId}/items"
+    assert metric(text, "geotwin_requests_total", route=route, status="200") - metric(
+        before, "geotwin_requests_total", route=route, status="200") == 3
+    assert metric(text, "geotwin_requests_total", route=route + "/{featureId}", status="404") >= 1
+    assert metric(text, "geotwin_request_duration_seconds_count", route=route) >= 3
+    assert metric(text, "geotwin_request_duration_seconds_bucket", route=route, le="+Inf") >= 3
+    assert metric(text, "geotwin_tile_cache_total", result="hit") - metric(
+        before, "geotwin_tile_cache_total", result="hit") >= 1
+    assert metric(text, "geotwin_tile_cache_total", result="miss") >= 1
+    assert metric(text, "geotwin_db_pool_connections", pool="primary", state="idle") >= 1
+    assert metric(text, "geotwin_process_jobs_total", process="statistics", status="successful") >= 1
+    assert "geotwin_import_jobs_running" in text
+
+
+def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(primary):
+    port = free_port()
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(primary.port), "PGUSER": "geotwin",
+           "PGDATABASE": "geotwin_ops", "PGPASSWORD": ""}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--workers", "2", "--port", str(port),
+                             "--access-log"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the service did not start"
+            time.sleep(0.3)
+        given = httpx.get(f"{base}{SITES}/items", headers={"X-Request-ID": "planner-42.a_b"})
+        assert given.headers["x-request-id"] == "planner-42.a_b"
+        made = httpx.get(f"{base}{TILE}", headers={"X-Request-ID": "bad id with spaces"})
+        assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])  # the fast path has one too
+        with httpx.Client(base_url=base) as client:  # new connections land on either worker
+            for _ in range(40):
+                client.get("/schemas", headers={"Connection": "close"})
+        totals = {metric(httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text,
+                         "geotwin_requests_total", route="/schemas") for _ in range(6)}
+        assert totals == {40.0}, totals  # whichever worker answers, it reports both
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines, err[-2000:]
+    access = [x for x in lines if x.get("logger") == "geotwin.access"]
+    mine = [x for x in access if x.get("request_id") == "planner-42.a_b"]
+    assert mine and mine[0]["status"] == 200 and mine[0]["route"].endswith("/items") and mine[0]["duration_ms"] > 0
+    assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    assert not [x for x in err.splitlines() if x.strip() and not x.startswith("{")], "every line is JSON"
+
+
+async def test_anonymous_reads_use_a_fresh_replica_and_fall_back_to_the_primary(primary, replica):
+    replica_url = replica.url("geotwin_ops")
+    key = await new_key(primary.url("geotwin_ops"), "halle", "editor", "Ops")
+    async with app_client(primary, "geotwin_ops", replicas=[replica_url]) as (app, client):
+        await wait_for(lambda: app.state.replicas.members[0].healthy)
+
+        name = app.state.replicas.members[0].name
+
+        async def routed(target: str) -> float:
+            return metric((await client.get("/metrics")).text, "geotwin_replica_routing_total", target=target)
+
+        async def served_by_replica(path: str) -> bool:
+            before = await routed(name)
+            return (await client.get(path)).status_code == 200 and await routed(name) > before
+        await wait_for(lambda: served_by_replica(f"{SITES}/items"))  # once it has replayed the catalog's LSN
+        assert (await client.get("/ready")).json()["replicas"][0]["healthy"] is True
+
+        # Replay paused: an edit on the primary is newer than the replica, so readers are sent to the primary.
+        async with connected(replica_url) as conn:
+            await conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            feature = {"type": "Feature", "id": "ops-1", "properties": {
+                "name": "Neu am Hafen", "area_gross_ha": 2, "zoning": "GE", "availability": "verfuegbar",
+                "servicing": "erschlossen"}, "geometry": {"type": "Polygon", "coordinates": [[
+                    [11.95, 51.47], [11.952, 51.47], [11.952, 51.471], [11.95, 51.471], [11.95, 51.47]]]}}
+            created = await client.post(f"{SITES}/items", json=feature,
+                                        headers={"Authorization": f"Bearer {key}"})
+            assert created.status_code == 201, created.text
+            to_primary = await routed("primary (no fresh replica)")
+            anonymous = await client.get(f"{SITES}/items/ops-1")
+            assert anonymous.status_code == 200  # not from the paused replica, which does not have it yet
+            assert await routed("primary (no fresh replica)") > to_primary
+            editor = await client.get(f"{SITES}/items/ops-1", headers={"Authorization": f"Bearer {key}"})
+            assert editor.status_code == 200
+        finally:
+            async with connected(replica_url) as conn:
+                await conn.execute("SELECT pg_wal_replay_resume()")
+
+        # Caught up: anonymous reads are served by the replica again.
+        await wait_for(lambda: served_by_replica(f"{SITES}/items/ops-1"))
+
+        replica.stop()
+        try:
+            for path in (f"{SITES}/items", f"{SITES}/items/ops-1", TILE):
+                r = await client.get(path)
+                assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            ready = (await client.get("/ready")).json()
+            assert ready["status"] == "ready" and ready["replicas"][0]["healthy"] is False
+        finally:
+            replica.start()
+        await wait_for(lambda: app.state.replicas.members[0].healthy)
+
+
+@asynccontextmanager
+async def connected(url: str):
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
