@@ -58,6 +58,35 @@ def test_env_example_sets_what_compose_requires():
     assert all(re.search(rf"^{name}=", example, re.M) for name in required)
 
 
+def test_env_example_documents_every_setting():
+    from pydantic import BaseModel
+
+    names = [f.alias or f"PG{name.upper()}" for name, f in DatabaseSettings.model_fields.items()]
+    for name, f in Settings.model_fields.items():
+        if name == "db":
+            continue
+        group = f.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            names += [f"GEOTWIN_{name.upper()}__{sub.upper()}" for sub in group.model_fields]
+        else:
+            names.append(f"GEOTWIN_{name.upper()}")
+    example = (ROOT / ".env.example").read_text()
+    assert [n for n in names if not re.search(rf"^#? ?{n}=", example, re.M)] == []
+
+
+def test_cache_profile_mounts_a_vcl_that_follows_the_service_headers():
+    doc = compose()
+    cache = doc["services"]["cache"]
+    assert cache["profiles"] == ["cache"] and cache["image"].startswith("varnish:")
+    assert cache["depends_on"]["app"]["condition"] == "service_healthy"
+    for volume in cache["volumes"]:
+        assert (ROOT / volume.split(":")[0]).exists(), volume
+    vcl = (ROOT / "deploy" / "varnish" / "default.vcl").read_text()
+    assert '.host = "app"' in vcl and "no-cache" in vcl and "private|no-store" in vcl
+    assert "Authorization" in vcl and "X-API-Key" in vcl
+    assert "/ready" in " ".join(doc["services"]["app"]["healthcheck"]["test"])
+
+
 def test_dockerfile_runs_the_packaged_entry_point_as_non_root():
     dockerfile = (ROOT / "Dockerfile").read_text()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
