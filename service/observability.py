@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 import re
@@ -98,14 +99,21 @@ class Observed:
         elapsed = time.perf_counter() - self.started
         method = self.scope["method"]
         label = route or "unmatched"
-        REQUESTS.labels(method, label, str(self.status or 500)).inc()
-        LATENCY.labels(method, label).observe(elapsed)
+        count, latency = _children(method, label, self.status or 500)
+        count.inc()
+        latency.observe(elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s", method, self.scope["path"], self.status,
                             extra={"method": method, "path": self.scope["path"], "route": label,
                                    "status": self.status, "duration_ms": round(elapsed * 1000, 3),
                                    "client": (self.scope.get("client") or ("", 0))[0]})
         REQUEST_ID.reset(self.token)
+
+
+@functools.lru_cache(maxsize=4096)
+def _children(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The metric children of one (method, route, status): `labels()` costs ~10 µs, a cache hit nothing."""
+    return REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route)
 
 
 def route_of(scope: Scope) -> str | None:
