@@ -20,18 +20,28 @@ reads need no rule here.
 
 Answers to requests that carried a credential are marked `Cache-Control: private`, so no shared cache keeps
 what one user was allowed to see.
+
+Rate limits (`GEOTWIN_LIMITS__…`) apply here too, after the rules: writes, and the expensive requests
+(process runs, exports, imports), are counted per key or token subject and per client address; over the
+limit → 429 with Retry-After.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from typing import Any
 
 import orjson
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KEY_PREFIX, AuthError, Principal, TokenVerifier, principal_for_key
 from service.db import connection
+from service.settings import LimitSettings
 
 SAFE = {"GET", "HEAD", "OPTIONS"}
 PROCESS_EXECUTION = re.compile(r"^/processes/[^/]+/execution$")
@@ -66,10 +76,43 @@ def credential(headers: dict[bytes, bytes]) -> str | None:
     return key or None
 
 
+EXPENSIVE = re.compile(r"^/processes/[^/]+/execution$|/export$|/imports$")
+
+
+def cost(method: str, path: str) -> str | None:
+    """Which rate limit a request counts against: 'expensive', 'writes' or none."""
+    if EXPENSIVE.search(path) and (method == "POST" or path.endswith("/export")):
+        return "expensive"
+    if method not in SAFE:
+        return "writes"
+    return None
+
+
+class RateLimits:
+    """Moving-window limits in this process's memory (the `limits` library, as slowapi and Flask-Limiter use)."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self.rules = {kind: parse(value) for kind, value in (("writes", settings.writes),
+                                                              ("expensive", settings.expensive)) if value}
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def exceeded(self, kind: str, who: list[str]) -> int | None:
+        """Seconds to wait when one of `who` (key subject, client address) is over the limit, else None."""
+        rule = self.rules.get(kind)
+        if rule is None:
+            return None
+        for identity in who:
+            if not self.limiter.hit(rule, kind, identity):
+                reset, _ = self.limiter.get_window_stats(rule, kind, identity)
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+
 class Access:
-    def __init__(self, app: ASGIApp, verifier: TokenVerifier) -> None:
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, limits: LimitSettings | None = None) -> None:
         self.app = app
         self.verifier = verifier
+        self.limits = RateLimits(limits or LimitSettings())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,6 +140,16 @@ class Access:
                 await _deny(send, 403, "Forbidden",
                             f"{principal.subject} ({_describe(principal)}) may not do this: it needs {target}")
                 return
+        kind = cost(scope["method"], scope["path"])
+        if kind is not None:
+            address = (scope.get("client") or ("?",))[0]
+            who = ([f"key {principal.subject}"] if principal else []) + [f"address {address}"]
+            wait = self.limits.exceeded(kind, who)
+            if wait is not None:
+                await _deny(send, 429, "TooManyRequests",
+                            f"too many {'expensive requests' if kind == 'expensive' else 'writes'}: at most "
+                            f"{self.limits.rules[kind]}; try again in {wait} s", retry_after=wait)
+                return
         if principal is None:
             await self.app(scope, receive, send)
             return
@@ -122,11 +175,13 @@ def _describe(p: Principal) -> str:
     return f"{p.role} of {p.municipality}" if p.municipality else p.role
 
 
-async def _deny(send: Send, status: int, code: str, description: str) -> None:
+async def _deny(send: Send, status: int, code: str, description: str, retry_after: int | None = None) -> None:
     body = orjson.dumps({"code": code, "description": description})
     headers: list[tuple[bytes, Any]] = [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="geotwin"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import orjson
 
+from service.errors import ServiceUnavailable
 from service.settings import DatabaseSettings
 
 log = logging.getLogger("geotwin.db")
@@ -30,32 +31,54 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(db: DatabaseSettings, dsn: str | None = None, lazy: bool = False) -> asyncpg.Pool:
+# How long a request waits for a free connection before it is answered 503 (set from the settings).
+ACQUIRE_TIMEOUT_S = 5.0
+
+
+async def create_pool(db: DatabaseSettings, dsn: str | None = None, lazy: bool = False,
+                      statement_timeout_s: float | None = None, max_size: int | None = None) -> asyncpg.Pool:
     """Open a pool on the database (or on `dsn`, a replica of it); the application lifespan owns it. A
     database that is down at start-up does not stop the service: the pool then opens connections when
     asked, and `/ready` says 503 until it answers. `lazy` pools open connections only when asked."""
+    global ACQUIRE_TIMEOUT_S
+    ACQUIRE_TIMEOUT_S = db.acquire_timeout_s
+    timeout = db.statement_timeout_s if statement_timeout_s is None else statement_timeout_s
+    size = max_size or db.pool_max
     if not lazy:
         try:
-            return await _pool(db, dsn or db.dsn(), db.pool_min)
+            return await _pool(dsn or db.dsn(), min(db.pool_min, size), size, timeout)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("database not reachable at start-up (%s); serving 503 until it is", exc)
-    return await _pool(db, dsn or db.dsn(), 0)
+    return await _pool(dsn or db.dsn(), 0, size, timeout)
 
 
-async def _pool(db: DatabaseSettings, dsn: str, min_size: int) -> asyncpg.Pool:
+async def _pool(dsn: str, min_size: int, max_size: int, statement_timeout_s: float) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=db.pool_max, init=_init_connection, reset=_reset_connection,
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset_connection,
         # Custom plans always: collections differ in size by orders of magnitude, and a generic plan for
         # a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
-        server_settings={"application_name": "geotwin", "jit": "off", "plan_cache_mode": "force_custom_plan"},
+        # A statement timeout, so one expensive request cannot hold a connection (and the others) for long.
+        server_settings={"application_name": "geotwin", "jit": "off", "plan_cache_mode": "force_custom_plan",
+                         "statement_timeout": str(int(statement_timeout_s * 1000))},
     )
 
 
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection. Tenant scope and read/write routing are decided here, nowhere else."""
-    async with pool.acquire() as conn:
+    """A pooled connection; when none is free within ACQUIRE_TIMEOUT_S, a 503 (bounded waiting, not an
+    ever-growing queue)."""
+    try:
+        ctx = pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+        conn = await ctx.__aenter__()
+    except TimeoutError:
+        raise ServiceUnavailable("all database connections are busy; try again in a moment") from None
+    try:
         yield conn
+    except BaseException as exc:  # the pool (a replica's, say) may want to see what went wrong
+        if not await ctx.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await ctx.__aexit__(None, None, None)
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

@@ -83,6 +83,12 @@ class UnsupportedMediaType(GeoTwinError):
     code = "UnsupportedMediaType"
 
 
+class RequestTimeout(GeoTwinError):
+    """The client stopped sending its body."""
+
+    code = "RequestTimeout"
+
+
 STATUS: dict[type[GeoTwinError], int] = {
     InvalidParameter: 400,
     UnknownParameter: 400,
@@ -96,6 +102,7 @@ STATUS: dict[type[GeoTwinError], int] = {
     PreconditionRequired: 428,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
+    RequestTimeout: 408,
 }
 
 
@@ -115,7 +122,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(GeoTwinError)
     async def _domain(_: Request, exc: GeoTwinError) -> Response:
-        return _json(status_of(exc), exc.body())
+        status = status_of(exc)
+        return _json(status, exc.body(), headers={"Retry-After": "5"} if status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -48,8 +48,8 @@ CREATE TEMP TABLE IF NOT EXISTS import_stage (
 """
 MOVE = f"""
 INSERT INTO feature (collection_id, fid, geom, properties, valid_from, valid_to)
-SELECT $1, fid, ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), $2), {STORAGE_SRID}), properties::jsonb,
-       valid_from, valid_to
+SELECT $1, fid, ST_ForcePolygonCCW(ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), $2), {STORAGE_SRID})),
+       properties::jsonb, valid_from, valid_to
 FROM import_stage ORDER BY n
 """
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from service.bodies import body_chunks
 from service.db import connection
 from service.errors import GeoTwinError, PayloadTooLarge
 from service.importer import ImportOptions, ImportReport, import_file
@@ -42,14 +43,15 @@ FROM import_job j JOIN collection c ON c.id = j.collection_id WHERE j.id = $1 AN
 """
 
 
-async def save_upload(stream: Any, suffix: str, max_bytes: int) -> Path:
-    """Write the request body to a temporary file, refusing it (413) beyond `max_bytes`."""
+async def save_upload(stream: Any, suffix: str, max_bytes: int, idle_timeout_s: float = 30) -> Path:
+    """Write the request body to a temporary file, refusing it (413) beyond `max_bytes` and (408) when the
+    client sends nothing for `idle_timeout_s`."""
     directory = Path(tempfile.mkdtemp(prefix="geotwin-import-"))
     path = directory / f"upload{suffix}"
     size = 0
     try:
         with path.open("wb") as handle:
-            async for chunk in stream:
+            async for chunk in body_chunks(stream, idle_timeout_s):
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge(f"the upload is larger than {max_bytes:,} bytes")
@@ -75,7 +77,7 @@ async def start(app: Any, collection_pk: int, layer: LayerType, path: Path, name
 
 async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: Path, options: ImportOptions,
                actor: str) -> None:
-    pool = app.state.pool
+    pool = app.state.job_pool  # the long job statement timeout; not taken from the requests' connections
     IMPORTS_RUNNING.inc()
     try:
         async with connection(pool) as conn:

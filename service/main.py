@@ -60,6 +60,7 @@ async def _record_pools(app: FastAPI) -> None:
     """The pool gauges of /metrics, every second (nothing per request)."""
     while True:
         record_pool("primary", app.state.pool)
+        record_pool("jobs", app.state.job_pool)
         for member in app.state.replicas.members:
             record_pool(member.name, member.pool)
         await asyncio.sleep(1)
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.db)
+        # Imports and asynchronous process runs: their own few connections, with the long job timeout.
+        app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=10,
+                                               statement_timeout_s=settings.db.job_timeout_s)
         app.state.replicas = Replicas(settings.db.replicas, lambda dsn: create_pool(settings.db, dsn, lazy=True))
         await app.state.replicas.start()
         app.state.catalog_cache = CatalogCache(settings.db.dsn(), track_lsn=bool(settings.db.replicas))
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*app.state.jobs, return_exceptions=True)
             await app.state.catalog_cache.stop()
             await app.state.replicas.stop()
+            await app.state.job_pool.close()
             await app.state.pool.close()
 
     app = GeoTwinApp(
@@ -106,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.charts_available = (VENDOR["chart.js"] / "chart.umd.min.js").exists()
     errors.install(app)
     # Innermost: who is asking, and the access rules (service.access), under every route.
-    app.add_middleware(Access, verifier=TokenVerifier(settings.auth))
+    app.add_middleware(Access, verifier=TokenVerifier(settings.auth), limits=settings.limits)
     # Public data: any web map may read it; writes are not offered to other origins (no preflight passes).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=list(tilefast.CORS_EXPOSE))

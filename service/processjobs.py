@@ -79,7 +79,7 @@ async def start(app: Any, process_id: str, owner: str, inputs: dict[str, Any], c
     async with connection(app.state.pool) as conn:
         await conn.execute(EXPIRE, app.state.settings.jobs.keep_days)
         await conn.execute(CREATE, job, process_id, owner, orjson.dumps(inputs).decode())
-    task = asyncio.create_task(_run(app.state.pool, job, process_id, compute))
+    task = asyncio.create_task(_run(app.state.job_pool, job, process_id, compute))
     app.state.jobs.add(task)
     task.add_done_callback(app.state.jobs.discard)
     return job

@@ -129,17 +129,17 @@ class ReadPool:
         self.primary, self.replicas, self.member, self.scope = primary, replicas, member, scope
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def acquire(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
         # One turn of the event loop first: a replica that went away has closed its sockets, and asyncpg
         # notices only when the loop reads them; without it a dead idle connection would be handed out.
         await asyncio.sleep(0)
         try:
-            ctx = self.member.pool.acquire()
+            ctx = self.member.pool.acquire(timeout=timeout)
             conn = await ctx.__aenter__()
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
             self.replicas._drop(self.member, f"{exc.__class__.__name__}: {exc}")
             READS.labels("primary (replica failed)").inc()
-            async with self.primary.acquire() as conn:
+            async with self.primary.acquire(timeout=timeout) as conn:
                 yield conn
             return
         READS.labels(self.member.name).inc()

@@ -20,6 +20,11 @@ class DatabaseSettings(BaseSettings):
     database: str = "geotwin"
     pool_min: int = Field(default=1, alias="GEOTWIN_DB_POOL_MIN")
     pool_max: int = Field(default=10, alias="GEOTWIN_DB_POOL_MAX")
+    # Longest a request's statement may run (s); jobs (imports, asynchronous process runs) get job_timeout_s.
+    statement_timeout_s: float = Field(default=30, alias="GEOTWIN_DB_STATEMENT_TIMEOUT_S")
+    job_timeout_s: float = Field(default=3600, alias="GEOTWIN_DB_JOB_TIMEOUT_S")
+    # Longest a request waits for a free connection before it is answered 503 (s).
+    acquire_timeout_s: float = Field(default=5, alias="GEOTWIN_DB_ACQUIRE_TIMEOUT_S")
     # Read replicas (PostgreSQL streaming replicas of this database), as a JSON list of libpq URLs.
     replicas: list[str] = Field(default_factory=list, alias="GEOTWIN_DB_REPLICAS")
 
@@ -42,6 +47,8 @@ class ApiSettings(BaseModel):
     crs: list[str] = Field(default_factory=lambda: list(DEFAULT_CRS))
     # Largest request body accepted by writes (413 above it).
     max_body_mb: int = 64
+    # A client that sends nothing of its body for this long is answered 408 (slow or stalled uploads).
+    body_timeout_s: float = 30
 
     @field_validator("crs")
     @classmethod
@@ -76,6 +83,15 @@ class JobSettings(BaseModel):
     keep_days: int = 7
 
 
+class LimitSettings(BaseModel):
+    """Rate limits per key (or token subject) and per client address, per worker process, as
+    "<count>/<second|minute|hour>"; empty = no limit. Behind a proxy, let uvicorn read the client's address
+    from X-Forwarded-For by setting FORWARDED_ALLOW_IPS to the proxy's address."""
+
+    writes: str = "600/minute"  # POST/PUT/PATCH/DELETE on data, keys, collections
+    expensive: str = "120/minute"  # process runs, exports, imports
+
+
 class AuthSettings(BaseModel):
     """OpenID Connect (optional): bearer tokens from one issuer, claims mapped to municipality and role.
     API keys need no settings."""
@@ -99,6 +115,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     imports: ImportSettings = ImportSettings()
     jobs: JobSettings = JobSettings()
+    limits: LimitSettings = LimitSettings()
     cache: CacheSettings = CacheSettings()
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Public base URL when behind a proxy (used in links); empty = derive from the request.

@@ -22,7 +22,7 @@ import uvicorn
 from service.localdb import LocalCluster
 from service.main import create_app
 from service.migrate import upgrade
-from service.settings import ApiSettings, AuthSettings, DatabaseSettings, Settings
+from service.settings import ApiSettings, AuthSettings, DatabaseSettings, LimitSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,17 +91,23 @@ def demo_db(cluster: LocalCluster):
 
 
 def settings_for(cluster: LocalCluster, database: str = "geotwin_test", auth: AuthSettings | None = None,
-                 replicas: list[str] | None = None, **api: object) -> Settings:
+                 replicas: list[str] | None = None, db_options: dict | None = None,
+                 limits: LimitSettings | None = None, **api: object) -> Settings:
+    """Settings for an app on `database`; db_options by their environment names (GEOTWIN_DB_POOL_MAX=…).
+    No rate limits unless given: the suite writes faster than any planner (test_security tests them)."""
     db = DatabaseSettings(host="127.0.0.1", port=cluster.port, user="geotwin", password="", database=database,
-                          GEOTWIN_DB_REPLICAS=replicas or [])
-    return Settings(db=db, api=ApiSettings(**api), auth=auth or AuthSettings(), public_url="")
+                          GEOTWIN_DB_REPLICAS=replicas or [], **(db_options or {}))
+    return Settings(db=db, api=ApiSettings(**api), auth=auth or AuthSettings(), public_url="",
+                    limits=limits or LimitSettings(writes="", expensive=""))
 
 
 @asynccontextmanager
 async def app_client(cluster: LocalCluster, database: str, replicas: list[str] | None = None,
+                     db_options: dict | None = None, limits: LimitSettings | None = None,
                      **api: object) -> AsyncIterator[tuple]:
     """An app on a database of its own, with its lifespan, and an in-process client: (app, client)."""
-    app = create_app(settings_for(cluster, database, replicas=replicas, **api))
+    app = create_app(settings_for(cluster, database, replicas=replicas, db_options=db_options, limits=limits,
+                                  **api))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         yield app, client
@@ -155,3 +161,15 @@ def live_server(cluster: LocalCluster, db_url: str) -> Iterator[str]:
     yield url
     server.should_exit = True
     thread.join(timeout=10)
+
+
+async def wait_until(page, expression: str, timeout: float = 30) -> None:
+    """Until the page's `expression` is true. Polled through page.evaluate: Playwright's wait_for_function
+    compiles its predicate inside the page, which the pages' Content-Security-Policy (no eval) forbids."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {expression}")
+        await asyncio.sleep(0.05)

@@ -8,6 +8,8 @@ import shutil
 import pytest
 from playwright.async_api import async_playwright
 
+from tests.conftest import wait_until
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -36,6 +38,9 @@ async def page():
         page = await browser.new_page(viewport={"width": 1100, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # A script or worker the Content-Security-Policy blocks shows only as a console error.
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
         yield page
         await browser.close()
         assert not errors, errors
@@ -46,7 +51,7 @@ BACKGROUND_SHARE = DRAWN_SHARE.replace("> 40) n++", "<= 40) n++")
 
 async def open_map(page, url: str) -> float:
     await page.goto(url)
-    await page.wait_for_function("window.geotwinMapReady === true", timeout=30_000)
+    await wait_until(page, "window.geotwinMapReady === true")
     assert await page.evaluate(BACKGROUND_SHARE) > 0.05, "the map canvas could not be read back"
     return await page.evaluate(DRAWN_SHARE)
 
@@ -110,8 +115,7 @@ async def test_conflicts_page_draws_sites_and_overlaps(live_server, page):
 
 async def test_statistics_page_charts_what_its_tables_say(live_server, page):
     await page.goto(f"{live_server}/processes/statistics/chart")
-    await page.wait_for_function("window.geotwinCharts && Object.keys(window.geotwinCharts).length === 4",
-                                 timeout=30_000)
+    await wait_until(page, "window.geotwinCharts && Object.keys(window.geotwinCharts).length === 4")
     # Each chart's bars add up to the areas in the page's tables (per municipality, all codes).
     charted = await page.evaluate("""() => Object.fromEntries(Object.entries(window.geotwinCharts).map(([id, c]) =>
         [id, Object.fromEntries(c.data.labels.map((m, i) =>
@@ -133,3 +137,8 @@ async def test_statistics_page_charts_what_its_tables_say(live_server, page):
     assert "halle" in await page.inner_text("section[data-table=availability] table")
     bad = await page.goto(f"{live_server}/processes/statistics/chart?municipalities=atlantis")
     assert bad.status == 400
+
+
+async def test_api_documentation_page_runs_under_its_content_security_policy(live_server, page):
+    await page.goto(f"{live_server}/api?f=html")
+    await wait_until(page, "document.querySelectorAll('.opblock').length > 20")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from playwright.async_api import async_playwright
 
+from tests.conftest import wait_until
 from tests.test_html_map import CHROMIUM, DRAWN_SHARE, FLAGS
 
 
 async def open_viewer(page, url: str) -> None:
     await page.goto(url)
-    await page.wait_for_function("window.geotwinViewerReady === true", timeout=30_000)
+    await wait_until(page, "window.geotwinViewerReady === true")
 
 
 async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
@@ -18,6 +19,8 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
         try:
             await open_viewer(page, f"{live_server}/viewer?root=/municipalities/halle")
             options = await page.locator("#root-select option").all_inner_texts()
@@ -33,7 +36,7 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
             # Toggling every layer off leaves only the background.
             for box in await page.locator("#layers input[type=checkbox]").all():
                 await box.uncheck()
-            await page.wait_for_function("window.geotwinMap.loaded()")
+            await wait_until(page, "window.geotwinMap.loaded()")
             await page.wait_for_timeout(300)
             assert await page.evaluate(DRAWN_SHARE) < 0.001
             for box in await page.locator("#layers input[type=checkbox]").all():
@@ -41,7 +44,7 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
 
             # Zoom onto Star Park and click a site: its properties appear.
             await page.evaluate("window.geotwinMap.jumpTo({center: [12.0505, 51.5107], zoom: 15})")
-            await page.wait_for_function("window.geotwinMap.loaded() && window.geotwinMap.areTilesLoaded()")
+            await wait_until(page, "window.geotwinMap.loaded() && window.geotwinMap.areTilesLoaded()")
             await page.wait_for_timeout(500)
             point = await page.evaluate("(() => { const p = window.geotwinMap.project([12.0505, 51.5107]);"
                                         " return [p.x, p.y]; })()")
@@ -53,7 +56,7 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
 
             # The region: Leipzig's and Magdeburg's layers draw too.
             await page.select_option("#root-select", "/region")
-            await page.wait_for_function("window.geotwinViewerReady === true", timeout=30_000)
+            await wait_until(page, "window.geotwinViewerReady === true")
             assert await page.evaluate(DRAWN_SHARE) > 0.001
             assert "root=%2Fregion" in page.url
         finally:

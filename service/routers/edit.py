@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
+from service.bodies import json_body
 from service.catalog import Collection
 from service.crs import Crs
 from service.db import connection
@@ -24,10 +25,8 @@ from service.errors import (
     InvalidBody,
     InvalidParameter,
     NotFound,
-    PayloadTooLarge,
     PreconditionFailed,
     PreconditionRequired,
-    UnsupportedMediaType,
 )
 from service.loader import file_crs, prepare, raise_for
 from service.params import parse_bool
@@ -59,7 +58,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
     async def create(request: Request, scope: ScopeDep, collection_id: CollectionId,
                      repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
-        doc = await _json_body(request, JSON_TYPES)
+        doc = await json_body(request, JSON_TYPES)
         batch = isinstance(doc, dict) and doc.get("type") == "FeatureCollection"
         features = doc.get("features") if batch else [doc]
         if not isinstance(features, list) or not features:
@@ -89,7 +88,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
                       repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
         expected = _if_match(request)
-        doc = await _json_body(request, JSON_TYPES)
+        doc = await json_body(request, JSON_TYPES)
         if isinstance(doc, dict) and doc.get("id") not in (None, feature_id):
             raise InvalidBody(f"the body's id {doc.get('id')!r} is not the feature's id {feature_id!r}",
                               property="id")
@@ -109,7 +108,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
                      repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
         expected = _if_match(request)
-        patch = await _json_body(request, ("application/merge-patch+json", *JSON_TYPES))
+        patch = await json_body(request, ("application/merge-patch+json", *JSON_TYPES))
         if not isinstance(patch, dict) or set(patch) - {"type", "id", "geometry", "properties"}:
             raise InvalidBody("a patch is an object with `properties` (a merge patch) and/or `geometry`")
         if patch.get("id") not in (None, feature_id):
@@ -175,26 +174,6 @@ def _content_crs(request: Request) -> Crs:
         raise InvalidParameter(f"Content-Crs {raw!r} is not a CRS offered here: {', '.join(offered.uris)}",
                                parameter="Content-Crs")
     return crs
-
-
-async def _json_body(request: Request, types: tuple[str, ...]) -> Any:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in types:
-        raise UnsupportedMediaType(f"send the body as {' or '.join(types)}, not {media or 'no Content-Type'}",
-                                   parameter="Content-Type")
-    limit = request.app.state.settings.api.max_body_mb * 1024 * 1024
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {int(declared):,} bytes; at most {limit:,} are accepted")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit:,} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidBody(f"the body is not valid JSON: {exc}") from None
 
 
 def _merge(target: Any, patch: Any) -> Any:

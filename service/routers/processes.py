@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from pyproj import Transformer
 
 from service import cql, processjobs, queryables
+from service.bodies import json_body
 from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
@@ -140,11 +141,8 @@ async def execute(request: Request, process_id: str,
                   f: Annotated[str | None, Query(description="json (default) or geojson")] = None) -> Response:
     if process_id not in PROCESSES:
         raise NotFound(f"no process {process_id!r}; known: {', '.join(PROCESSES)}", parameter="processId")
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidParameter(f"the body is not JSON: {exc}", parameter="body") from None
-    inputs = body.get("inputs") if isinstance(body, dict) else None
+    body = await json_body(request, ("application/json",))
+    inputs = body.get("inputs") if isinstance(body, dict) else None if isinstance(body, dict) else None
     if not isinstance(inputs, dict):
         raise InvalidParameter('the body is {"inputs": {...}}', parameter="inputs")
     spec = PROCESSES[process_id]

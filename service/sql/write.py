@@ -39,8 +39,8 @@ CREATE TEMP TABLE IF NOT EXISTS feature_stage (
 
 INSERT_STAGED = f"""
 INSERT INTO feature (collection_id, fid, geom, properties, valid_from, valid_to)
-SELECT $1, fid, ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), $2), {STORAGE_SRID}), properties::jsonb,
-       valid_from, valid_to
+SELECT $1, fid, ST_ForcePolygonCCW(ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), $2), {STORAGE_SRID})),
+       properties::jsonb, valid_from, valid_to
 FROM feature_stage
 """
 
@@ -79,7 +79,7 @@ async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Ite
 INSERT_STAGED_RETURNING = INSERT_STAGED + " RETURNING fid, change_id"
 
 REPLACE = f"""
-UPDATE feature SET geom = ST_Transform(ST_SetSRID(ST_GeomFromWKB($3), $4), {STORAGE_SRID}),
+UPDATE feature SET geom = ST_ForcePolygonCCW(ST_Transform(ST_SetSRID(ST_GeomFromWKB($3), $4), {STORAGE_SRID})),
                    properties = $5::text::jsonb, valid_from = $6, valid_to = $7
 WHERE collection_id = $1 AND fid = $2 AND ($8::bigint IS NULL OR change_id = $8)
 RETURNING change_id

@@ -1,0 +1,152 @@
+"""Access control measured: an authorisation matrix generated from the application's own route table (every
+route × anonymous, viewer, editor, admin, another municipality's editor), rate limits per key and address,
+security headers on HTML pages, CORS closed for writes from foreign origins."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+
+from service.settings import LimitSettings
+from tests.conftest import app_client, new_key
+
+# Sample values for path parameters: a Halle collection that exists, a feature that does not need to.
+SAMPLE = {"municipality": "halle", "collectionId": "commercial-sites", "featureId": "nope",
+          "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "13", "tileRow": "2723", "tileCol": "4370",
+          "styleId": "default", "process_id": "statistics", "job_id": "0" * 32, "keyId": "999999",
+          "name": "commercial-site", "jobId": "0" * 32, "changeId": "1", "importId": "0" * 32}
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+ROLES = ("anonymous", "viewer", "editor", "admin", "leipzig-editor", "platform")
+
+
+@pytest.fixture(scope="module")
+def sec_db(demo_db):
+    return demo_db("geotwin_sec")
+
+
+@pytest.fixture(scope="module")
+async def keyed(cluster, sec_db):
+    keys = {"viewer": await new_key(sec_db, "halle", "viewer", "v"),
+            "editor": await new_key(sec_db, "halle", "editor", "e"),
+            "admin": await new_key(sec_db, "halle", "admin", "a"),
+            "leipzig-editor": await new_key(sec_db, "leipzig", "editor", "le")}
+    import asyncpg
+
+    from service.sql.keys import create_key
+
+    conn = await asyncpg.connect(sec_db)
+    try:
+        keys["platform"] = (await create_key(conn, None, "platform", "p"))["key"]
+    finally:
+        await conn.close()
+    async with app_client(cluster, "geotwin_sec") as (app, client):
+        yield app, client, keys
+
+
+def expected(method: str, path: str, role: str) -> set[int] | str:
+    """What a caller in `role` may get: 'allowed' (anything but 401/403), or the refusal codes."""
+    if method not in WRITES or re.match(r"^/processes/[^/]+/execution$", path) or re.match(r"^/jobs/", path):
+        if path.startswith("/admin") or "/keys" in path:
+            pass  # reading keys and the platform admin needs rights too
+        elif "/imports" in path and path.startswith("/municipalities/"):
+            pass
+        else:
+            return "allowed"
+    if role == "anonymous":
+        return {401}
+    if path.startswith("/admin"):
+        return "allowed" if role == "platform" else {403}
+    if path.startswith("/municipalities/{municipality}"):
+        if "/keys" in path or (path.endswith("/collections") and method in WRITES):
+            need = {"admin", "platform"}
+        elif "/imports" in path or method in WRITES:
+            need = {"editor", "admin", "platform"}
+        else:
+            return "allowed"
+        return "allowed" if role in need else {403}
+    return "allowed" if role == "platform" else {403}
+
+
+def routes(app) -> list[tuple[str, str]]:
+    """(method, path template) of every API route, through included routers (ours carry full paths)."""
+    out = []
+
+    def walk(entries) -> None:
+        for route in entries:
+            if isinstance(route, APIRoute):
+                out.extend((method, route.path) for method in sorted(route.methods - {"HEAD"}))
+            elif hasattr(route, "original_router"):  # FastAPI's wrapper of an included router
+                assert not route.include_context.prefix if hasattr(route.include_context, "prefix") else True
+                walk(route.original_router.routes)
+    walk(app.routes)
+    return out
+
+
+async def test_the_authorisation_matrix_of_every_route(keyed):
+    app, client, keys = keyed
+    table = routes(app)
+    assert len(table) > 60  # the whole API, read from the application itself
+    checked = 0
+    for method, template in table:
+        path = template
+        for name, value in SAMPLE.items():
+            path = path.replace("{" + name + "}", value)
+        assert "{" not in path, f"add a sample value for {template}"
+        for role in ROLES:
+            headers = {"X-API-Key": keys[role]} if role != "anonymous" else {}
+            body = b"{}" if method in WRITES else None
+            r = await client.request(method, path, headers={**headers, "Content-Type": "application/json"},
+                                     content=body)
+            want = expected(method, template, role)
+            if want == "allowed":
+                assert r.status_code not in (401, 403), (method, template, role, r.status_code, r.text[:200])
+            else:
+                assert r.status_code in want, (method, template, role, r.status_code, r.text[:200])
+            assert r.status_code < 500, (method, template, role, r.status_code, r.text[:300])
+            checked += 1
+    assert checked == len(table) * len(ROLES)
+
+
+async def test_rate_limits_per_key_and_per_address(cluster, sec_db):
+    editor = await new_key(sec_db, "halle", "editor", "busy")
+    other = await new_key(sec_db, "halle", "editor", "calm")
+    limits = LimitSettings(writes="3/minute", expensive="2/minute")
+    async with app_client(cluster, "geotwin_sec", limits=limits) as (_, client):
+        path = "/municipalities/halle/collections/commercial-sites/items/nope"
+        codes = [(await client.delete(path, headers={"X-API-Key": editor, "If-Match": '"1"'})).status_code
+                 for _ in range(4)]
+        assert codes[:3] != [429] * 3 and codes[3] == 429, codes
+        refused = await client.delete(path, headers={"X-API-Key": editor, "If-Match": '"1"'})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "at most 3 per 1 minute" in refused.json()["description"]
+        # The same address is over the limit too (per address), so another key from it is refused as well;
+        # reads are never limited.
+        assert (await client.delete(path, headers={"X-API-Key": other, "If-Match": '"1"'})).status_code == 429
+        assert (await client.get("/municipalities/halle/collections")).status_code == 200
+        runs = [(await client.post("/processes/statistics/execution", json={"inputs": {}})).status_code
+                for _ in range(3)]
+        assert runs == [200, 200, 429]
+
+
+async def test_html_pages_carry_security_headers_and_scripts_their_nonce(keyed):
+    _, client, _ = keyed
+    for path in ("/viewer", "/municipalities/halle/collections?f=html", "/processes/statistics/chart", "/api?f=html"):
+        r = await client.get(path)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
+        assert "object-src 'none'" in csp and r.headers["x-content-type-options"] == "nosniff"
+        for tag in re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", r.text):
+            assert f'nonce="{nonce}"' in tag, (path, tag)
+
+
+async def test_cors_reads_open_writes_closed_to_foreign_origins(keyed):
+    _, client, keys = keyed
+    origin = {"Origin": "https://example.org"}
+    read = await client.get("/municipalities/halle/collections/commercial-sites/items", headers=origin)
+    assert read.headers["access-control-allow-origin"] == "*"
+    preflight = await client.options("/municipalities/halle/collections/commercial-sites/items", headers={
+        **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
+    assert preflight.status_code == 400 or "POST" not in preflight.headers.get("access-control-allow-methods", "")
