@@ -1,0 +1,81 @@
+"""Migrations upgrade a database that holds data: the previous head with the demo, edits and their history is
+brought to the current head, and every feature, its history and every collection's metadata are still
+there, unchanged; the service then serves them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from alembic.script import ScriptDirectory
+
+from service.cli import _load_demo
+from service.migrate import alembic_config, head_revision, upgrade
+from tests.conftest import app_client
+
+SNAPSHOT = """
+SELECT (SELECT json_agg(t ORDER BY t.id) FROM (SELECT id, slug, title, description, layer_type, licence,
+          attribution, keywords, visibility, version, feature_count, bbox FROM collection) t)::text,
+       (SELECT md5(string_agg(f.id || f.fid || ST_AsEWKB(f.geom)::text || f.properties::text || f.change_id, ','
+          ORDER BY f.id)) FROM feature f),
+       (SELECT md5(string_agg(h.change_id || h.op || h.actor || coalesce(h.properties::text, ''), ','
+          ORDER BY h.change_id)) FROM feature_change h),
+       (SELECT count(*) FROM feature_change), (SELECT count(*) FROM municipality), (SELECT count(*) FROM api_key)
+"""
+
+
+def previous_head() -> str:
+    script = ScriptDirectory.from_config(alembic_config("postgresql://"))
+    return script.get_revision(head_revision()).down_revision
+
+
+@pytest.fixture
+def old_db(empty_db):
+    url = empty_db()
+    asyncio.run(_with_postgis(url))
+    upgrade(url, previous_head())
+    asyncio.run(_load_demo(url))
+    asyncio.run(_edit(url))
+    return url
+
+
+async def _with_postgis(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    finally:
+        await conn.close()
+
+
+async def _edit(url: str) -> None:
+    """Changes after the load, so the history holds updates and deletes too."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('geotwin.actor', 'migration test', true)")
+            await conn.execute("UPDATE feature SET properties = properties || '{\"name\": \"Umbenannt\"}' "
+                               "WHERE fid = (SELECT min(fid) FROM feature)")
+            await conn.execute("DELETE FROM feature WHERE fid = (SELECT max(fid) FROM feature)")
+    finally:
+        await conn.close()
+
+
+async def _snapshot(url: str) -> tuple:
+    conn = await asyncpg.connect(url)
+    try:
+        return tuple(await conn.fetchrow(SNAPSHOT))
+    finally:
+        await conn.close()
+
+
+async def test_upgrading_from_the_previous_head_keeps_every_row(cluster, old_db):
+    before = await _snapshot(old_db)
+    assert before[3] > 40  # demo inserts plus the update and the delete
+    await asyncio.to_thread(upgrade, old_db)
+    assert await _snapshot(old_db) == before
+    database = old_db.rsplit("/", 1)[1]
+    async with app_client(cluster, database) as (_, client):
+        assert (await client.get("/ready")).json()["migration"] == head_revision()
+        items = await client.get("/region/collections/commercial-sites/items", params={"limit": 100})
+        assert items.status_code == 200 and items.json()["numberReturned"] > 0
