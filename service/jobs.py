@@ -27,6 +27,19 @@ from service.observability import IMPORTS, IMPORTS_RUNNING
 
 log = logging.getLogger("geotwin.jobs")
 STALE = "interval '2 minutes'"
+# A running job holds a session advisory lock (namespace, hashtext(job id)) on the connection that runs it.
+# PostgreSQL drops it the moment that connection ends, so a job whose process was killed shows failed at
+# once; the heartbeat covers the rest (a job queued but never started).
+IMPORT_LOCKS = 0x67746A69  # "gtji"
+LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
+UNLOCK = "SELECT pg_advisory_unlock($1, hashtext($2))"
+
+
+def alive(namespace: int, job_column: str) -> str:
+    """SQL: whether the job in `job_column` holds its lock (its process and connection are alive)."""
+    return (f"EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {namespace} "
+            f"AND l.objid = (hashtext({job_column})::bigint & 4294967295)::oid AND l.objsubid = 2)")
+
 
 CREATE = """
 INSERT INTO import_job (id, collection_id, source, options, actor) VALUES ($1, $2, $3, $4::text::jsonb, $5)
@@ -37,7 +50,9 @@ UPDATE import_job SET status = $2, report = $3::text::jsonb, error = $4, finishe
 WHERE id = $1
 """
 READ = f"""
-SELECT j.*, c.slug AS collection, CASE WHEN j.status IN ('queued', 'running') AND j.heartbeat_at < now() - {STALE}
+SELECT j.*, c.slug AS collection,
+  CASE WHEN j.status IN ('queued', 'running') AND (j.heartbeat_at < now() - {STALE}
+                                                  OR (j.status = 'running' AND NOT {alive(IMPORT_LOCKS, "j.id")}))
   THEN 'failed' ELSE j.status END AS shown_status
 FROM import_job j JOIN collection c ON c.id = j.collection_id WHERE j.id = $1 AND c.id = $2
 """
@@ -85,7 +100,12 @@ async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: P
                 async with connection(pool) as side:
                     await side.execute(PROGRESS, job, report.processed, report.total)
 
-            report = await import_file(conn, collection_pk, layer, path, options, beat, actor)
+            await conn.execute(LOCK, IMPORT_LOCKS, job)
+            try:
+                report = await import_file(conn, collection_pk, layer, path, options, beat, actor)
+            finally:
+                with contextlib.suppress(Exception):  # a dead connection has dropped the lock already
+                    await conn.execute(UNLOCK, IMPORT_LOCKS, job)
         await _finish(pool, job, "succeeded", report.as_dict(), None)
         app.state.catalog_cache.invalidate()
     except GeoTwinError as exc:

@@ -23,6 +23,7 @@ import orjson
 
 from service.db import connection
 from service.errors import GeoTwinError, status_of
+from service.jobs import LOCK, UNLOCK, alive
 from service.observability import PROCESS_JOBS, PROCESS_JOBS_RUNNING
 
 log = logging.getLogger("geotwin.processjobs")
@@ -65,8 +66,10 @@ UPDATE process_job SET status = 'dismissed', result = NULL, message = 'dismissed
   finished_at = coalesce(finished_at, now())
 WHERE id = $1 RETURNING id
 """
+PROCESS_LOCKS = 0x6774706A  # "gtpj": a running job holds it (see service.jobs)
 COLUMNS = ("id, process_id, owner, inputs, message, error_status, media_type, filename, created_at, started_at, "
-           f"finished_at, CASE WHEN status IN ('accepted', 'running') AND heartbeat_at < now() - {STALE} "
+           f"finished_at, CASE WHEN status IN ('accepted', 'running') AND (heartbeat_at < now() - {STALE} "
+           f"OR (status = 'running' AND NOT {alive(PROCESS_LOCKS, 'id')})) "
            "THEN 'failed' ELSE status END AS shown_status, status")
 READ = f"SELECT {COLUMNS} FROM process_job WHERE id = $1"
 LIST = f"SELECT {COLUMNS} FROM process_job WHERE owner = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
@@ -86,6 +89,16 @@ async def start(app: Any, process_id: str, owner: str, inputs: dict[str, Any], c
 
 
 async def _run(pool: Any, job: str, process_id: str, compute: Compute) -> None:
+    async with connection(pool) as holder:  # holds the job's lock while it runs: alive as long as we are
+        await holder.execute(LOCK, PROCESS_LOCKS, job)
+        try:
+            await _work(pool, job, process_id, compute)
+        finally:
+            with contextlib.suppress(Exception):
+                await holder.execute(UNLOCK, PROCESS_LOCKS, job)
+
+
+async def _work(pool: Any, job: str, process_id: str, compute: Compute) -> None:
     work: asyncio.Task | None = None
     outcome = "failed"
     PROCESS_JOBS_RUNNING.inc()

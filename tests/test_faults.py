@@ -4,13 +4,19 @@ timeout, an exhausted pool answers 503 after a bounded wait, and both leave the 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
 import time
 
+import httpx
 import pytest
 
-from tests.conftest import app_client
+from tests.conftest import ROOT, app_client, free_port, new_key
 
 SITES = "/region/collections/commercial-sites/items"
+SITES_HALLE = "/municipalities/halle/collections/commercial-sites"
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +50,59 @@ async def test_an_exhausted_pool_answers_503_after_a_bounded_wait(cluster, fault
         finally:
             await app.state.pool.release(held)
         assert (await client.get(SITES)).status_code == 200
+
+
+def big_sites_file(path, n: int) -> None:
+    """n small square sites across Halle, as GeoJSON (CRS84)."""
+    features = []
+    for i in range(n):
+        x, y = 11.85 + (i % 400) * 0.0006, 51.42 + (i // 400) * 0.0006
+        features.append({"type": "Feature", "id": f"k{i}", "geometry": {"type": "Polygon", "coordinates": [
+            [[x, y], [x + 0.0004, y], [x + 0.0004, y + 0.0004], [x, y + 0.0004], [x, y]]]},
+            "properties": {"name": f"Fläche {i}", "area_gross_ha": 1.2, "zoning": "GE",
+                           "availability": "verfuegbar", "servicing": "erschlossen"}})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def test_the_service_killed_during_an_import_leaves_nothing_and_the_job_failed(cluster, faults_db, tmp_path):
+    key = asyncio.run(new_key(faults_db, "halle", "editor", "Kill"))
+    source = tmp_path / "many.geojson"
+    big_sites_file(source, 60_000)
+    port = free_port()
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin",
+           "PGDATABASE": "geotwin_faults", "PGPASSWORD": ""}
+    before = cluster.psql("SELECT count(*), max(change_id) FROM feature", "geotwin_faults")
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        auth = {"X-API-Key": key}
+        started = httpx.post(f"{base}{SITES_HALLE}/imports", params={"filename": "many.geojson"},
+                             headers=auth, content=source.read_bytes(), timeout=60)
+        assert started.status_code == 202, started.text
+        job = started.headers["location"]
+        deadline = time.monotonic() + 60
+        while (status := httpx.get(job, headers=auth, timeout=5).json())["processed"] == 0:
+            assert status["status"] in ("queued", "running") and time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert status["status"] == "running" and 0 < status["processed"] < 60_000, status
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no shutdown, no cleanup: as if the machine lost power
+        proc.wait(10)
+    time.sleep(0.5)  # PostgreSQL notices the closed connection and rolls its transaction back
+    assert cluster.psql("SELECT count(*), max(change_id) FROM feature", "geotwin_faults") == before
+
+    async def after_restart() -> dict:
+        async with app_client(cluster, "geotwin_faults") as (_, client):
+            return (await client.get(job.replace(base, ""), headers=auth)).json()
+    shown = asyncio.run(after_restart())
+    assert shown["status"] == "failed" and "nothing was written" in shown["error"], shown
