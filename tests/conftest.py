@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -173,3 +174,25 @@ async def wait_until(page, expression: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {expression}")
         await asyncio.sleep(0.05)
+
+
+def serve_cli(database: str, cluster: LocalCluster, *args: str, **popen: object) -> tuple[str, subprocess.Popen]:
+    """`geotwin serve` as a process of its own on a free port, once it is ready: (base URL, process)."""
+    port = free_port()
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin",
+           "PGDATABASE": database, "PGPASSWORD": ""}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--port", str(port), *args],
+                            env=env, **popen)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return base, proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the service did not start")
+        time.sleep(0.2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import time
@@ -13,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ROOT, app_client, free_port, new_key
+from tests.conftest import app_client, new_key, serve_cli
 
 SITES = "/region/collections/commercial-sites/items"
 SITES_HALLE = "/municipalities/halle/collections/commercial-sites"
@@ -68,23 +67,9 @@ def test_the_service_killed_during_an_import_leaves_nothing_and_the_job_failed(c
     key = asyncio.run(new_key(faults_db, "halle", "editor", "Kill"))
     source = tmp_path / "many.geojson"
     big_sites_file(source, 60_000)
-    port = free_port()
-    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin",
-           "PGDATABASE": "geotwin_faults", "PGPASSWORD": ""}
     before = cluster.psql("SELECT count(*), max(change_id) FROM feature", "geotwin_faults")
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    base, proc = serve_cli("geotwin_faults", cluster, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
         auth = {"X-API-Key": key}
         started = httpx.post(f"{base}{SITES_HALLE}/imports", params={"filename": "many.geojson"},
                              headers=auth, content=source.read_bytes(), timeout=60)

@@ -19,7 +19,7 @@ import pytest
 
 from service.localdb import LocalCluster
 from service.migrate import head_revision, upgrade
-from tests.conftest import app_client, free_port, new_key
+from tests.conftest import app_client, free_port, new_key, serve_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SITES = "/municipalities/halle/collections/commercial-sites"
@@ -137,23 +137,9 @@ async def test_metrics_count_requests_tiles_pools_and_jobs(primary):
 
 
 def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(primary):
-    port = free_port()
-    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(primary.port), "PGUSER": "geotwin",
-           "PGDATABASE": "geotwin_ops", "PGPASSWORD": ""}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--workers", "2", "--port", str(port),
-                             "--access-log"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    base, proc = serve_cli("geotwin_ops", primary, "--workers", "2", "--access-log", stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "the service did not start"
-            time.sleep(0.3)
         given = httpx.get(f"{base}{SITES}/items", headers={"X-Request-ID": "planner-42.a_b"})
         assert given.headers["x-request-id"] == "planner-42.a_b"
         made = httpx.get(f"{base}{TILE}", headers={"X-Request-ID": "bad id with spaces"})
