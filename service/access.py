@@ -80,12 +80,10 @@ EXPENSIVE = re.compile(r"^/processes/[^/]+/execution$|/export$|/imports$")
 
 
 def cost(method: str, path: str) -> str | None:
-    """Which rate limit a request counts against: 'expensive', 'writes' or none."""
-    if EXPENSIVE.search(path) and (method == "POST" or path.endswith("/export")):
-        return "expensive"
-    if method not in SAFE:
-        return "writes"
-    return None
+    """Which rate limit a request counts against: 'expensive', 'writes' or none (reads: no regex)."""
+    if method in SAFE:
+        return "expensive" if path.endswith("/export") else None
+    return "expensive" if EXPENSIVE.search(path) else "writes"
 
 
 class RateLimits:

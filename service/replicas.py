@@ -91,10 +91,11 @@ class Replicas:
                 log.info("replica %s is in use", m.name)
             m.lsn, m.healthy, m.error = int(lsn), True, ""
         except Exception as exc:  # noqa: BLE001 - any failure leaves it out until it answers again
-            self._drop(m, f"{exc.__class__.__name__}: {exc}")
+            self.drop(m, f"{exc.__class__.__name__}: {exc}")
         m.checked = time.monotonic()
 
-    def _drop(self, m: Member, reason: str) -> None:
+    def drop(self, m: Member, reason: str) -> None:
+        """Leave `m` out until the monitor hears from it again."""
         if m.healthy:
             log.warning("replica %s left out: %s", m.name, reason)
         m.healthy, m.error = False, reason[:200]
@@ -137,7 +138,7 @@ class ReadPool:
             ctx = self.member.pool.acquire(timeout=timeout)
             conn = await ctx.__aenter__()
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
-            self.replicas._drop(self.member, f"{exc.__class__.__name__}: {exc}")
+            self.replicas.drop(self.member, f"{exc.__class__.__name__}: {exc}")
             READS.labels("primary (replica failed)").inc()
             async with self.primary.acquire(timeout=timeout) as conn:
                 yield conn
@@ -146,7 +147,7 @@ class ReadPool:
         try:
             yield conn
         except CONNECTION_LOST as exc:  # the replica went away under the query: answer again elsewhere
-            self.replicas._drop(self.member, f"{exc.__class__.__name__}: {exc}")
+            self.replicas.drop(self.member, f"{exc.__class__.__name__}: {exc}")
             self.scope[FAILED] = True
             raise
         finally:

@@ -196,3 +196,27 @@ def serve_cli(database: str, cluster: LocalCluster, *args: str, **popen: object)
             proc.kill()
             raise RuntimeError("the service did not start")
         time.sleep(0.2)
+
+
+# Everything a database holds that must survive (a restore, a migration) or stay untouched (a refused
+# request): each collection's metadata and version, every feature with geometry and change id, the change
+# log, municipalities and keys. Equal fingerprints = nothing lost, nothing written.
+FINGERPRINT = """
+SELECT (SELECT json_agg(t ORDER BY t.id) FROM (SELECT id, slug, title, description, layer_type, licence,
+          attribution, keywords, visibility, version, feature_count, bbox FROM collection) t)::text,
+       (SELECT md5(string_agg(f.id || f.fid || ST_AsEWKB(f.geom)::text || f.properties::text || f.change_id, ','
+          ORDER BY f.id)) FROM feature f),
+       (SELECT md5(string_agg(h.change_id || h.op || h.actor || coalesce(h.properties::text, ''), ','
+          ORDER BY h.change_id)) FROM feature_change h),
+       (SELECT count(*) FROM feature_change), (SELECT count(*) FROM municipality), (SELECT count(*) FROM api_key)
+"""
+
+
+async def fingerprint(dsn: str) -> tuple:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return tuple(await conn.fetchrow(FINGERPRINT))
+    finally:
+        await conn.close()

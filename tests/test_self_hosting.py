@@ -14,18 +14,10 @@ from pathlib import Path
 import pytest
 
 from service.localdb import LocalCluster
+from tests.conftest import FINGERPRINT
 
 ROOT = Path(__file__).resolve().parent.parent
 GEOTWIN = str(ROOT / ".venv" / "bin" / "geotwin")
-SNAPSHOT = """
-SELECT (SELECT json_agg(t ORDER BY t.slug) FROM (SELECT c.slug, c.title, c.description, c.layer_type, c.licence,
-          c.attribution, c.keywords, c.visibility, c.version, c.feature_count, c.bbox FROM collection c) t)::text,
-       (SELECT md5(string_agg(f.fid || ST_AsEWKB(f.geom)::text || f.properties::text || f.change_id, ',' ORDER BY
-          f.collection_id, f.fid)) FROM feature f),
-       (SELECT md5(string_agg(h.change_id || h.op || h.actor || coalesce(h.properties::text, ''), ',' ORDER BY
-          h.change_id)) FROM feature_change h),
-       (SELECT count(*) FROM api_key), (SELECT count(*) FROM municipality)
-"""
 
 
 def section_commands() -> list[str]:
@@ -92,7 +84,7 @@ def test_the_readme_self_hosting_commands_work(host):
             key_id = re.search(r"│\s*(\d+)\s*│", listed).group(1)
             line = line.replace("<id>", key_id)
         if line.startswith("docker compose exec -T db pg_restore"):
-            before = host["cluster"].psql(SNAPSHOT, host["db"])
+            before = host["cluster"].psql(FINGERPRINT, host["db"])
             host["cluster"].psql("DELETE FROM feature; UPDATE collection SET title = 'broken'", host["db"])
             dump = re.search(r"< (\S+)$", line).group(1)
             assert (host["work"] / dump).stat().st_size > 10_000
@@ -101,7 +93,7 @@ def test_the_readme_self_hosting_commands_work(host):
             if key in line:
                 ran[key] = out
         if line.startswith("docker compose exec -T db pg_restore"):
-            assert host["cluster"].psql(SNAPSHOT, host["db"]) == before
+            assert host["cluster"].psql(FINGERPRINT, host["db"]) == before
     assert re.search(r"^gt_[0-9a-f]+_\S+$", ran["keys create"], re.M)
     assert "saalekreis" in ran["keys list"] and "GIS-Stelle" in ran["keys list"]
     cluster, db = host["cluster"], host["db"]
