@@ -30,6 +30,12 @@ class Scope:
                            parameter="collectionId") from None
 
 
+# Path parameters the routers share (the examples name demo data: Swagger UI and the fuzz tests use them).
+CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`",
+                                   examples=["commercial-sites"])]
+FeatureId = Annotated[str, Path(alias="featureId", description="Feature id, e.g. `gs-001`", examples=["gs-001"])]
+
+
 async def current_catalog(request: Request) -> Catalog:
     """The catalog as of now: from memory while the database's change announcements arrive."""
     return await request.app.state.catalog_cache.get(request.app.state.pool)

@@ -113,6 +113,16 @@ def status_of(exc: GeoTwinError) -> int:
     return 500
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods some route of the application answers at `path`."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= route_methods
+    return sorted(methods)
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
@@ -134,10 +144,19 @@ def install(app: FastAPI) -> None:
                            "description": first.get("msg", "invalid request"), **where})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
-        return _json(exc.status_code, {"code": code, "description": str(exc.detail)},
-                     headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not just those of the first route matching it
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return _json(exc.status_code, {"code": code, "description": str(exc.detail)}, headers=headers or None)
+
+    @app.exception_handler(asyncpg.exceptions.DataError)
+    async def _data(_: Request, exc: Exception) -> Response:
+        # SQLSTATE class 22 (a value out of range, NUL in text, …): the input is at fault, and nothing was
+        # written (the statement failed). The parsers should have refused it by name; this is the net below.
+        return _json(400, {"code": "InvalidParameterValue",
+                           "description": f"a value the database cannot take: {str(exc)[:200]}"})
 
     @app.exception_handler(asyncpg.exceptions.QueryCanceledError)
     async def _canceled(_: Request, exc: Exception) -> Response:

@@ -7,7 +7,38 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.access import cost, required
 from service.catalog import Collection, Dataset
+
+# The error body every 4xx/5xx answer carries (service.errors): what was wrong and where.
+EXCEPTION = {
+    "type": "object", "required": ["code", "description"],
+    "properties": {
+        "code": {"type": "string", "description": "e.g. InvalidParameterValue, NotFound, InvalidData"},
+        "description": {"type": "string"},
+        "parameter": {"type": "string", "description": "the query or path parameter at fault"},
+        "property": {"type": "string", "description": "the feature property (or geometry) at fault"},
+        "index": {"type": "integer", "description": "the feature's position in the body or file"},
+    },
+}
+ANSWERS = {
+    "304": "Not modified: the representation still has the ETag given in If-None-Match",
+    "400": "A parameter or the body is not understood; the body names which",
+    "401": "The credential sent (X-API-Key or a bearer token) is not valid",
+    "403": "The credential does not carry the role this needs",
+    "404": "No such resource",
+    "406": "None of the media types in Accept (or f) is offered",
+    "408": "The client stopped sending its body",
+    "409": "Conflicts with what is stored (an id that exists, a job that is not done)",
+    "412": "If-Match names a version that is no longer current",
+    "413": "The body is larger than the configured limit",
+    "415": "The body's Content-Type is not one this accepts",
+    "422": "The feature or file does not fit the collection's layer type; the body names where",
+    "428": "Changing a feature needs If-Match with its current ETag",
+    "429": "Over the rate limit for writes or expensive requests; see Retry-After",
+    "503": "The database is not reachable or the request took too long; see Retry-After",
+}
+WRITES = {"post", "put", "patch"}
 
 
 def _to_30(node: Any) -> Any:
@@ -50,8 +81,75 @@ def service_openapi(app: FastAPI) -> dict[str, Any]:
     if app.state.openapi_30 is None:
         doc = _to_30(copy.deepcopy(app.openapi()))
         doc["openapi"] = "3.0.3"
+        _document_answers(doc)
+        _document_crs(doc, app.state.crs.uris)
         app.state.openapi_30 = doc
     return app.state.openapi_30
+
+
+def _document_answers(doc: dict[str, Any]) -> None:
+    """Every answer an operation can give, as the service gives them: errors are 400 with the OGC exception
+    body (FastAPI documents 422 for its validation; the service answers those 400), 401 for a bad credential
+    anywhere, 403 where service.access asks for a role, 429 where it counts requests, and the credentials
+    themselves as security schemes."""
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for fastapi_only in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(fastapi_only, None)
+    schemas["Exception"] = EXCEPTION
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Exception"}}}
+    components["responses"] = {code: {"description": text, "content": error} if code != "304" else
+                               {"description": text} for code, text in ANSWERS.items()}
+    components["securitySchemes"] = {
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                   "description": "A key from `geotwin keys create` or POST …/keys"},
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "A token of the configured OpenID Connect issuer"},
+    }
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "put", "post", "delete", "patch"):
+                continue
+            needs = required(method.upper(), path)
+            codes = {"400", "401", "503"}
+            if "{" in path:
+                codes.add("404")
+            if method == "get":
+                codes |= {"304", "406"}
+            if method in WRITES:
+                codes |= {"408", "413", "415", "422"}
+            if method in ("put", "patch", "delete") and "/items/" in path:
+                codes |= {"412", "428"}
+            if method == "post" or (method == "delete" and "/items/" not in path):
+                codes.add("409")
+            if needs is not None or (method == "delete" and path.startswith("/jobs/")):
+                codes.add("403")
+            if cost(method.upper(), path) is not None:
+                codes.add("429")
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            if any(p.get("name") == "f" and "html" in str(p.get("schema")) for p in op.get("parameters", [])):
+                for answer in ("200", "201"):
+                    if answer in responses:
+                        responses[answer].setdefault("content", {}).setdefault("text/html", {})
+            for code in sorted(codes):
+                responses.setdefault(code, {"$ref": f"#/components/responses/{code}"})
+            # Reads need no credential (one may show a member's internal collections); the rest need one.
+            op["security"] = ([{"apiKey": []}, {"bearer": []}] if needs is not None
+                              else [{}, {"apiKey": []}, {"bearer": []}])
+            if needs is not None:
+                role, _ = needs
+                who = "a platform administrator" if role == "platform" else f"the municipality's {role}"
+                op["description"] = (op.get("description", "") + f"\n\nNeeds a credential of {who}.").strip()
+
+
+def _document_crs(doc: dict[str, Any], offered: list[str]) -> None:
+    """The CRS parameters name the CRSs this deployment offers (settings: GEOTWIN_API__CRS)."""
+    for item in doc["paths"].values():
+        for op in item.values():
+            for p in op.get("parameters", []) if isinstance(op, dict) else []:
+                if p.get("in") == "query" and p.get("name") in ("crs", "bbox-crs", "filter-crs"):
+                    p["schema"] = {**p.get("schema", {}), "type": "string", "enum": offered}
 
 
 def root_openapi(app: FastAPI, dataset: Dataset, root_url: str, prefix: str) -> dict[str, Any]:

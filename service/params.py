@@ -34,6 +34,9 @@ def check_known(params: QueryParams, allowed: set[str]) -> None:
             raise InvalidParameter(f"parameter {key!r} contains a NUL character", parameter=key)
 
 
+MAX_NUMBER = 999_999_999_999  # the largest whole number a parameter takes (12 digits, as parse_int reads)
+
+
 def parse_int(raw: str | None, name: str, default: int, minimum: int) -> int:
     if raw is None:
         return default

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from service.db import connection
 from service.deps import Scope, municipality_scope
@@ -21,32 +21,36 @@ router = APIRouter(tags=["administration"])
 ScopeDep = Annotated[Scope, Depends(municipality_scope)]
 
 
+# Text PostgreSQL can store: anything but NUL (which no text column holds).
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+
+
 class NewMunicipality(BaseModel):
     slug: str = Field(pattern=SLUG_PATTERN, examples=["saalekreis"])
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     ags: str = Field(pattern=r"^[0-9]{5,8}$", description="Amtlicher Gemeindeschlüssel")
-    state: str = Field(min_length=1, max_length=100)
+    state: Text = Field(min_length=1, max_length=100)
     crs: Literal[25832, 25833] = Field(description="official CRS its data arrives in")
 
 
 class NewCollection(BaseModel):
     id: str = Field(pattern=SLUG_PATTERN)
-    title: str = Field(min_length=1, max_length=300)
+    title: Text = Field(min_length=1, max_length=300)
     layer_type: str
-    description: str = ""
-    licence: str = ""
-    attribution: str = ""
-    keywords: list[str] = []
+    description: Text = ""
+    licence: Text = ""
+    attribution: Text = ""
+    keywords: list[Text] = []
     visibility: Literal["public", "internal"] = "public"
 
 
 class NewKey(BaseModel):
     role: Literal["viewer", "editor", "admin"]
-    label: str = Field(default="", max_length=200, description="who or what uses it; recorded in the change log")
+    label: Text = Field(default="", max_length=200, description="who or what uses it; recorded in the change log")
 
 
 class NewPlatformKey(BaseModel):
-    label: str = Field(default="", max_length=200)
+    label: Text = Field(default="", max_length=200)
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -106,7 +110,7 @@ async def municipality_keys(scope: ScopeDep) -> Response:
 
 @router.delete("/municipalities/{municipality}/keys/{keyId}", status_code=204, response_class=Response,
                summary="Revoke an API key (effective at once)")
-async def revoke(scope: ScopeDep, key_id: Annotated[int, Path(alias="keyId")]) -> Response:
+async def revoke(scope: ScopeDep, key_id: Annotated[int, Path(alias="keyId", ge=1, le=2**31 - 1)]) -> Response:
     async with connection(scope.pool) as conn:
         if not await revoke_key(conn, key_id, scope.dataset.slug):
             raise NotFound(f"no active key {key_id} of {scope.dataset.slug}", parameter="keyId")

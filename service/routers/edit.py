@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from service.bodies import json_body
 from service.catalog import Collection
 from service.crs import Crs
 from service.db import connection
-from service.deps import Scope
+from service.deps import CollectionId, FeatureId, Scope
 from service.errors import (
     Conflict,
     InvalidBody,
@@ -41,8 +41,6 @@ from service.sql.write import (
     replace_feature,
 )
 
-CollectionId = Annotated[str, Path(alias="collectionId")]
-FeatureId = Annotated[str, Path(alias="featureId")]
 Repair = Annotated[str | None, Query(description="true: make an invalid geometry valid instead of refusing it")]
 JSON_TYPES = ("application/geo+json", "application/json")
 BODY = {"requestBody": {"required": True, "content": {"application/geo+json": {"schema": {"type": "object"}}}}}

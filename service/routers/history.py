@@ -13,18 +13,16 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from service.db import connection
-from service.deps import Scope
+from service.deps import CollectionId, FeatureId, Scope
 from service.errors import InvalidParameter, NotFound
-from service.params import check_known, parse_crs, parse_int, parse_limit
+from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
 from service.responses import base_url, link
 from service.sql.history import LATEST, OPS, changes_sql, versions_sql
 
-CollectionId = Annotated[str, Path(alias="collectionId")]
-FeatureId = Annotated[str, Path(alias="featureId")]
 FEED = "application/json"
 
 
@@ -69,10 +67,12 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                 response_class=Response)
     async def changes(
         request: Request, scope: ScopeDep, collection_id: CollectionId,
-        after: Annotated[int | None, Query(description="only changes with a higher changeId (the last one you "
+        after: Annotated[int | None, Query(ge=0, le=MAX_NUMBER,
+                                           description="only changes with a higher changeId (the last one you "
                                                        "applied); follow the `next` link")] = None,
         since: Annotated[str | None, Query(description="only changes at or after this RFC 3339 time")] = None,
-        limit: Annotated[int | None, Query(description="changes per page (default 1000)")] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_NUMBER, description="changes per page (default 1000; "
+                                                                           "at most 10000)")] = None,
         crs: Annotated[str | None, Query(description="CRS of the geometries (default CRS84)")] = None,
     ) -> Response:
         check_known(request.query_params, {"after", "since", "limit", "crs"})

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from service import jobs
-from service.deps import Scope
+from service.deps import CollectionId, Scope
 from service.errors import InvalidParameter, NotFound
 from service.importer import FORMATS, ImportOptions
 from service.responses import base_url
 
-CollectionId = Annotated[str, Path(alias="collectionId")]
 JSON = "application/json"
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from service import cql, documents, export, queryables
@@ -14,10 +14,11 @@ from service.cache import etag_for
 from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
-from service.deps import Scope
+from service.deps import CollectionId, FeatureId, Scope
 from service.errors import InvalidParameter, NotFound
 from service.openapi import root_openapi
 from service.params import (
+    MAX_NUMBER,
     check_known,
     parse_bbox,
     parse_bool,
@@ -48,8 +49,6 @@ from service.sql.features import ItemsQuery, Output, count_sql, item_sql, items_
 
 F = Annotated[str | None, Query(description="Output format: json (GeoJSON for features) or html",
                                 pattern="^(json|geojson|html)$")]
-CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`")]
-FeatureId = Annotated[str, Path(alias="featureId", description="Feature id")]
 ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs",
                 "sortby", "properties", "skipGeometry", "asOf"}
 EXPORT_PARAMS = ITEMS_PARAMS - {"limit", "offset", "skipGeometry"}
@@ -83,7 +82,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                                  root=_root(request, scope))
         return json_response(doc)
 
-    @router.get("/api", operation_id=f"{kind}.getApi", summary="This root's API definition (OpenAPI 3.0)")
+    @router.get("/api", operation_id=f"{kind}.getApi", summary="This root's API definition (OpenAPI 3.0)",
+                response_class=Response, responses={200: {"content": {OPENAPI: {}, HTML: {}}}})
     async def api(request: Request, scope: ScopeDep, f: F = None) -> Response:
         check_known(request.query_params, {"f"})
         root = _root(request, scope)
@@ -150,9 +150,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                 response_class=Response, responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
     async def get_features(
         request: Request, scope: ScopeDep, collection_id: CollectionId, f: F = None,
-        limit: Annotated[int | None, Query(ge=1, description="Page size (default 100; larger values are "
+        limit: Annotated[int | None, Query(ge=1, le=MAX_NUMBER, description="Page size (default 100; larger values are "
                                                              "served as the maximum, 10000)")] = None,
-        offset: Annotated[int | None, Query(ge=0, description="Features to skip")] = None,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_NUMBER, description="Features to skip")] = None,
         bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy in `bbox-crs` (default CRS84: "
                                                       "minLon,minLat,maxLon,maxLat); selects features that "
                                                       "intersect it")] = None,
@@ -194,7 +194,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             "enum": list(export.FORMATS)})] = None,
     ) -> Response:
         c = scope.collection(collection_id)
-        name = f or "geojson"
+        name = "geojson" if f is None else f
         fmt = export.FORMATS.get(name)
         if fmt is None:
             raise InvalidParameter(f"f must be one of {', '.join(export.FORMATS)}; got {name!r}", parameter="f")

@@ -117,7 +117,8 @@ async def layer_type(request: Request,
     return json_response(lt.schema, media_type=SCHEMA)
 
 
-@router.get("/api", operation_id="platform.getApi", summary="The whole service's API definition")
+@router.get("/api", operation_id="platform.getApi", summary="The whole service's API definition",
+            response_class=Response, responses={200: {"content": {OPENAPI: {}, "text/html": {}}}})
 async def api(request: Request, f: F = None) -> Response:
     check_known(request.query_params, {"f"})
     if negotiate(request) == "html":

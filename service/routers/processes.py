@@ -164,7 +164,7 @@ async def execute(request: Request, process_id: str,
 
 @router.get("/jobs", summary="Your asynchronous process runs, newest first")
 async def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> Response:
     """Jobs started with your key or token. Jobs started without credentials are not listed: their id (from
     the `Location` of the 201) is the only way to them."""
     principal = principal_of(request)

@@ -14,7 +14,7 @@ from service.cache import etag_for
 from service.catalog import Collection
 from service.crs import CRS84, epsg_uri
 from service.db import connection
-from service.deps import Scope
+from service.deps import CollectionId, Scope
 from service.errors import NotFound
 from service.observability import TILE_HIT, TILE_MISS
 from service.params import check_known
@@ -29,7 +29,6 @@ TILEJSON = "application/vnd.mapbox.tile+json"
 STYLE = "application/vnd.mapbox.style+json"
 
 TmsId = Annotated[str, Path(alias="tileMatrixSetId", description="WebMercatorQuad or UTM32ETRS89Quad")]
-CollectionId = Annotated[str, Path(alias="collectionId")]
 TileMatrix = Annotated[int, Path(alias="tileMatrix", description="zoom level")]
 TileRow = Annotated[int, Path(alias="tileRow")]
 TileCol = Annotated[int, Path(alias="tileCol")]
