@@ -5,8 +5,8 @@
 - Logs: one JSON object per line (python-json-logger) with time, level, logger, message and request_id;
   `geotwin serve --access-log` adds a line per request (method, path, route, status, duration).
 - Metrics (prometheus_client; aggregated over worker processes when `geotwin serve` runs several):
-  requests by route template and status, latency histograms by route, tile cache hits and misses, database
-  pool connections in use and idle, import and process jobs by outcome and running now.
+  requests by route template and status, latency histograms by route, tile cache hits, misses and bytes,
+  database pool connections in use and idle, import and process jobs by outcome and running now.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ LATENCY = Histogram("geotwin_request_duration_seconds", "Time from request to th
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 TILE_CACHE = Counter("geotwin_tile_cache", "Tile cache lookups", ["result"])
 TILE_HIT, TILE_MISS = TILE_CACHE.labels("hit"), TILE_CACHE.labels("miss")
+TILE_CACHE_BYTES = Gauge("geotwin_tile_cache_bytes", "Bytes the in-process tile caches hold (bounded by "
+                         "GEOTWIN_CACHE__TILE_CACHE_MB per worker)", multiprocess_mode="livesum")
 POOL = Gauge("geotwin_db_pool_connections", "Database connections of the pools", ["pool", "state"],
              multiprocess_mode="livesum")
 READS = Counter("geotwin_replica_routing", "Anonymous reads when replicas are configured, by where they went",

@@ -132,3 +132,27 @@ async def test_warm_tiles_are_answered_before_routing_and_identically(app, clien
     # A query the fast path does not know goes to the router (and its 400).
     assert (await client.get(TILE + "?foo=1")).status_code == 400
     assert calls == [1]
+
+
+def test_the_tile_cache_holds_no_more_memory_than_its_bound():
+    """Many small and empty tiles (a zoomed-out pan over empty country) must not carry the cache past its
+    configured size: entries count with their keys and bookkeeping, not only their bytes."""
+    import tracemalloc
+
+    from service.cache import BytesCache, etag_for
+
+    bound = 2 * 2**20
+    cache = BytesCache(bound)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(50_000):
+            key = (HALLE, "*", (3, 7, 11), f"WebMercatorQuad/16/{i}/{i}", "mvt")
+            cache.put(key, b"" if i % 2 else b"x" * (i % 2000), etag_for(*key))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < bound * 1.25, f"{held / 2**20:.1f} MB held by a cache bound to {bound / 2**20:.0f} MB"
+    assert cache.get((HALLE, "*", (3, 7, 11), "WebMercatorQuad/16/49999/49999", "mvt")) is not None, \
+        "the newest tile is kept"
+    assert cache.get((HALLE, "*", (3, 7, 11), "WebMercatorQuad/16/0/0", "mvt")) is None, "the oldest is evicted"

@@ -16,7 +16,7 @@ from pyproj import Transformer
 
 from service.models import LOD_LEVELS, STORAGE_SRID
 from service.sql.features import Args, scope_predicate
-from service.tiles import BUFFER, EXTENT, TileRef
+from service.tiles import BUFFER, EXTENT, TILE_MEMO, TileRef
 
 # Where computing in UTM 32 is meaningful (its zone widened generously); tiles outside hold no data here.
 STORAGE_WINDOW = (-6.0, 30.0, 30.0, 80.0)
@@ -50,7 +50,7 @@ def _transformers(srid: int) -> tuple[Transformer, Transformer]:
             Transformer.from_crs(4326, STORAGE_SRID, always_xy=True))
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=TILE_MEMO)
 def footprint(tile: TileRef) -> Footprint | None:
     """None when the tile lies where no data can be (outside the storage CRS's window). Cached per tile:
     reprojecting a tile's outline costs more than the SQL of a small tile."""
