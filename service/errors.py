@@ -5,6 +5,7 @@ Every error body says what was wrong and where: `{"code", "description", "parame
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -113,13 +115,24 @@ def status_of(exc: GeoTwinError) -> int:
     return 500
 
 
+def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """Every route of the application, also inside FastAPI's wrappers of included routers (the routers are
+    included without prefixes, so each route's path is the full path)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from api_routes(route.original_router.routes)
+
+
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods some route of the application answers at `path`."""
     methods: set[str] = set()
-    for route in app.router.routes:
-        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
-        if regex is not None and route_methods and regex.match(path):
-            methods |= route_methods
+    for route in api_routes(app.router.routes):
+        if route.path_regex.match(path):
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")  # answered for every GET (service.head)
     return sorted(methods)
 
 

@@ -49,3 +49,14 @@ def test_api(case, fuzz_target):
     base, key = fuzz_target
     response = case.call_and_validate(base_url=base, headers={"X-API-Key": key}, excluded_checks=EXCLUDED)
     STATUSES[response.status_code] += 1
+
+
+def test_405_lists_every_method_of_the_path(fuzz_target):
+    import httpx
+
+    base, key = fuzz_target
+    r = httpx.request("OPTIONS", f"{base}/jobs/x", headers={"X-API-Key": key})
+    assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET, HEAD", r.headers.get("Allow")
+    r = httpx.request("OPTIONS", f"{base}/municipalities/halle/collections/commercial-sites/items/gs-001",
+                      headers={"X-API-Key": key})
+    assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET, HEAD, PATCH, PUT", r.headers.get("Allow")

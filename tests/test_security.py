@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.routing import APIRoute
 
+from service.errors import api_routes
 from service.settings import LimitSettings
 from tests.conftest import app_client, new_key
 
@@ -71,17 +71,9 @@ def expected(method: str, path: str, role: str) -> set[int] | str:
 
 def routes(app) -> list[tuple[str, str]]:
     """(method, path template) of every API route, through included routers (ours carry full paths)."""
-    out = []
-
-    def walk(entries) -> None:
-        for route in entries:
-            if isinstance(route, APIRoute):
-                out.extend((method, route.path) for method in sorted(route.methods - {"HEAD"}))
-            elif hasattr(route, "original_router"):  # FastAPI's wrapper of an included router
-                assert not route.include_context.prefix if hasattr(route.include_context, "prefix") else True
-                walk(route.original_router.routes)
-    walk(app.routes)
-    return out
+    wrappers = [r for r in app.routes if hasattr(r, "original_router")]
+    assert not any(getattr(w.include_context, "prefix", "") for w in wrappers), "routers carry full paths"
+    return [(method, route.path) for route in api_routes(app.routes) for method in sorted(route.methods - {"HEAD"})]
 
 
 async def test_the_authorisation_matrix_of_every_route(keyed):
