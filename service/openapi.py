@@ -104,7 +104,8 @@ def _document_answers(doc: dict[str, Any]) -> None:
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                    "description": "A key from `geotwin keys create` or POST …/keys"},
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "A token of the configured OpenID Connect issuer"},
+                   "description": "A token of the OpenID Connect issuer the deployment trusts "
+                                  "(GEOTWIN_AUTH__OIDC_ISSUER; without it, tokens are refused)"},
     }
     for path, item in doc["paths"].items():
         for method, op in item.items():
