@@ -25,6 +25,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 import shapely
 
@@ -230,6 +232,20 @@ def _value(value: Any, kind: str | None) -> Any:
     return value
 
 
+def _column(array: pa.ChunkedArray, kind: str | None) -> list[Any]:
+    """A column's values as `_value` gives them, converted column-wise where the Arrow type allows (the
+    common case: 14 columns of 100,000 features cost 2.4 s value by value); anything else value by value."""
+    t = array.type
+    if pa.types.is_floating(t) and kind != "integer":
+        return pc.if_else(pc.is_finite(array), array, None).to_pylist()
+    if (pa.types.is_integer(t) and kind != "boolean") or pa.types.is_boolean(t):
+        return array.to_pylist()
+    if (pa.types.is_string(t) or pa.types.is_large_string(t)) and kind not in ("number", "integer", "boolean"):
+        trimmed = pc.utf8_trim_whitespace(array)
+        return pc.if_else(pc.equal(trimmed, ""), None, trimmed).to_pylist()
+    return [_value(v, kind) for v in array.to_pylist()]
+
+
 def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: LayerType, crs: Crs,
                 mapping: dict[str, str], id_field: str | None, issues: list[FeatureIssue]) -> list[tuple]:
     """Rows ready for COPY from one Arrow batch; problems are appended to `issues` (and their rows dropped)."""
@@ -254,16 +270,14 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
         outside[check] = _outside(crs, bounds[check])
     ids = (table.column(id_field).to_pylist() if id_field else
            [str(x) for x in (fids if fids is not None else range(start + 1, start + n + 1))])
-    columns = {target: table.column(src).to_pylist() for target, src in mapping.items()}
+    targets = list(mapping)
+    columns = [_column(table.column(mapping[t]), kinds.get(t)) for t in targets]
+    values = zip(*columns, strict=True) if columns else iter([()] * n)
     wkbs = shapely.to_wkb(geoms)
     rows = []
-    for i in range(n):
+    for i, row in enumerate(values):
         fid = "" if ids[i] is None else str(ids[i])
-        props = {}
-        for target, values in columns.items():
-            value = _value(values[i], kinds.get(target))
-            if value is not None:
-                props[target] = value
+        props = {t: v for t, v in zip(targets, row, strict=True) if v is not None}
         problem = None
         if missing[i]:
             problem = "no geometry (or one that cannot be read)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pyarrow as pa
 import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings
@@ -128,3 +129,26 @@ def test_geometry_validation_accepts_only_valid_finite_polygons(ring):
     geom = shapely.from_wkb(row[1]) if isinstance(row[1], bytes) else row[1]
     assert geom.is_valid and not geom.is_empty
     assert all(math.isfinite(c) for c in shapely.get_coordinates(geom).ravel())
+
+
+KINDS = st.sampled_from([None, "string", "number", "integer", "boolean", "date"])
+COLUMNS = (st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.none(), max_size=20).map(
+               lambda v: pa.array(v, pa.float64()))
+           | st.lists(st.integers(-10**12, 10**12) | st.none(), max_size=20).map(lambda v: pa.array(v, pa.int64()))
+           | st.lists(st.booleans() | st.none(), max_size=20).map(lambda v: pa.array(v, pa.bool_()))
+           | st.lists(st.text(max_size=8) | st.sampled_from([" 1.5 ", "ja", "0", "", "  "]) | st.none(),
+                      max_size=20).map(lambda v: pa.array(v, pa.string())))
+
+
+@FAST
+@given(COLUMNS, KINDS)
+def test_import_columns_convert_as_value_by_value(array, kind):
+    """The importer converts whole Arrow columns at once; it must give exactly what the value-by-value rules
+    give, whatever the column's type and the property's kind."""
+    from service.importer import _column, _value
+
+    column = pa.chunked_array([array])
+    expected = [_value(v, kind) for v in column.to_pylist()]
+    got = _column(column, kind)
+    assert [(type(v), v) if v == v else "nan" for v in got] == [
+        (type(v), v) if v == v else "nan" for v in expected]
