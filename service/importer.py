@@ -31,7 +31,7 @@ import pyogrio
 import shapely
 
 from service.crs import CRS84, Crs, resolve, to_lonlat
-from service.errors import InvalidData, InvalidParameter, PayloadTooLarge
+from service.errors import Conflict, InvalidData, InvalidParameter, PayloadTooLarge
 from service.layertypes import LayerType
 from service.loader import FeatureIssue
 from service.models import STORAGE_SRID
@@ -363,6 +363,9 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
             raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: {str(exc)[:300]}); "
                               "is it complete?", parameter="file") from None
         report.total = max(report.total, report.processed)
+        # One import at a time per collection, from here to commit: a second replace would otherwise delete
+        # only what it could see and then collide with the first one's new rows.
+        await conn.execute("SELECT 1 FROM collection WHERE id = $1 FOR UPDATE", collection_pk)
         if not issues:
             for fid, count in await conn.fetch(
                     "SELECT fid, count(*) FROM import_stage GROUP BY fid HAVING count(*) > 1 LIMIT 1000"):
@@ -381,7 +384,11 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                 index=first.index, property=first.property, report=report.as_dict())
         if options.mode == "replace":
             await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)
-        status = await conn.execute(MOVE, collection_pk, crs.srid)
+        try:
+            status = await conn.execute(MOVE, collection_pk, crs.srid)
+        except asyncpg.UniqueViolationError:  # an editor created one of these ids after the check above
+            raise Conflict(f"{path.name}: nothing imported; a feature with one of the file's ids was created in the "
+                           "collection during the import (append mode); import again", parameter="file") from None
         report.imported = int(status.split()[-1])
         await refresh_collection(conn, collection_pk)
     return report

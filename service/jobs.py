@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
 UNLOCK = "SELECT pg_advisory_unlock($1, hashtext($2))"
 
 
+QUEUE_BEAT_S = 20
+
+
+async def wait_for_slot(slots: asyncio.Semaphore, beat: Callable[[], Awaitable[bool]]) -> bool:
+    """Take one of this worker's job slots (settings.jobs.concurrency), beating while the job waits queued so
+    it is not taken for dead. False (no slot taken) when `beat` says the job is no longer wanted."""
+    while True:
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=QUEUE_BEAT_S)
+            return True
+        except TimeoutError:
+            if not await beat():
+                return False
+
+
 def alive(namespace: int, job_column: str) -> str:
     """SQL: whether the job in `job_column` holds its lock (its process and connection are alive)."""
     return (f"EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {namespace} "
@@ -44,6 +60,7 @@ def alive(namespace: int, job_column: str) -> str:
 CREATE = """
 INSERT INTO import_job (id, collection_id, source, options, actor) VALUES ($1, $2, $3, $4::text::jsonb, $5)
 """
+QUEUED = "UPDATE import_job SET heartbeat_at = now() WHERE id = $1 AND status = 'queued' RETURNING id"
 PROGRESS = "UPDATE import_job SET status = 'running', processed = $2, total = $3, heartbeat_at = now() WHERE id = $1"
 FINISH = """
 UPDATE import_job SET status = $2, report = $3::text::jsonb, error = $4, finished_at = now(), heartbeat_at = now()
@@ -93,6 +110,33 @@ async def start(app: Any, collection_pk: int, layer: LayerType, path: Path, name
 async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: Path, options: ImportOptions,
                actor: str) -> None:
     pool = app.state.job_pool  # the long job statement timeout; not taken from the requests' connections
+
+    async def still_queued() -> bool:
+        try:
+            async with connection(pool) as conn:
+                return await conn.fetchval(QUEUED, job) is not None
+        except Exception:  # noqa: BLE001 - the database is briefly away: keep the job's place in the queue
+            return True
+
+    try:
+        try:
+            if not await wait_for_slot(app.state.job_slots, still_queued):
+                return
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(_finish(pool, job, "failed", None, "the service stopped before the import "
+                                             "began; nothing was written"))
+            raise
+        try:
+            await _import(app, pool, job, collection_pk, layer, path, options, actor)
+        finally:
+            app.state.job_slots.release()
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+async def _import(app: Any, pool: Any, job: str, collection_pk: int, layer: LayerType, path: Path,
+                  options: ImportOptions, actor: str) -> None:
     IMPORTS_RUNNING.inc()
     try:
         async with connection(pool) as conn:
@@ -119,7 +163,6 @@ async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: P
         await _finish(pool, job, "failed", None, f"internal error: {exc.__class__.__name__}")
     finally:
         IMPORTS_RUNNING.dec()
-        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 async def _finish(pool: Any, job: str, status: str, report: dict | None, error: str | None) -> None:

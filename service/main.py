@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Imports and asynchronous process runs: their own few connections, with the long job timeout.
         app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=10,
                                                statement_timeout_s=settings.db.job_timeout_s)
+        app.state.job_slots = asyncio.Semaphore(settings.jobs.concurrency)
         app.state.replicas = Replicas(settings.db.replicas, lambda dsn: create_pool(settings.db, dsn, lazy=True))
         await app.state.replicas.start()
         app.state.catalog_cache = CatalogCache(settings.db.dsn(), track_lsn=bool(settings.db.replicas))

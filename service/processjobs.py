@@ -23,7 +23,7 @@ import orjson
 
 from service.db import connection
 from service.errors import GeoTwinError, status_of
-from service.jobs import LOCK, UNLOCK, alive
+from service.jobs import LOCK, UNLOCK, alive, wait_for_slot
 from service.observability import PROCESS_JOBS, PROCESS_JOBS_RUNNING
 
 log = logging.getLogger("geotwin.processjobs")
@@ -82,13 +82,34 @@ async def start(app: Any, process_id: str, owner: str, inputs: dict[str, Any], c
     async with connection(app.state.pool) as conn:
         await conn.execute(EXPIRE, app.state.settings.jobs.keep_days)
         await conn.execute(CREATE, job, process_id, owner, orjson.dumps(inputs).decode())
-    task = asyncio.create_task(_run(app.state.job_pool, job, process_id, compute))
+    task = asyncio.create_task(_run(app.state.job_pool, job, process_id, compute, app.state.job_slots))
     app.state.jobs.add(task)
     task.add_done_callback(app.state.jobs.discard)
     return job
 
 
-async def _run(pool: Any, job: str, process_id: str, compute: Compute) -> None:
+async def _run(pool: Any, job: str, process_id: str, compute: Compute, slots: asyncio.Semaphore) -> None:
+    async def still_accepted() -> bool:  # a job dismissed while it waited never starts
+        try:
+            async with connection(pool) as conn:
+                return await conn.fetchval(BEAT, job) == "accepted"
+        except Exception:  # noqa: BLE001 - the database is briefly away: keep the job's place in the queue
+            return True
+
+    try:
+        if not await wait_for_slot(slots, still_accepted):
+            return
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_fail(pool, job, "the service stopped before the run began; start it again", 503))
+        raise
+    try:
+        await _hold(pool, job, process_id, compute)
+    finally:
+        slots.release()
+
+
+async def _hold(pool: Any, job: str, process_id: str, compute: Compute) -> None:
     async with connection(pool) as holder:  # holds the job's lock while it runs: alive as long as we are
         await holder.execute(LOCK, PROCESS_LOCKS, job)
         try:

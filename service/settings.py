@@ -78,8 +78,11 @@ class ImportSettings(BaseModel):
 
 
 class JobSettings(BaseModel):
-    """Asynchronous process runs (`Prefer: respond-async`): how long their results are kept."""
+    """Import jobs and asynchronous process runs (`Prefer: respond-async`): how many run at once per worker
+    (the rest wait, queued; each running job needs up to three of the job pool's ten connections) and how
+    long process results are kept."""
 
+    concurrency: int = Field(default=3, ge=1, le=3)
     keep_days: int = 7
 
 

@@ -210,6 +210,20 @@ async def test_api_import_job_reports_progress_and_result(api, files):
         assert r.status_code == 400 and r.json()["parameter"] == parameter
 
 
+async def test_more_import_jobs_than_connections_queue_and_all_finish(api, files):
+    """Fifteen jobs at once, more than the job pool's ten connections (a planner's double clicks, a script):
+    the ones beyond the worker's job slots wait as queued, none fails for want of a connection."""
+    client, auth = api
+    body = files["gpkg"].read_bytes()
+    posted = await asyncio.gather(*(client.post(f"{COLLECTION}/imports", params={"filename": "sites.gpkg"},
+                                                headers=auth, content=body) for _ in range(15)))
+    assert [r.status_code for r in posted] == [202] * 15
+    seen = {(await client.get(r.headers["location"], headers=auth)).json()["status"] for r in posted}
+    assert "queued" in seen, seen
+    jobs = await asyncio.gather(*(_wait(client, r.headers["location"], auth) for r in posted))
+    assert [(j["status"], j["error"]) for j in jobs] == [("succeeded", None)] * 15
+
+
 async def test_api_upload_limit(cluster, imp_db):
     key = await new_key(imp_db, "halle", "editor")
     async with app_client(cluster, "geotwin_imp") as (app, client):
