@@ -41,13 +41,18 @@ QUEUE_BEAT_S = 20
 
 async def wait_for_slot(slots: asyncio.Semaphore, beat: Callable[[], Awaitable[bool]]) -> bool:
     """Take one of this worker's job slots (settings.jobs.concurrency), beating while the job waits queued so
-    it is not taken for dead. False (no slot taken) when `beat` says the job is no longer wanted."""
+    it is not taken for dead. False (no slot taken) when `beat` says the job is no longer wanted; a beat that
+    fails (the database briefly away) keeps the job's place."""
     while True:
         try:
             await asyncio.wait_for(slots.acquire(), timeout=QUEUE_BEAT_S)
             return True
         except TimeoutError:
-            if not await beat():
+            try:
+                wanted = await beat()
+            except Exception:  # noqa: BLE001 - see the docstring
+                wanted = True
+            if not wanted:
                 return False
 
 
@@ -112,11 +117,8 @@ async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: P
     pool = app.state.job_pool  # the long job statement timeout; not taken from the requests' connections
 
     async def still_queued() -> bool:
-        try:
-            async with connection(pool) as conn:
-                return await conn.fetchval(QUEUED, job) is not None
-        except Exception:  # noqa: BLE001 - the database is briefly away: keep the job's place in the queue
-            return True
+        async with connection(pool) as conn:
+            return await conn.fetchval(QUEUED, job) is not None
 
     try:
         try:
@@ -145,11 +147,21 @@ async def _import(app: Any, pool: Any, job: str, collection_pk: int, layer: Laye
                     await side.execute(PROGRESS, job, report.processed, report.total)
 
             await conn.execute(LOCK, IMPORT_LOCKS, job)
-            try:
-                report = await import_file(conn, collection_pk, layer, path, options, beat, actor)
+            try:  # the outcome is recorded before the lock goes: a job is never seen running without its lock
+                await _attempt(app, pool, job, conn, collection_pk, layer, path, options, actor, beat)
             finally:
                 with contextlib.suppress(Exception):  # a dead connection has dropped the lock already
                     await conn.execute(UNLOCK, IMPORT_LOCKS, job)
+    except GeoTwinError as exc:  # no connection for the job (all busy)
+        await _finish(pool, job, "failed", None, exc.description)
+    finally:
+        IMPORTS_RUNNING.dec()
+
+
+async def _attempt(app: Any, pool: Any, job: str, conn: Any, collection_pk: int, layer: LayerType, path: Path,
+                   options: ImportOptions, actor: str, beat: Callable[[ImportReport], Awaitable[None]]) -> None:
+    try:
+        report = await import_file(conn, collection_pk, layer, path, options, beat, actor)
         await _finish(pool, job, "succeeded", report.as_dict(), None)
         app.state.catalog_cache.invalidate()
     except GeoTwinError as exc:
@@ -161,8 +173,6 @@ async def _import(app: Any, pool: Any, job: str, collection_pk: int, layer: Laye
     except Exception as exc:  # noqa: BLE001 - recorded on the job; the collection is unchanged (rolled back)
         log.exception("import job %s failed", job)
         await _finish(pool, job, "failed", None, f"internal error: {exc.__class__.__name__}")
-    finally:
-        IMPORTS_RUNNING.dec()
 
 
 async def _finish(pool: Any, job: str, status: str, report: dict | None, error: str | None) -> None:

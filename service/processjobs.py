@@ -89,12 +89,9 @@ async def start(app: Any, process_id: str, owner: str, inputs: dict[str, Any], c
 
 
 async def _run(pool: Any, job: str, process_id: str, compute: Compute, slots: asyncio.Semaphore) -> None:
-    async def still_accepted() -> bool:  # a job dismissed while it waited never starts
-        try:
-            async with connection(pool) as conn:
-                return await conn.fetchval(BEAT, job) == "accepted"
-        except Exception:  # noqa: BLE001 - the database is briefly away: keep the job's place in the queue
-            return True
+    async def still_accepted() -> bool:
+        async with connection(pool) as conn:
+            return await conn.fetchval(BEAT, job) == "accepted"
 
     try:
         if not await wait_for_slot(slots, still_accepted):
@@ -125,7 +122,9 @@ async def _work(pool: Any, job: str, process_id: str, compute: Compute) -> None:
     PROCESS_JOBS_RUNNING.inc()
     try:
         async with connection(pool) as conn:
-            await conn.execute(START, job)
+            if await conn.execute(START, job) == "UPDATE 0":  # dismissed while it waited for a slot
+                outcome = "dismissed"
+                return
         work = asyncio.create_task(compute(pool))
         while True:  # beat while computing; a job dismissed meanwhile (by any worker) stops here
             done, _ = await asyncio.wait({work}, timeout=HEARTBEAT_S)

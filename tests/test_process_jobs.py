@@ -109,6 +109,24 @@ async def test_a_job_is_its_owners(api, jobs_db):
     assert gone.status_code == 404 and gone.json()["type"].endswith("/result-not-ready")
 
 
+async def test_jobs_beyond_the_slots_wait_accepted_and_a_dismissed_one_never_runs(cluster, jobs_db):
+    key = await new_key(jobs_db, "halle", "viewer")
+    mine = {"Authorization": f"Bearer {key}"}
+    async with app_client(cluster, "geotwin_jobs") as (app, client):
+        slots = app.state.job_slots = asyncio.Semaphore(0)  # every slot taken
+        first, second = [(await client.post("/processes/statistics/execution", json={"inputs": {}},
+                                             headers={**ASYNC, **mine})).headers["location"] for _ in range(2)]
+        await asyncio.sleep(0.3)
+        assert [(await client.get(u, headers=mine)).json()["status"] for u in (first, second)] == ["accepted"] * 2
+        assert (await client.delete(second, headers=mine)).json()["status"] == "dismissed"
+        slots.release()
+        slots.release()
+        assert (await finished(client, first, mine))["status"] == "successful"
+        await asyncio.sleep(0.3)
+        assert (await client.get(second, headers=mine)).json()["status"] == "dismissed"
+        assert (await client.get(f"{second}/results", headers=mine)).status_code == 404
+
+
 async def test_a_job_whose_process_died_is_failed_and_says_so(api, jobs_db):
     conn = await asyncpg.connect(jobs_db)
     try:
