@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,34 @@ UNLOCK = "SELECT pg_advisory_unlock($1, hashtext($2))"
 QUEUE_BEAT_S = 20
 
 
-async def wait_for_slot(slots: asyncio.Semaphore, beat: Callable[[], Awaitable[bool]]) -> bool:
-    """Take one of this worker's job slots (settings.jobs.concurrency), beating while the job waits queued so
-    it is not taken for dead. False (no slot taken) when `beat` says the job is no longer wanted; a beat that
-    fails (the database briefly away) keeps the job's place."""
-    while True:
-        try:
-            await asyncio.wait_for(slots.acquire(), timeout=QUEUE_BEAT_S)
-            return True
-        except TimeoutError:
+@contextlib.asynccontextmanager
+async def job_slot(slots: asyncio.Semaphore, beat: Callable[[], Awaitable[bool]],
+                   stopped: Callable[[], Awaitable[None]]) -> AsyncIterator[bool]:
+    """One of this worker's job slots (settings.jobs.concurrency), held for the block; yields False (no slot)
+    when `beat` says the job is no longer wanted. While the job waits queued it beats so it is not taken for
+    dead; a beat that fails (the database briefly away) keeps its place. Stopped while waiting: `stopped`
+    records it."""
+    try:
+        while True:
             try:
-                wanted = await beat()
-            except Exception:  # noqa: BLE001 - see the docstring
-                wanted = True
-            if not wanted:
-                return False
+                await asyncio.wait_for(slots.acquire(), timeout=QUEUE_BEAT_S)
+                break
+            except TimeoutError:
+                try:
+                    wanted = await beat()
+                except Exception:  # noqa: BLE001 - see the docstring
+                    wanted = True
+                if not wanted:
+                    yield False
+                    return
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(stopped())
+        raise
+    try:
+        yield True
+    finally:
+        slots.release()
 
 
 def alive(namespace: int, job_column: str) -> str:
@@ -120,19 +133,13 @@ async def _run(app: Any, job: str, collection_pk: int, layer: LayerType, path: P
         async with connection(pool) as conn:
             return await conn.fetchval(QUEUED, job) is not None
 
+    def stopped() -> Awaitable[None]:
+        return _finish(pool, job, "failed", None, "the service stopped before the import began; nothing was written")
+
     try:
-        try:
-            if not await wait_for_slot(app.state.job_slots, still_queued):
-                return
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(_finish(pool, job, "failed", None, "the service stopped before the import "
-                                             "began; nothing was written"))
-            raise
-        try:
-            await _import(app, pool, job, collection_pk, layer, path, options, actor)
-        finally:
-            app.state.job_slots.release()
+        async with job_slot(app.state.job_slots, still_queued, stopped) as slot:
+            if slot:
+                await _import(app, pool, job, collection_pk, layer, path, options, actor)
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)
 

@@ -23,7 +23,7 @@ import orjson
 
 from service.db import connection
 from service.errors import GeoTwinError, status_of
-from service.jobs import LOCK, UNLOCK, alive, wait_for_slot
+from service.jobs import LOCK, UNLOCK, alive, job_slot
 from service.observability import PROCESS_JOBS, PROCESS_JOBS_RUNNING
 
 log = logging.getLogger("geotwin.processjobs")
@@ -93,17 +93,12 @@ async def _run(pool: Any, job: str, process_id: str, compute: Compute, slots: as
         async with connection(pool) as conn:
             return await conn.fetchval(BEAT, job) == "accepted"
 
-    try:
-        if not await wait_for_slot(slots, still_accepted):
-            return
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(_fail(pool, job, "the service stopped before the run began; start it again", 503))
-        raise
-    try:
-        await _hold(pool, job, process_id, compute)
-    finally:
-        slots.release()
+    def stopped() -> Awaitable[None]:
+        return _fail(pool, job, "the service stopped before the run began; start it again", 503)
+
+    async with job_slot(slots, still_accepted, stopped) as slot:
+        if slot:
+            await _hold(pool, job, process_id, compute)
 
 
 async def _hold(pool: Any, job: str, process_id: str, compute: Compute) -> None:
