@@ -179,7 +179,8 @@ def ensure_tipg() -> Path:
 
 # ---------------------------------------------------------------- measuring
 
-def wrk(port: int, paths: list[str], connections: int, duration: int) -> dict[str, float]:
+def wrk(port: int, paths: list[str], connections: int, duration: int, dsn: str) -> dict[str, float]:
+    """One wrk measurement; returns once the server has finished what wrk left in flight (see `settle`)."""
     listing = DATA / "bench" / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
     threads = min(2, connections)
@@ -188,10 +189,27 @@ def wrk(port: int, paths: list[str], connections: int, duration: int) -> dict[st
                          capture_output=True, text=True, env={**os.environ, "PATHS": str(listing)}, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {m.group(1): _ms(m.group(2), m.group(3)) for m in re.finditer(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", out)}
+    asyncio.run(settle(dsn))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*timeout (\d+)", out)
     return {"rps": rps, "p50_ms": lat.get("50", float("nan")), "p99_ms": lat.get("99", float("nan")),
             "non_2xx": int(bad.group(1)) if bad else 0, "timeouts": int(errors.group(1)) if errors else 0}
+
+
+async def settle(dsn: str, limit_s: float = 60.0) -> None:
+    """Wait until no query runs in the benchmark database. wrk stops at its deadline with requests still in
+    flight; at 8 connections on heavy tiles the server is busy with them for up to a second afterwards, and a
+    1-connection measurement started then counted that work in its p99 (z8 zones: 157 ms against ~100 ms
+    measured after a pause)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"):
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
 
 
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -300,15 +318,15 @@ def main() -> None:
             tp_paths = [tipg_path(s, r) for r in s.requests]
             row = {"requests": len(s.requests)}
             print(f"measuring {s.name} ...", flush=True)
-            row["tipg"] = {"c8": wrk(ports["tipg"], tp_paths, 8, args.duration),
-                           "c1": wrk(ports["tipg"], tp_paths, 1, args.duration)}
+            row["tipg"] = {"c8": wrk(ports["tipg"], tp_paths, 8, args.duration, dsn),
+                           "c1": wrk(ports["tipg"], tp_paths, 1, args.duration, dsn)}
             # GeoTwin and its floor alternate, so that drift of the machine (±15 % between minutes here)
             # falls on both alike; each figure is the median over the rounds, the rounds are kept.
             pk = pks[s.collection]
             rounds: dict[str, list[dict[str, dict[str, float]]]] = {"geotwin": [], "floor": []}
             for _ in range(args.rounds):
-                rounds["geotwin"].append({"c8": wrk(ports["cold"], gt_paths, 8, args.duration),
-                                          "c1": wrk(ports["cold"], gt_paths, 1, args.duration)})
+                rounds["geotwin"].append({"c8": wrk(ports["cold"], gt_paths, 8, args.duration, dsn),
+                                          "c1": wrk(ports["cold"], gt_paths, 1, args.duration, dsn)})
                 rounds["floor"].append({"c8": asyncio.run(floor(dsn, s, pk, 8, args.duration)),
                                         "c1": asyncio.run(floor(dsn, s, pk, 1, args.duration))})
             for label, runs in rounds.items():
@@ -326,8 +344,8 @@ def main() -> None:
             paths = [geotwin_path(s, r) for r in s.requests]
             for p in paths:
                 httpx.get(f"http://127.0.0.1:{ports['warm']}{p}", timeout=60)
-            row = {"requests": len(paths), "geotwin": {"c8": wrk(ports["warm"], paths, 8, args.duration),
-                                                       "c1": wrk(ports["warm"], paths, 1, args.duration)}}
+            row = {"requests": len(paths), "geotwin": {"c8": wrk(ports["warm"], paths, 8, args.duration, dsn),
+                                                       "c1": wrk(ports["warm"], paths, 1, args.duration, dsn)}}
             results["scenarios"][f"{s.name} (warm cache)"] = row
     finally:
         for p in procs:
