@@ -103,6 +103,9 @@ async def test_a_job_is_its_owners(api, jobs_db):
     assert [j["jobID"] for j in listed] == [job]
     assert (await api.get("/jobs", headers=theirs)).json()["jobs"] == []
     assert (await api.get("/jobs")).json()["jobs"] == []  # anonymous runs are reached by their id only
+    for query, name in (("offset=0.0", "offset"), ("limit=1e2", "limit"), ("page=2", "page")):
+        bad = await api.get(f"/jobs?{query}", headers=mine)  # found by the fuzz test: "0.0" was taken as 0
+        assert bad.status_code == 400 and bad.json()["parameter"] == name, bad.text
     dismissed = await api.delete(location, headers=mine)
     assert dismissed.status_code == 200 and dismissed.json()["status"] == "dismissed"
     gone = await api.get(location + "/results", headers=mine)

@@ -26,6 +26,7 @@ from service.db import connection
 from service.deps import current_catalog, principal_of, visible_dataset
 from service.errors import InvalidParameter, NotFound
 from service.models import STORAGE_SRID
+from service.params import check_known, parse_int
 from service.responses import base_url, html_response, link
 from service.sql.analysis import conflicts_sql, protection_statistics_sql, site_search_sql, site_statistics_sql
 
@@ -167,6 +168,10 @@ async def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 1
                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> Response:
     """Jobs started with your key or token. Jobs started without credentials are not listed: their id (from
     the `Location` of the 201) is the only way to them."""
+    check_known(request.query_params, {"limit", "offset"})
+    # Read as the other routes read numbers (parse_int): FastAPI's own int takes "0.0" too.
+    limit = min(parse_int(request.query_params.get("limit"), "limit", 100, 1), 1000)
+    offset = parse_int(request.query_params.get("offset"), "offset", 0, 0)
     principal = principal_of(request)
     base = base_url(request)
     rows = await processjobs.listing(request.app.state.pool, principal.subject, limit, offset) if principal else []
