@@ -61,6 +61,7 @@ async def _record_pools(app: FastAPI) -> None:
     while True:
         record_pool("primary", app.state.pool)
         record_pool("jobs", app.state.job_pool)
+        record_pool("tiles", app.state.tile_pool)
         for member in app.state.replicas.members:
             record_pool(member.name, member.pool)
         await asyncio.sleep(1)
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.db)
+        # Vector tiles: as many connections again, opened when tiles are asked for, each statement planned once.
+        app.state.tile_pool = await create_pool(settings.db, lazy=True, generic_plans=True)
         # Imports and asynchronous process runs: their own few connections, with the long job timeout.
         app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=10,
                                                statement_timeout_s=settings.db.job_timeout_s)
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.catalog_cache.stop()
             await app.state.replicas.stop()
             await app.state.job_pool.close()
+            await app.state.tile_pool.close()
             await app.state.pool.close()
 
     app = GeoTwinApp(

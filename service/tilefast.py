@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from starlette.types import Scope, Send
 
 from service.replicas import read_pool
-from service.routers.tiles import format_of, tile_answer
+from service.routers.tiles import format_of, mvt_pool, tile_answer
 
 TILE_PATH = re.compile(r"^(?:/municipalities/(?P<m>[^/]+)|(?P<region>/region))(?:/collections/(?P<c>[^/]+))?"
                        r"/tiles/(?P<tms>[A-Za-z0-9]+)/(?P<z>\d{1,2})/(?P<row>\d{1,9})/(?P<col>\d{1,9})$")
@@ -65,11 +65,12 @@ async def _answer(state: Any, scope: Scope, match: re.Match, send: Send) -> bool
     if b"authorization" in headers or b"x-api-key" in headers:
         return False  # callers with credentials may see internal layers: the application decides
     fmt = format_of(query[0][1] if query else None, headers.get(b"accept", b"").decode("latin-1"))
+    pool = read_pool(state, catalog, True, scope)
     try:
         status, out, body = await tile_answer(
-            read_pool(state, catalog, True, scope), state.tile_cache, dataset.path, owner, collections, match["tms"],
-            int(match["z"]),
-            int(match["row"]), int(match["col"]), fmt, headers.get(b"if-none-match", b"").decode("latin-1"))
+            pool, mvt_pool(state, pool), state.tile_cache, dataset.path, owner, collections, match["tms"],
+            int(match["z"]), int(match["row"]), int(match["col"]), fmt,
+            headers.get(b"if-none-match", b"").decode("latin-1"))
     except Exception:  # noqa: BLE001 - nothing is sent yet: the application answers, with its JSON errors
         return False
     if body:

@@ -68,12 +68,19 @@ def _tile_layers(collections: list[Collection], tms_id: str, z: int) -> list[Til
             if min_zoom(c.layer_type.name, tms_id) <= z and c.members]
 
 
-async def tile_answer(pool: Any, cache: Any, dataset_path: str, owner: str, collections: list[Collection],
-                      tms_id: str, z: int, row: int, col: int, fmt: str,
+def mvt_pool(state: Any, pool: Any) -> Any:
+    """Where a vector tile's query runs: on the primary, the pool that plans each statement once
+    (service.db.create_pool, `generic_plans`); on a replica, that replica's pool. GeoJSON tiles stay on
+    `pool`: their clip to the tile's outline was slower with a generic plan (z8 zones 3.1 → 4.7 s)."""
+    return state.tile_pool if pool is state.pool else pool
+
+
+async def tile_answer(pool: Any, tile_pool: Any, cache: Any, dataset_path: str, owner: str,
+                      collections: list[Collection], tms_id: str, z: int, row: int, col: int, fmt: str,
                       if_none_match: str) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) for one tile: 304 if the client's copy is current, else from the
     version-keyed cache or PostGIS; 204 when empty. Raises NotFound outside the matrix set. Shared by the
-    router and the fast path, so both answer alike."""
+    router and the fast path, so both answer alike. MVT tiles are made on `tile_pool` (see `mvt_pool`)."""
     tile = tile_ref(tms_id, z, row, col)
     key = cache_key(dataset_path, owner, collections, tile.key, fmt)
     etag = etag_for(*key)
@@ -85,7 +92,8 @@ async def tile_answer(pool: Any, cache: Any, dataset_path: str, owner: str, coll
         body = hit[0]
     else:
         TILE_MISS.inc()
-        body = await _render(pool, _tile_layers(collections, tms_id, z), tile, fmt, multi_layer=owner == "*")
+        body = await _render(tile_pool if fmt == "mvt" else pool, _tile_layers(collections, tms_id, z), tile, fmt,
+                             multi_layer=owner == "*")
         cache.put(key, body, etag)
     if not body:
         return 204, tile_headers(etag, None), b""
@@ -97,8 +105,8 @@ async def serve_tile(request: Request, scope: Scope, collections: list[Collectio
     """One tile through the router (the fast path answers plain tile URLs before routing)."""
     check_known(request.query_params, {"f"})
     status, headers, body = await tile_answer(
-        scope.pool, request.app.state.tile_cache, scope.dataset.path, owner, collections, tms_id, z, row, col,
-        tile_format(request), request.headers.get("if-none-match", ""))
+        scope.pool, mvt_pool(request.app.state, scope.pool), request.app.state.tile_cache, scope.dataset.path,
+        owner, collections, tms_id, z, row, col, tile_format(request), request.headers.get("if-none-match", ""))
     media_type = headers.pop("Content-Type", None)
     return Response(body, status_code=status, headers=headers, media_type=media_type)
 
