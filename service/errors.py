@@ -171,6 +171,14 @@ def install(app: FastAPI) -> None:
         return _json(400, {"code": "InvalidParameterValue",
                            "description": f"a value the database cannot take: {str(exc)[:200]}"})
 
+    @app.exception_handler(asyncpg.exceptions.TransactionRollbackError)
+    async def _rolled_back(_: Request, exc: Exception) -> Response:
+        # SQLSTATE class 40 (a deadlock, a serialization failure): another write collided with this one and
+        # the database rolled this one back whole. Writers of a collection take its lock first, so this is
+        # the net below; the request can simply be sent again.
+        return _json(409, {"code": "Conflict", "description": "a concurrent write collided with this one; "
+                                                              "nothing was written, send it again"})
+
     @app.exception_handler(asyncpg.exceptions.QueryCanceledError)
     async def _canceled(_: Request, exc: Exception) -> Response:
         return _json(503, {"code": "ServiceUnavailable",

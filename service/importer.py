@@ -382,13 +382,15 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                 f"{path.name}: nothing imported; {len(issues)} problem(s), first at feature {first.index} "
                 f"({first.fid}): {first.property}: {first.message}",
                 index=first.index, property=first.property, report=report.as_dict())
-        if options.mode == "replace":
-            await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)
         try:
+            if options.mode == "replace":
+                await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)
             status = await conn.execute(MOVE, collection_pk, crs.srid)
-        except asyncpg.UniqueViolationError:  # an editor created one of these ids after the check above
-            raise Conflict(f"{path.name}: nothing imported; a feature with one of the file's ids was created in the "
-                           "collection during the import (append mode); import again", parameter="file") from None
+        except (asyncpg.UniqueViolationError, asyncpg.exceptions.TransactionRollbackError):
+            # Writers take the collection's lock first (service.sql.write.act_as), so neither an id created
+            # after the check above nor a deadlock with an edit should happen; if one does, say so plainly.
+            raise Conflict(f"{path.name}: nothing imported; another write to the collection collided with the "
+                           "import; import again", parameter="file") from None
         report.imported = int(status.split()[-1])
         await refresh_collection(conn, collection_pk)
     return report

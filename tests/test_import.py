@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from service.errors import GeoTwinError
-from service.importer import ImportOptions, import_file
+from service.importer import MOVE, ImportOptions, import_file
 from service.layertypes import registry
 from tests.conftest import ROOT, app_client, new_key
 
@@ -125,6 +125,64 @@ async def test_append_refuses_ids_that_exist_and_replace_replaces(imp_db, files)
     assert err.value.where["report"]["issues"][0]["property"] == "id"
     report = await run_import(imp_db, files["gpkg"], mode="replace")
     assert report.imported == 6
+
+
+class PausedAtMove:
+    """The importer's real connection, held just before the move into `feature` (the collection is locked by
+    then) until the test says go."""
+
+    def __init__(self, conn):
+        self.conn, self.at_move, self.go = conn, asyncio.Event(), asyncio.Event()
+
+    async def execute(self, sql, *args):
+        if sql == MOVE:
+            self.at_move.set()
+            await self.go.wait()
+        return await self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+async def test_an_edit_during_an_import_waits_for_it_instead_of_deadlocking(cluster, imp_db, tmp_path):
+    """An editor creates a feature with one of the file's ids while an append import holds the collection:
+    the edit waits, the import lands whole, and the edit is then refused with 409 because the id exists.
+    (Before edits took the collection's lock first, the two deadlocked, and one of them failed with a 500.)"""
+    doc = json.loads(DEMO.read_text())
+    for i, feature in enumerate(doc["features"]):
+        feature["id"] = f"race-{i}"
+    path = tmp_path / "race.geojson"
+    path.write_text(json.dumps(doc))
+    before = await collection_state(imp_db)
+    key = await new_key(imp_db, "halle", "editor")
+    conn, watcher = PausedAtMove(await asyncpg.connect(imp_db)), await asyncpg.connect(imp_db)
+    try:
+        pk = await watcher.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+                                    "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
+        importing = asyncio.create_task(import_file(conn, pk, SITES, path, ImportOptions(mode="append")))
+        await asyncio.wait_for(conn.at_move.wait(), 60)
+        async with app_client(cluster, "geotwin_imp") as (_, api):
+            site = {**doc["features"][3], "id": "race-3"}
+            posting = asyncio.create_task(api.post(f"{COLLECTION}/items", json=site, headers={
+                "X-API-Key": key, "Content-Crs": "<http://www.opengis.net/def/crs/EPSG/0/25832>"}))
+            for _ in range(200):  # until the edit waits for the import's lock
+                if posting.done() or await watcher.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = "
+                        "current_database() AND pid <> pg_backend_pid()"):
+                    break
+                await asyncio.sleep(0.05)
+            conn.go.set()
+            assert not posting.done(), posting.result().text
+            report = await importing
+            answer = await posting
+        assert report.imported == len(doc["features"])
+        assert answer.status_code == 409 and "race-3" in answer.json()["description"], answer.text
+        after = await collection_state(imp_db)
+        assert set(after) == set(before) | {f"race-{i}" for i in range(len(doc["features"]))}
+    finally:
+        await watcher.execute("DELETE FROM feature WHERE fid LIKE 'race-%'")
+        await conn.conn.close()
+        await watcher.close()
 
 
 def _zip(path: Path, entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:

@@ -67,10 +67,10 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         raise_for(issues, "request body")
         pk = c.members[0][0]
         async with connection(scope.pool) as conn, conn.transaction():
+            await act_as(conn, _subject(scope), pk)
             taken = await existing_ids(conn, pk, [r[0] for r in rows])
             if taken:
                 raise Conflict(f"feature id(s) already in {c.id}: {', '.join(taken[:20])}", property="id")
-            await act_as(conn, _subject(scope))
             created = await insert_features(conn, pk, rows, crs.srid)
         request.app.state.catalog_cache.invalidate()
         url = _items_url(request, scope, c)
@@ -135,7 +135,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         expected = _if_match(request)
         pk = c.members[0][0]
         async with connection(scope.pool) as conn, conn.transaction():
-            await act_as(conn, _subject(scope))
+            await act_as(conn, _subject(scope), pk)
             if not await delete_feature(conn, pk, feature_id, None if expected == -1 else expected):
                 await _explain_miss(conn, pk, c, feature_id)
         request.app.state.catalog_cache.invalidate()
@@ -200,7 +200,7 @@ async def _update(request: Request, scope: Scope, c: Collection, fid: str, expec
                   properties_only: tuple | None) -> Response:
     pk = c.members[0][0]
     async with connection(scope.pool) as conn, conn.transaction():
-        await act_as(conn, _subject(scope))
+        await act_as(conn, _subject(scope), pk)
         change = await replace_feature(conn, pk, row, fid, srid, None if expected == -1 else expected,
                                        properties_only)
         if change is None:

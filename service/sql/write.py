@@ -97,9 +97,17 @@ RETURNING fid
 """
 
 
-async def act_as(conn: asyncpg.Connection, subject: str) -> None:
-    """Who the change log records for this transaction's writes."""
-    await conn.execute("SELECT set_config('geotwin.actor', $1, true)", subject)
+async def act_as(conn: asyncpg.Connection, subject: str, collection_pk: int | None = None) -> None:
+    """Who the change log records for this transaction's writes; with `collection_pk`, also the collection's
+    row lock, taken before any feature is touched. Every feature write bumps its collection's version (a
+    trigger), which locks that row until commit; an import takes the lock first. A writer that took it only at
+    the end could hold a feature an import is about to write while waiting for the import: a deadlock. Taken
+    first, writers of one collection queue (and they did already, from their version bump to commit)."""
+    if collection_pk is None:
+        await conn.execute("SELECT set_config('geotwin.actor', $1, true)", subject)
+        return
+    await conn.execute("SELECT set_config('geotwin.actor', $1, true) FROM collection WHERE id = $2 "
+                       "FOR NO KEY UPDATE", subject, collection_pk)
 
 
 async def existing_ids(conn: asyncpg.Connection, collection_pk: int, fids: list[str]) -> list[str]:
