@@ -80,7 +80,7 @@ async def _apply(conn: asyncpg.Connection, c_pk: int, layer: Any, changes: list[
     raise_for(issues, f"change feed of {source}")
     gone = [fid for fid, f in final.items() if f is None]
     async with conn.transaction():
-        await act_as(conn, f"mirror:{source}")
+        await act_as(conn, f"mirror:{source}", c_pk)  # the collection first, as every writer (see act_as)
         if gone:
             await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid = ANY($2::text[])", c_pk, gone)
         if rows:
