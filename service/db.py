@@ -37,7 +37,7 @@ ACQUIRE_TIMEOUT_S = 5.0
 
 async def create_pool(db: DatabaseSettings, dsn: str | None = None, lazy: bool = False,
                       statement_timeout_s: float | None = None, max_size: int | None = None,
-                      generic_plans: bool = False) -> asyncpg.Pool:
+                      generic_plans: bool = False, lock_timeout_s: float | None = None) -> asyncpg.Pool:
     """Open a pool on the database (or on `dsn`, a replica of it); the application lifespan owns it. A
     database that is down at start-up does not stop the service: the pool then opens connections when
     asked, and `/ready` says 503 until it answers. `lazy` pools open connections only when asked.
@@ -48,16 +48,17 @@ async def create_pool(db: DatabaseSettings, dsn: str | None = None, lazy: bool =
     global ACQUIRE_TIMEOUT_S
     ACQUIRE_TIMEOUT_S = db.acquire_timeout_s
     timeout = db.statement_timeout_s if statement_timeout_s is None else statement_timeout_s
+    lock_timeout = db.lock_timeout_s if lock_timeout_s is None else lock_timeout_s  # 0: wait as long as it takes
     size = max_size or db.pool_max
     if not lazy:
         try:
-            return await _pool(dsn or db.dsn(), min(db.pool_min, size), size, timeout, generic_plans)
+            return await _pool(dsn or db.dsn(), min(db.pool_min, size), size, timeout, lock_timeout, generic_plans)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("database not reachable at start-up (%s); serving 503 until it is", exc)
-    return await _pool(dsn or db.dsn(), 0, size, timeout, generic_plans)
+    return await _pool(dsn or db.dsn(), 0, size, timeout, lock_timeout, generic_plans)
 
 
-async def _pool(dsn: str, min_size: int, max_size: int, statement_timeout_s: float,
+async def _pool(dsn: str, min_size: int, max_size: int, statement_timeout_s: float, lock_timeout_s: float,
                 generic_plans: bool = False) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset_connection,
@@ -66,7 +67,8 @@ async def _pool(dsn: str, min_size: int, max_size: int, statement_timeout_s: flo
         # A statement timeout, so one expensive request cannot hold a connection (and the others) for long.
         server_settings={"application_name": "geotwin", "jit": "off",
                          "plan_cache_mode": "force_generic_plan" if generic_plans else "force_custom_plan",
-                         "statement_timeout": str(int(statement_timeout_s * 1000))},
+                         "statement_timeout": str(int(statement_timeout_s * 1000)),
+                         "lock_timeout": str(int(lock_timeout_s * 1000))},
     )
 
 

@@ -179,6 +179,13 @@ def install(app: FastAPI) -> None:
         return _json(409, {"code": "Conflict", "description": "a concurrent write collided with this one; "
                                                               "nothing was written, send it again"})
 
+    @app.exception_handler(asyncpg.exceptions.LockNotAvailableError)
+    async def _locked(_: Request, exc: Exception) -> Response:
+        # lock_timeout (GEOTWIN_DB_LOCK_TIMEOUT_S): another write, typically an import, holds the collection.
+        return _json(409, {"code": "Conflict", "description": "another write holds this collection (an import or "
+                                                              "an edit); nothing was written, try again shortly"},
+                     headers={"Retry-After": "5"})
+
     @app.exception_handler(asyncpg.exceptions.QueryCanceledError)
     async def _canceled(_: Request, exc: Exception) -> Response:
         return _json(503, {"code": "ServiceUnavailable",

@@ -76,9 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = await create_pool(settings.db)
         # Vector tiles: as many connections again, opened when tiles are asked for, each statement planned once.
         app.state.tile_pool = await create_pool(settings.db, lazy=True, generic_plans=True)
-        # Imports and asynchronous process runs: their own few connections, with the long job timeout.
+        # Imports and asynchronous process runs: their own few connections, with the long job timeout; they wait
+        # for their turn at a collection without a lock timeout.
         app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=10,
-                                               statement_timeout_s=settings.db.job_timeout_s)
+                                               statement_timeout_s=settings.db.job_timeout_s, lock_timeout_s=0)
         app.state.job_slots = asyncio.Semaphore(settings.jobs.concurrency)
         app.state.replicas = Replicas(settings.db.replicas, lambda dsn: create_pool(settings.db, dsn, lazy=True))
         await app.state.replicas.start()

@@ -23,6 +23,9 @@ class DatabaseSettings(BaseSettings):
     # Longest a request's statement may run (s); jobs (imports, asynchronous process runs) get job_timeout_s.
     statement_timeout_s: float = Field(default=30, alias="GEOTWIN_DB_STATEMENT_TIMEOUT_S")
     job_timeout_s: float = Field(default=3600, alias="GEOTWIN_DB_JOB_TIMEOUT_S")
+    # Longest a request waits for a lock, e.g. an edit while an import writes the collection, before it is
+    # answered 409 with Retry-After (s). Jobs wait for their turn without a limit.
+    lock_timeout_s: float = Field(default=10, alias="GEOTWIN_DB_LOCK_TIMEOUT_S")
     # Longest a request waits for a free connection before it is answered 503 (s).
     acquire_timeout_s: float = Field(default=5, alias="GEOTWIN_DB_ACQUIRE_TIMEOUT_S")
     # Read replicas (PostgreSQL streaming replicas of this database), as a JSON list of libpq URLs.

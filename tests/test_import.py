@@ -185,6 +185,29 @@ async def test_an_edit_during_an_import_waits_for_it_instead_of_deadlocking(clus
         await watcher.close()
 
 
+async def test_an_edit_waits_for_an_import_a_bounded_time_then_gets_409_with_retry_after(cluster, imp_db):
+    """While an import holds the collection longer than GEOTWIN_DB_LOCK_TIMEOUT_S, an edit is answered 409
+    with Retry-After (not a 503 "narrow it down" from the statement timeout) and writes nothing."""
+    key = await new_key(imp_db, "halle", "editor")
+    doc = json.loads(DEMO.read_text())
+    site = {**doc["features"][0], "id": "waited-1"}
+    headers = {"X-API-Key": key, "Content-Crs": "<http://www.opengis.net/def/crs/EPSG/0/25832>"}
+    importer = await asyncpg.connect(imp_db)
+    try:
+        async with app_client(cluster, "geotwin_imp", db_options={"GEOTWIN_DB_LOCK_TIMEOUT_S": 0.5}) as (_, api):
+            async with importer.transaction():  # holds the collection as an import's move does
+                await importer.execute("SELECT 1 FROM collection WHERE slug = 'commercial-sites' FOR UPDATE")
+                started = time.monotonic()
+                r = await api.post(f"{COLLECTION}/items", json=site, headers=headers)
+                assert r.status_code == 409 and r.headers["retry-after"] == "5", r.text
+                assert "import" in r.json()["description"] and time.monotonic() - started < 5
+            assert "waited-1" not in await collection_state(imp_db)
+            assert (await api.post(f"{COLLECTION}/items", json=site, headers=headers)).status_code == 201
+    finally:
+        await importer.execute("DELETE FROM feature WHERE fid = 'waited-1'")
+        await importer.close()
+
+
 def _zip(path: Path, entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:
     with zipfile.ZipFile(path, "w", method) as z:
         for name, data in entries.items():
