@@ -62,8 +62,9 @@ async def _pool(dsn: str, min_size: int, max_size: int, statement_timeout_s: flo
                 generic_plans: bool = False) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset_connection,
-        # Custom plans always: collections differ in size by orders of magnitude, and a generic plan for
-        # a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
+        # Custom plans unless `generic_plans`: collections differ in size by orders of magnitude, and a generic
+        # plan for a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
+        # A lock timeout, so a request does not queue behind an import for its whole statement timeout.
         # A statement timeout, so one expensive request cannot hold a connection (and the others) for long.
         server_settings={"application_name": "geotwin", "jit": "off",
                          "plan_cache_mode": "force_generic_plan" if generic_plans else "force_custom_plan",
