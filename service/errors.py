@@ -16,6 +16,8 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.observability import REQUEST_ID
+
 
 class GeoTwinError(Exception):
     """Base of the errors the service raises on purpose."""
@@ -197,8 +199,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.exceptions.PostgresConnectionError)
     @app.exception_handler(asyncpg.exceptions.OperatorInterventionError)
     @app.exception_handler(asyncpg.exceptions.ConnectionDoesNotExistError)
+    @app.exception_handler(asyncpg.exceptions.InvalidCatalogNameError)  # the configured database is missing
+    @app.exception_handler(asyncpg.exceptions.InvalidAuthorizationSpecificationError)  # login refused
     @app.exception_handler(ConnectionError)
     @app.exception_handler(OSError)
     async def _db_down(_: Request, exc: Exception) -> Response:
+        # /ready and the log at start-up name the cause for the administrator; callers only learn to retry.
         return _json(503, {"code": "ServiceUnavailable", "description": "the database is not reachable"},
                      headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        # A bug: logged with its traceback by the server; the caller still gets JSON, with the request id.
+        return _json(500, {"code": "ServerError", "description": "internal error", "requestId": REQUEST_ID.get()})

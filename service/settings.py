@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,9 +34,13 @@ class DatabaseSettings(BaseSettings):
     replicas: list[str] = Field(default_factory=list, alias="GEOTWIN_DB_REPLICAS")
 
     def dsn(self) -> str:
-        """A libpq URL (asyncpg and psql both read it)."""
-        auth = self.user if not self.password else f"{self.user}:{self.password}"
-        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+        """A libpq URL (asyncpg, Alembic and psql read it). `PGHOST` may be a Unix-socket directory, as libpq
+        allows (`/var/run/postgresql`); user and password are percent-encoded, so any character works."""
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
+        database = quote(self.database, safe="")
+        if self.host.startswith("/"):
+            return f"postgresql://{auth}@/{database}?host={quote(self.host)}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{database}"
 
 
 class ApiSettings(BaseModel):

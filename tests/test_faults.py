@@ -12,7 +12,9 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import app_client, new_key, serve_cli
+from service.main import create_app
+from service.settings import DatabaseSettings
+from tests.conftest import app_client, new_key, serve_cli, settings_for
 
 SITES = "/region/collections/commercial-sites/items"
 SITES_HALLE = "/municipalities/halle/collections/commercial-sites"
@@ -91,3 +93,32 @@ def test_the_service_killed_during_an_import_leaves_nothing_and_the_job_failed(c
             return (await client.get(job.replace(base, ""), headers=auth)).json()
     shown = asyncio.run(after_restart())
     assert shown["status"] == "failed" and "nothing was written" in shown["error"], shown
+
+
+async def test_a_database_that_does_not_exist_is_a_json_503_everywhere(cluster, faults_db):
+    """A wrong PGDATABASE (or a refused login) is an outage to callers: 503 with Retry-After as JSON on
+    items, tiles and metadata, and /ready names the cause for the administrator. Found answering tiles with
+    a plain-text 500."""
+    async with app_client(cluster, "geotwin_no_such_db") as (_, client):
+        ready = await client.get("/ready")
+        assert ready.status_code == 503 and "InvalidCatalogName" in ready.json()["description"]
+        for path in (SITES, f"{SITES_HALLE}/tiles/WebMercatorQuad/13/2744/4394", f"{SITES_HALLE}/queryables",
+                     "/municipalities/halle/collections"):
+            r = await client.get(path)
+            assert r.status_code == 503 and r.headers["retry-after"], (path, r.status_code, r.text[:200])
+            assert r.json()["code"] == "ServiceUnavailable"
+
+
+async def test_the_database_over_a_unix_socket(cluster, faults_db):
+    """PGHOST may be a socket directory, as with libpq (a database on the same machine)."""
+    db = DatabaseSettings(host=str(cluster.datadir), port=cluster.port, user="geotwin", database="geotwin_faults")
+    assert db.dsn().startswith("postgresql://geotwin@/geotwin_faults?host=/")
+    odd = DatabaseSettings(host="db.example", port=5432, user="geo twin", password="p@ss/w:rd", database="gt")
+    assert odd.dsn() == "postgresql://geo%20twin:p%40ss%2Fw%3Ard@db.example:5432/gt"
+    settings = settings_for(cluster, "geotwin_faults")
+    settings.db = db
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        assert (await client.get("/ready")).json()["status"] == "ready"
+        assert (await client.get(SITES, params={"limit": 1})).status_code == 200
