@@ -315,3 +315,23 @@ async def test_vector_tiles_are_made_on_connections_that_plan_each_statement_onc
         assert tiles.taken == 2 and primary.taken > taken
     finally:
         app.state.tile_pool, app.state.pool = tiles.pool, primary.pool
+
+
+@pytest.mark.parametrize("tms_id", ["WebMercatorQuad", "UTM32ETRS89Quad"])
+def test_geojson_tiles_skip_the_clip_only_inside_the_outline(tms_id):
+    """What lies in `Footprint.inner` is sent unclipped, so that rectangle must lie inside the tile's exact
+    outline: checked for tiles from zoom 4 to 16 across Germany (the outline's edges bend in UTM; from zoom 8
+    on the rectangle covers over 80 % of the tile: UTM 32 turns it by up to ~5° at Germany's edges)."""
+    import shapely
+
+    from service.sql.tiles import footprint
+    from service.tiles import tile_ref
+
+    for lon, lat in [(6.0, 47.3), (12.0, 51.5), (15.0, 54.9), (9.9, 53.5)]:
+        for z in range(4, 17, 2):
+            t = tile_of(tms_id, lon, lat, z)
+            fp = footprint(tile_ref(tms_id, t.z, t.y, t.x))
+            assert fp is not None
+            outline, inner = shapely.from_wkb(fp.outline), shapely.box(*fp.inner)
+            assert z < 8 or inner.area > 0.8 * outline.area, (z, lon, lat)
+            assert shapely.covered_by(inner, outline.buffer(1e-6 * outline.length)), (z, lon, lat)

@@ -43,6 +43,11 @@ class Footprint:
     def outline(self) -> bytes:
         return _outline(self.tile, self.lonlat)
 
+    @property
+    def inner(self) -> tuple[float, float, float, float]:
+        """A rectangle inside the outline: what lies in it needs no clipping."""
+        return _inner(self.tile, self.lonlat)
+
 
 @lru_cache(maxsize=8)
 def _transformers(srid: int) -> tuple[Transformer, Transformer]:
@@ -74,18 +79,37 @@ def footprint(tile: TileRef) -> Footprint | None:
 
 
 @lru_cache(maxsize=4096)
-def _outline(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> bytes:
-    """The tile's exact outline in the storage CRS (edges densified), for clipping GeoJSON tiles."""
+def _ring(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> tuple[list[float], list[float]]:
+    """The tile's outline in the storage CRS as a closed-over ring of points (edges densified): 16 points per
+    edge, bottom, right, top, left."""
     x0, y0, x1, y1 = tile.bounds
     if lonlat is None:
-        return shapely.to_wkb(shapely.box(x0, y0, x1, y1))
+        return [x0, x1, x1, x0], [y0, y0, y1, y1]
     lon0, lat0, lon1, lat1 = lonlat
     n = 16
     edge = [i / n for i in range(n)]
     ring = ([(lon0 + (lon1 - lon0) * t, lat0) for t in edge] + [(lon1, lat0 + (lat1 - lat0) * t) for t in edge]
             + [(lon1 - (lon1 - lon0) * t, lat1) for t in edge] + [(lon0, lat1 - (lat1 - lat0) * t) for t in edge])
     xs, ys = _transformers(tile.srid)[1].transform([p[0] for p in ring], [p[1] for p in ring])
+    return list(xs), list(ys)
+
+
+@lru_cache(maxsize=4096)
+def _outline(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> bytes:
+    """The tile's exact outline in the storage CRS (edges densified), for clipping GeoJSON tiles."""
+    xs, ys = _ring(tile, lonlat)
     return shapely.to_wkb(shapely.Polygon(list(zip(xs, ys, strict=True))))
+
+
+def _inner(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
+    """The largest axis-parallel rectangle bounded by the outline's edge points (the outline's edges are
+    straight between them, so the rectangle lies inside it)."""
+    xs, ys = _ring(tile, lonlat)
+    k = len(xs) // 4  # points per edge; each edge also ends at the next edge's first point
+    bottom, right = range(0, k + 1), range(k, 2 * k + 1)
+    top, left = range(2 * k, 3 * k + 1), [*range(3 * k, 4 * k), 0]
+    return (max(xs[i] for i in left), max(ys[i] for i in bottom), min(xs[i] for i in right),
+            min(ys[i] for i in top))
 
 
 def _props(layer: TileLayer, muni: str, extra: str = "") -> str:
@@ -150,19 +174,27 @@ def geojson_sql(layers: list[TileLayer], fp: Footprint, multi_layer: bool) -> tu
     """Features clipped to the tile and simplified for its zoom, as GeoJSON text rows (CRS84)."""
     args = Args()
     bb = [args(v) + "::float8" for v in fp.box]
+    inner = [args(v) + "::float8" for v in fp.inner]
     outline = args(fp.outline)
     tol = args(fp.tolerance) + "::float8"
+    level = _lod_level(fp.tolerance)
+    # Simplify from the pre-simplified level (a 1,000-vertex zone keeps a few dozen there at low zooms) and
+    # clip only what does not lie inside the tile anyway (benchmark data: z8 zones 2.7 -> 0.22 s, same features).
+    src = f"COALESCE(f.geom_lod{level}, f.geom)" if level else "f.geom"
+    simplified = f"ST_SimplifyPreserveTopology({src}, {tol})"
     parts = []
     for layer in layers:
         scope, muni = scope_predicate(args, list(layer.members), with_muni=layer.regional)
         extra = f", 'layer', {args(layer.name)}::text" if multi_layer else ""
         parts.append(
             f"SELECT f.fid, {_props(layer, muni, extra)} AS props, "
-            f"ST_Intersection(ST_SimplifyPreserveTopology(f.geom, {tol}), t.outline) AS g "
-            f"FROM feature f, t WHERE {scope} AND f.geom && t.box AND ST_Intersects(f.geom, t.outline)")
+            f"CASE WHEN f.geom @ t.inner THEN {simplified} ELSE ST_Intersection({simplified}, t.outline) END AS g "
+            f"FROM feature f, t WHERE {scope} AND f.geom && t.box "
+            f"AND (f.geom @ t.inner OR ST_Intersects(f.geom, t.outline))")
     if not parts:
         return "SELECT NULL::text WHERE false", args.values
     sql = (f"WITH t AS (SELECT ST_MakeEnvelope({', '.join(bb)}, {STORAGE_SRID}) AS box, "
+           f"ST_MakeEnvelope({', '.join(inner)}, {STORAGE_SRID}) AS inner, "
            f"ST_SetSRID(ST_GeomFromWKB({outline}), {STORAGE_SRID}) AS outline) "
            "SELECT '{\"type\":\"Feature\",\"id\":' || to_json(x.fid)::text || ',\"geometry\":' || "
            "ST_AsGeoJSON(ST_Transform(x.g, 4326), 7) || ',\"properties\":' || x.props::text || '}' "
