@@ -79,19 +79,19 @@ def footprint(tile: TileRef) -> Footprint | None:
 
 
 @lru_cache(maxsize=4096)
-def _ring(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> tuple[list[float], list[float]]:
-    """The tile's outline in the storage CRS as a closed-over ring of points (edges densified): 16 points per
-    edge, bottom, right, top, left."""
+def _ring(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> tuple[tuple[float, ...], ...]:
+    """The tile's outline in the storage CRS as the points of its edges, bottom, right, top, left, each edge
+    starting at a corner (xs, ys; not closed): the corners of a tile in the storage CRS, else 16 per edge."""
     x0, y0, x1, y1 = tile.bounds
     if lonlat is None:
-        return [x0, x1, x1, x0], [y0, y0, y1, y1]
+        return (x0, x1, x1, x0), (y0, y0, y1, y1)
     lon0, lat0, lon1, lat1 = lonlat
     n = 16
     edge = [i / n for i in range(n)]
     ring = ([(lon0 + (lon1 - lon0) * t, lat0) for t in edge] + [(lon1, lat0 + (lat1 - lat0) * t) for t in edge]
             + [(lon1 - (lon1 - lon0) * t, lat1) for t in edge] + [(lon0, lat1 - (lat1 - lat0) * t) for t in edge])
     xs, ys = _transformers(tile.srid)[1].transform([p[0] for p in ring], [p[1] for p in ring])
-    return list(xs), list(ys)
+    return tuple(xs), tuple(ys)
 
 
 @lru_cache(maxsize=4096)
@@ -102,8 +102,8 @@ def _outline(tile: TileRef, lonlat: tuple[float, float, float, float] | None) ->
 
 
 def _inner(tile: TileRef, lonlat: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
-    """The largest axis-parallel rectangle bounded by the outline's edge points (the outline's edges are
-    straight between them, so the rectangle lies inside it)."""
+    """An axis-parallel rectangle inside the outline: bounded by each edge's innermost point (the outline is
+    straight between its points). test_geojson_tiles_skip_the_clip_only_inside_the_outline checks it."""
     xs, ys = _ring(tile, lonlat)
     k = len(xs) // 4  # points per edge; each edge also ends at the next edge's first point
     bottom, right = range(0, k + 1), range(k, 2 * k + 1)
