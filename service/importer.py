@@ -67,6 +67,41 @@ class ImportOptions:
     max_bytes: int = 2 << 30
 
 
+# The problems a report lists; all are counted. A file of millions of features, each with a problem (the wrong
+# CRS, say), must not hold millions of them in memory.
+MAX_REPORTED = 1000
+
+
+class IssueLog:
+    """The problems found in a file: every one counted (and the features they reject), the first
+    MAX_REPORTED kept. Appended to like a list, by feature: one feature's problems come together."""
+
+    def __init__(self) -> None:
+        self.kept: list[FeatureIssue] = []
+        self.count = 0
+        self.rejected = 0
+        self._last: tuple[int, str] | None = None
+
+    def append(self, issue: FeatureIssue) -> None:
+        self.count += 1
+        if (issue.index, issue.fid) != self._last:
+            self.rejected += 1
+            self._last = (issue.index, issue.fid)
+        if len(self.kept) < MAX_REPORTED:
+            self.kept.append(issue)
+
+    def __iadd__(self, issues: list[FeatureIssue]) -> IssueLog:
+        for issue in issues:
+            self.append(issue)
+        return self
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> FeatureIssue:
+        return self.kept[i]
+
+
 @dataclass
 class ImportReport:
     source: str
@@ -76,14 +111,14 @@ class ImportReport:
     processed: int = 0
     imported: int = 0
     rejected: int = 0
-    issues: list[FeatureIssue] = field(default_factory=list)
+    issues: IssueLog = field(default_factory=IssueLog)
     ignored_fields: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "driver": self.driver, "crs": self.crs, "total": self.total,
                 "processed": self.processed, "imported": self.imported, "rejected": self.rejected,
-                "ignoredFields": self.ignored_fields,
-                "issues": [i.__dict__ for i in self.issues[:1000]]}
+                "problems": self.issues.count, "ignoredFields": self.ignored_fields,
+                "issues": [i.__dict__ for i in self.issues.kept]}
 
 
 # ---------------------------------------------------------------- checking the file before GDAL reads it
@@ -247,7 +282,7 @@ def _column(array: pa.ChunkedArray, kind: str | None) -> list[Any]:
 
 
 def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: LayerType, crs: Crs,
-                mapping: dict[str, str], id_field: str | None, issues: list[FeatureIssue]) -> list[tuple]:
+                mapping: dict[str, str], id_field: str | None, issues: IssueLog) -> list[tuple]:
     """Rows ready for COPY from one Arrow batch; problems are appended to `issues` (and their rows dropped)."""
     n = table.num_rows
     geoms = shapely.from_wkb(table.column(geometry_column).to_numpy(zero_copy_only=False), on_invalid="ignore")
@@ -376,7 +411,7 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                     "LIMIT 1000", collection_pk):
                 issues.append(FeatureIssue(-1, fid, "id", f"the collection already has a feature {fid!r}"))
         if issues:
-            report.rejected = len({(i.index, i.fid) for i in issues})
+            report.rejected = issues.rejected
             first = issues[0]
             raise InvalidData(
                 f"{path.name}: nothing imported; {len(issues)} problem(s), first at feature {first.index} "

@@ -326,3 +326,20 @@ def test_cli_import_shows_progress_and_reports(cluster, imp_db, files):
     bad = subprocess.run([*command, str(files["zip"]), "--collection", "sites-from-csv"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "nothing imported" in bad.stdout and "area_gross_ha" in bad.stdout
+
+
+async def test_a_file_where_every_feature_fails_is_counted_whole_and_listed_in_part(imp_db, tmp_path):
+    """Memory stays bounded however many features fail: every problem is counted, the first 1,000 listed."""
+    n = 2500
+    lines = ["wkt;name"] + [f"POLYGON((706{i % 900:03d} 5707000,706{i % 900:03d} 5707100,706999 5707100,"
+                            f"706999 5707000,706{i % 900:03d} 5707000));Fläche {i}" for i in range(n)]
+    path = tmp_path / "wrong-crs.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = await collection_state(imp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, path, crs="EPSG:4326")  # UTM metres read as degrees: outside, every one
+    report = err.value.where["report"]
+    assert report["rejected"] == n and report["problems"] > n  # a geometry and missing properties each
+    assert len(report["issues"]) == 1000 and report["issues"][0]["index"] == 0
+    assert any("outside" in i["message"] for i in report["issues"][:5])
+    assert await collection_state(imp_db) == before
