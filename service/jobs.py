@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import tempfile
 import uuid
@@ -93,11 +94,20 @@ FROM import_job j JOIN collection c ON c.id = j.collection_id WHERE j.id = $1 AN
 """
 
 
-async def save_upload(stream: Any, suffix: str, max_bytes: int, idle_timeout_s: float = 30) -> Path:
-    """Write the request body to a temporary file, refusing it (413) beyond `max_bytes` and (408) when the
-    client sends nothing for `idle_timeout_s`."""
+def upload_name(filename: str, suffix: str) -> str:
+    """The caller's file name as the upload is stored under (so reports and errors name their file): its last
+    part, letters, digits, space, `.`, `_` and `-` only, at most 100 characters; `upload<suffix>` if nothing
+    usable is left."""
+    stem = re.sub(r"[^\w .-]", "_", re.split(r"[/\\]", filename)[-1])[:-len(suffix) or None].strip(" .")[:100]
+    return f"{stem}{suffix}" if stem else f"upload{suffix}"
+
+
+async def save_upload(stream: Any, suffix: str, max_bytes: int, idle_timeout_s: float = 30,
+                      filename: str = "") -> Path:
+    """Write the request body to a temporary file (its own directory, the caller's file name), refusing it
+    (413) beyond `max_bytes` and (408) when the client sends nothing for `idle_timeout_s`."""
     directory = Path(tempfile.mkdtemp(prefix="geotwin-import-"))
-    path = directory / f"upload{suffix}"
+    path = directory / upload_name(filename, suffix)
     size = 0
     try:
         with path.open("wb") as handle:

@@ -284,6 +284,13 @@ async def test_api_import_job_reports_progress_and_result(api, files):
                           content=files["csv"].read_bytes())
     job = await _wait(client, r.headers["location"], auth)
     assert job["status"] == "failed" and "crs" in job["error"]
+    # The planner's own file name in the error and the report (its last part only; it is stored under it).
+    r = await client.post(f"{COLLECTION}/imports", params={"filename": "../Gewerbeflächen Nord.csv",
+                                                           "crs": "EPSG:4326"}, headers=auth,
+                          content=files["csv"].read_bytes())
+    job = await _wait(client, r.headers["location"], auth)
+    assert job["error"].startswith("Gewerbeflächen Nord.csv: nothing imported"), job["error"]
+    assert job["report"]["source"] == "Gewerbeflächen Nord.csv"
     assert (await client.get(r.headers["location"])).status_code == 401, "job reports are for editors"
     for params, parameter in (({"filename": "x.doc"}, "filename"), ({"filename": "x.gpkg", "mode": "merge"}, "mode"),
                               ({"filename": "x.gpkg", "mapping": "[1]"}, "mapping")):

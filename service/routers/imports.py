@@ -53,7 +53,7 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         settings = request.app.state.settings.imports
         limit = settings.max_upload_mb * 1024 * 1024
         path = await jobs.save_upload(request.stream(), suffix, limit,
-                                      request.app.state.settings.api.body_timeout_s)
+                                      request.app.state.settings.api.body_timeout_s, filename)
         options = ImportOptions(mode=mode, crs=crs, mapping=fields, layer=layer, id_field=id_field,
                                 encoding=encoding, max_bytes=limit)
         subject = scope.principal.subject if scope.principal else ""
