@@ -98,7 +98,8 @@ def upload_name(filename: str, suffix: str) -> str:
     """The caller's file name as the upload is stored under (so reports and errors name their file): its last
     part, letters, digits, space, `.`, `_` and `-` only, at most 100 characters; `upload<suffix>` if nothing
     usable is left."""
-    stem = re.sub(r"[^\w .-]", "_", re.split(r"[/\\]", filename)[-1])[:-len(suffix) or None].strip(" .")[:100]
+    last = re.split(r"[/\\]", filename)[-1]
+    stem = re.sub(r"[^\w .-]", "_", last[:len(last) - len(suffix)]).strip(" .")[:100]
     return f"{stem}{suffix}" if stem else f"upload{suffix}"
 
 
