@@ -36,6 +36,7 @@ from service.layertypes import LayerType
 from service.loader import FeatureIssue
 from service.models import STORAGE_SRID
 from service.sql.catalog import refresh_collection
+from service.sql.write import act_as
 
 BATCH = 20_000
 MAX_ZIP_ENTRIES = 1_000
@@ -370,8 +371,6 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                           ignored_fields=ignored)
     issues = report.issues
     async with conn.transaction():
-        if actor:
-            await conn.execute("SELECT set_config('geotwin.actor', $1, true)", actor)
         await conn.execute(STAGE)
         try:
             with pyogrio.raw.open_arrow(source, layer=options.layer, batch_size=BATCH, return_fids=True,
@@ -398,9 +397,9 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
             raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: {str(exc)[:300]}); "
                               "is it complete?", parameter="file") from None
         report.total = max(report.total, report.processed)
-        # One import at a time per collection, from here to commit: a second replace would otherwise delete
-        # only what it could see and then collide with the first one's new rows.
-        await conn.execute("SELECT 1 FROM collection WHERE id = $1 FOR UPDATE", collection_pk)
+        # The collection's lock, as every writer takes it (act_as), from here to commit: imports and edits of
+        # the collection take turns. Taken only now, so that reading and checking the file wait for no one.
+        await act_as(conn, actor, collection_pk)
         if not issues:
             for fid, count in await conn.fetch(
                     "SELECT fid, count(*) FROM import_stage GROUP BY fid HAVING count(*) > 1 LIMIT 1000"):
