@@ -350,3 +350,48 @@ async def test_a_file_where_every_feature_fails_is_counted_whole_and_listed_in_p
     assert len(report["issues"]) == 1000 and report["issues"][0]["index"] == 0
     assert any("outside" in i["message"] for i in report["issues"][:5])
     assert await collection_state(imp_db) == before
+
+
+@pytest.mark.parametrize("mode", ["replace", "append"])
+async def test_batches_already_moved_are_undone_when_a_later_one_fails(imp_db, tmp_path, monkeypatch, mode):
+    """Batches move into the collection while the next ones are read. With two features per batch, a bad
+    feature or a repeated id in the third batch still means nothing is written, and the report names it."""
+    monkeypatch.setattr("service.importer.BATCH", 2)
+    doc = json.loads(DEMO.read_text())
+    for i, feature in enumerate(doc["features"]):
+        feature["id"] = f"batched-{i}"
+    before = await collection_state(imp_db)
+
+    bad = json.loads(json.dumps(doc))
+    bad["features"][5]["properties"]["zoning"] = "XX"
+    (tmp_path / "bad.geojson").write_text(json.dumps(bad))
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, tmp_path / "bad.geojson", mode=mode)
+    assert [(i["index"], i["property"]) for i in err.value.where["report"]["issues"]] == [(5, "zoning")]
+    assert err.value.where["report"]["imported"] == 0
+    assert await collection_state(imp_db) == before
+
+    twice = json.loads(json.dumps(doc))
+    twice["features"][4]["id"] = "batched-0"
+    (tmp_path / "twice.geojson").write_text(json.dumps(twice))
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, tmp_path / "twice.geojson", mode=mode)
+    assert err.value.where["report"]["issues"][0]["message"] == "2 features share the id 'batched-0'"
+    assert await collection_state(imp_db) == before
+
+    (tmp_path / "good.geojson").write_text(json.dumps(doc))
+    report = await run_import(imp_db, tmp_path / "good.geojson", mode=mode)
+    try:
+        assert report.imported == report.total == len(doc["features"])
+        after = await collection_state(imp_db)
+        expected = {f"batched-{i}" for i in range(len(doc["features"]))}
+        assert set(after) == (expected if mode == "replace" else set(before) | expected)
+        if mode == "append":  # an id of the collection's own, in the last batch
+            (tmp_path / "again.geojson").write_text(json.dumps({**doc, "features": doc["features"][-1:]}))
+            with pytest.raises(GeoTwinError) as err:
+                await run_import(imp_db, tmp_path / "again.geojson", mode="append")
+            assert err.value.where["report"]["issues"][0]["message"] == \
+                "the collection already has a feature 'batched-5'"
+    finally:  # the demo sites, as the module's other tests expect them
+        await run_import(imp_db, DEMO, mode="replace")
+    assert await collection_state(imp_db) == before
