@@ -2,7 +2,7 @@
 taken from the benchmark data, plus a plain COPY of the same rows as the floor.
 
     .venv/bin/python bench/imports.py            # 100,000 sites (files cached under .data/bench/files)
-    .venv/bin/python bench/imports.py --n 20000
+    .venv/bin/python bench/imports.py --n 20000 --repeats 1
 
 GeoTwin's import includes everything a real import does: the checks of every feature (geometry and layer
 type), the staging table, the move into `feature` with its indexes, generated columns and change log.
@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -114,22 +115,48 @@ async def plain_copy(dsn: str, path: Path) -> float:
         await conn.close()
 
 
-def measure(cluster: LocalCluster, database: str, n: int) -> dict[str, Any]:
+async def quiet(dsn: str) -> None:
+    """Start every measurement from the same state: the previous one's leftovers vacuumed (a collection's
+    100,000 deleted features left autovacuum busy for seconds, on one of the two cores, during whichever loader
+    came next) and no autovacuum worker running."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS ogr_import")
+        await conn.execute("VACUUM (ANALYZE) feature, feature_change")
+        while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+                                  "AND datname = current_database()"):
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+def measure(cluster: LocalCluster, database: str, n: int, repeats: int) -> dict[str, Any]:
+    """Each loader `repeats` times per format, alternating, each from a quiet database; medians."""
     dsn = cluster.url(database)
     files = asyncio.run(make_files(dsn, n, DATA / "files"))
-    out: dict[str, Any] = {"features": n}
+    out: dict[str, Any] = {"features": n, "repeats": repeats}
     for fmt, path in files.items():
-        ogr = ogr2ogr(path, cluster, database)
-        seconds, imported = asyncio.run(geotwin(dsn, path))
-        out[fmt] = {"bytes": path.stat().st_size, "ogr2ogr_per_s": n / ogr, "geotwin_per_s": imported / seconds,
-                    "ratio": ogr / seconds}
+        ogr_s, geotwin_s = [], []
+        for _ in range(repeats):
+            asyncio.run(quiet(dsn))
+            ogr_s.append(ogr2ogr(path, cluster, database))
+            asyncio.run(quiet(dsn))
+            seconds, imported = asyncio.run(geotwin(dsn, path))
+            if imported != n:
+                raise SystemExit(f"GeoTwin imported {imported:,} of {n:,} features from {path.name}")
+            geotwin_s.append(seconds)
+        ogr, mine = statistics.median(ogr_s), statistics.median(geotwin_s)
+        out[fmt] = {"bytes": path.stat().st_size, "ogr2ogr_per_s": n / ogr, "geotwin_per_s": n / mine,
+                    "ratio": ogr / mine, "ogr2ogr_s": ogr_s, "geotwin_s": geotwin_s}
+    asyncio.run(quiet(dsn))
     out["copy_floor_per_s"] = n / asyncio.run(plain_copy(dsn, files["gpkg"]))
     out["geotwin_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
 def print_imports(result: dict[str, Any]) -> None:
-    print(f"\nimports of {result['features']:,} commercial sites (features/s; ratio = GeoTwin/ogr2ogr)")
+    print(f"\nimports of {result['features']:,} commercial sites (features/s, median of {result['repeats']} runs; "
+          "ratio = GeoTwin/ogr2ogr)")
     for fmt in ("gpkg", "geojson"):
         r = result[fmt]
         print(f"  {fmt:8} GeoTwin {r['geotwin_per_s']:>9,.0f}   ogr2ogr {r['ogr2ogr_per_s']:>9,.0f}   "
@@ -141,12 +168,13 @@ def print_imports(result: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each loader per format (medians are printed)")
     args = ap.parse_args()
     cluster = LocalCluster(DATA / "pg", remembered_port(DATA, 54339))
     cluster.start()
     cluster.create_database("geotwin_bench")
     upgrade(cluster.url("geotwin_bench"))
-    result = measure(cluster, "geotwin_bench", args.n)
+    result = measure(cluster, "geotwin_bench", args.n, args.repeats)
     print_imports(result)
     out = ROOT / "bench" / "results" / time.strftime("imports-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(exist_ok=True)
