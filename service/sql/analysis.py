@@ -35,6 +35,9 @@ def conflicts_sql(sites: list[tuple[int, str]], zones: list[tuple[int, str]], ca
     # list would be scanned whole for every site.
     zone = (f"SELECT f.fid, {z_muni} AS muni, f.geom, f.properties ->> 'category' AS category, "
             f"f.properties ->> 'name' AS name, {buffer} AS buffer FROM feature f WHERE {z_scope}")
+    # A site's overlap is the union of its intersections with each zone (small pieces), the same area as its
+    # intersection with the union of those zones, whose ~1,000-vertex outlines made that union the costliest
+    # step (1,034 benchmark sites: 5.97 s -> 4.83 s, same figures).
     sql = f"""
 WITH s AS MATERIALIZED (
   SELECT f.fid, {s_muni} AS muni, f.geom, f.properties ->> 'name' AS name, m.crs
@@ -49,11 +52,12 @@ FROM s
 LEFT JOIN LATERAL (
   SELECT json_agg(json_build_object(
            'id', z.muni || ':' || z.fid, 'category', z.category, 'name', z.name,
-           'overlapHa', ST_Area(ST_Transform(ST_Intersection(s.geom, z.geom), s.crs)) / 10000)
+           'overlapHa', ST_Area(ST_Transform(z.part, s.crs)) / 10000)
            ORDER BY z.category, z.fid) AS conflicts,
-         ST_Area(ST_Transform(ST_Intersection(s.geom, ST_Union(z.geom)), s.crs)) / 10000 AS conflict_ha,
-         ST_Intersection(s.geom, ST_Union(z.geom)) AS overlap
-  FROM ({zone} AND ST_Intersects(f.geom, s.geom)) z
+         ST_Area(ST_Transform(ST_Union(z.part), s.crs)) / 10000 AS conflict_ha,
+         ST_Union(z.part) AS overlap
+  FROM (SELECT z.*, ST_Intersection(s.geom, z.geom) AS part
+        FROM ({zone} AND ST_Intersects(f.geom, s.geom)) z) z
 ) c ON true
 LEFT JOIN LATERAL (
   SELECT json_agg(json_build_object('id', q.muni || ':' || q.fid, 'category', q.category, 'name', q.name,
