@@ -423,7 +423,7 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
         else:
             existing_up_to = await conn.fetchval(
                 "SELECT coalesce(max(id), 0) FROM feature WHERE collection_id = $1", collection_pk)
-        moving: asyncio.Task[int | None] | None = None
+        moving: asyncio.Task[bool] | None = None
         collided = False
         try:
             start = 0
@@ -435,7 +435,7 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer, crs,
                                                mapping, options.id_field, issues)
                 if moving is not None:
-                    collided |= await moving is None
+                    collided |= not await moving
                     moving = None
                 if rows and not issues:
                     await conn.copy_records_to_table("import_ids", records=[row[:2] for row in rows])
@@ -447,7 +447,7 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 if progress:
                     await progress(report)
             if moving is not None:
-                collided |= await moving is None
+                collided |= not await moving
                 moving = None
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
                 OSError) as exc:
@@ -459,15 +459,15 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
                     await moving
         report.total = report.processed
-        if not issues:
+        if collided and not issues:  # a unique id refused a batch: which ids, and why
             for fid, count in await conn.fetch(
                     "SELECT fid, count(*) FROM import_ids GROUP BY fid HAVING count(*) > 1 LIMIT 1000"):
                 issues.append(FeatureIssue(-1, fid, "id", f"{count} features share the id {fid!r}"))
-        if not issues and existing_up_to:
-            for (fid,) in await conn.fetch(
-                    "SELECT s.fid FROM import_ids s JOIN feature f ON f.collection_id = $1 AND f.fid = s.fid "
-                    "AND f.id <= $2 LIMIT 1000", collection_pk, existing_up_to):
-                issues.append(FeatureIssue(-1, fid, "id", f"the collection already has a feature {fid!r}"))
+            if not issues:
+                for (fid,) in await conn.fetch(
+                        "SELECT s.fid FROM import_ids s JOIN feature f ON f.collection_id = $1 AND f.fid = s.fid "
+                        "AND f.id <= $2 LIMIT 1000", collection_pk, existing_up_to):
+                    issues.append(FeatureIssue(-1, fid, "id", f"the collection already has a feature {fid!r}"))
         if issues:
             report.rejected = issues.rejected
             report.imported = 0
@@ -485,15 +485,14 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
     return report
 
 
-async def _move(conn: asyncpg.Connection, collection_pk: int, srid: int, report: ImportReport) -> int | None:
-    """Move the staged batch into `feature` (counted in the report); None, with nothing moved, when one of
+async def _move(conn: asyncpg.Connection, collection_pk: int, srid: int, report: ImportReport) -> bool:
+    """Move the staged batch into `feature` (counted in the report); False, with nothing moved, when one of
     its ids is taken: the duplicate report that follows says which."""
     try:
         async with conn.transaction():  # a savepoint: the import goes on to check (and then report) the rest
             status = await conn.execute(MOVE, collection_pk, srid)
     except (asyncpg.UniqueViolationError, asyncpg.exceptions.TransactionRollbackError):
-        return None
+        return False
     await conn.execute("TRUNCATE import_batch")
-    moved = int(status.split()[-1])
-    report.imported += moved
-    return moved
+    report.imported += int(status.split()[-1])
+    return True
