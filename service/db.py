@@ -66,7 +66,10 @@ async def _pool(dsn: str, min_size: int, max_size: int, statement_timeout_s: flo
         # plan for a prepared statement (asyncpg prepares them) would page a 6-feature collection by walking all.
         # A lock timeout, so a request does not queue behind an import for its whole statement timeout.
         # A statement timeout, so one expensive request cannot hold a connection (and the others) for long.
-        server_settings={"application_name": "geotwin", "jit": "off",
+        # A check for a vanished client every second while a statement runs: a worker that dies mid-statement
+        # (an import's batch, an analysis) has its statement stopped and its locks freed within a second, not
+        # when the statement would have ended.
+        server_settings={"application_name": "geotwin", "jit": "off", "client_connection_check_interval": "1000",
                          "plan_cache_mode": "force_generic_plan" if generic_plans else "force_custom_plan",
                          "statement_timeout": str(int(statement_timeout_s * 1000)),
                          "lock_timeout": str(int(lock_timeout_s * 1000))},

@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from service.db import create_pool
 from service.main import create_app
 from service.settings import DatabaseSettings
 from tests.conftest import app_client, new_key, serve_cli, settings_for
@@ -85,14 +86,44 @@ def test_the_service_killed_during_an_import_leaves_nothing_and_the_job_failed(c
     finally:
         proc.send_signal(signal.SIGKILL)  # no shutdown, no cleanup: as if the machine lost power
         proc.wait(10)
-    time.sleep(0.5)  # PostgreSQL notices the closed connection and rolls its transaction back
     assert cluster.psql("SELECT count(*), max(change_id) FROM feature", "geotwin_faults") == before
 
     async def after_restart() -> dict:
+        """The job as shown once PostgreSQL has noticed the dead connection (at once when it was waiting for
+        the client; within client_connection_check_interval when it was moving a batch) and rolled back."""
         async with app_client(cluster, "geotwin_faults") as (_, client):
-            return (await client.get(job.replace(base, ""), headers=auth)).json()
+            deadline = time.monotonic() + 10
+            while (shown := (await client.get(job.replace(base, ""), headers=auth)).json())["status"] == "running" \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return shown
+    started_waiting = time.monotonic()
     shown = asyncio.run(after_restart())
     assert shown["status"] == "failed" and "nothing was written" in shown["error"], shown
+    assert time.monotonic() - started_waiting < 5, "the orphaned import ran on after its service died"
+    assert cluster.psql("SELECT count(*), max(change_id) FROM feature", "geotwin_faults") == before
+
+
+async def test_a_statement_stops_soon_after_its_worker_is_gone(cluster, faults_db):
+    """A worker that dies in the middle of a long statement (an import's batch, an analysis) must not leave it
+    running, and holding its locks, until it would have ended: PostgreSQL checks for the vanished client
+    every second (client_connection_check_interval on every pooled connection)."""
+    pool = await create_pool(settings_for(cluster, "geotwin_faults").db, max_size=2)
+    try:
+        async with pool.acquire() as watcher:
+            conn = await pool.acquire()
+            pid = conn.get_server_pid()
+            running = asyncio.create_task(conn.execute("SELECT pg_sleep(60)"))
+            await asyncio.sleep(0.3)
+            conn._transport.abort()  # noqa: SLF001 - the socket closed as by a killed process: no goodbye
+            started = time.monotonic()
+            while await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+                assert time.monotonic() - started < 5, "the statement ran on without its client"
+                await asyncio.sleep(0.1)
+            with pytest.raises(Exception):  # noqa: B017 - whichever error the aborted connection reports
+                await running
+    finally:
+        pool.terminate()
 
 
 async def test_a_database_that_does_not_exist_is_a_json_503_everywhere(cluster, faults_db):
