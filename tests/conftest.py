@@ -7,6 +7,7 @@ clients that need a socket (GDAL, OWSLib) get a live uvicorn on a free port.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -40,8 +41,11 @@ def cluster() -> Iterator[LocalCluster]:
     os.chmod(base, 0o755)  # as root, the cluster runs as `postgres`, which must reach its directory
     c = LocalCluster(Path(base) / "pg", free_port())
     c.start()
-    yield c
-    c.stop()
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(base, ignore_errors=True)  # every run's databases: gigabytes after a few dozen runs
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 
 from service.errors import GeoTwinError
 from service.importer import MOVE, ImportOptions, import_file
+from service.importer import check_batch as real_check_batch
 from service.layertypes import registry
 from tests.conftest import ROOT, app_client, new_key
 
@@ -394,4 +395,55 @@ async def test_batches_already_moved_are_undone_when_a_later_one_fails(imp_db, t
                 "the collection already has a feature 'batched-5'"
     finally:  # the demo sites, as the module's other tests expect them
         await run_import(imp_db, DEMO, mode="replace")
+    assert await collection_state(imp_db) == before
+
+
+class SlowMove(PausedAtMove):
+    """The importer's real connection, whose moves take 5 s longer in PostgreSQL."""
+
+    async def execute(self, sql, *args):
+        if sql == MOVE:
+            self.at_move.set()
+            await self.conn.execute("SELECT pg_sleep(5)")
+        return await self.conn.execute(sql, *args)
+
+
+@pytest.mark.parametrize("stop", ["cancelled", "checking fails"])
+async def test_an_import_stopped_while_a_batch_moves_writes_nothing_and_frees_its_connection(imp_db, tmp_path,
+                                                                                              monkeypatch, stop):
+    """A service shutting down cancels its imports, and checking a batch may fail unexpectedly. Either may
+    happen while the previous batch is on its way into the collection: its statement is stopped, the import
+    rolls back whole, and its connection is free for the next use at once."""
+    monkeypatch.setattr("service.importer.BATCH", 2)
+    checked = []
+
+    def check_batch(*args, **kwargs):
+        checked.append(1)
+        if stop == "checking fails" and len(checked) == 2:
+            raise RuntimeError("a bug in checking")
+        return real_check_batch(*args, **kwargs)
+
+    monkeypatch.setattr("service.importer.check_batch", check_batch)
+    doc = json.loads(DEMO.read_text())
+    for i, feature in enumerate(doc["features"]):
+        feature["id"] = f"stopped-{i}"
+    path = tmp_path / "stopped.geojson"
+    path.write_text(json.dumps(doc))
+    before = await collection_state(imp_db)
+    conn = SlowMove(await asyncpg.connect(imp_db))
+    try:
+        pk = await conn.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+                                 "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
+        started = time.monotonic()
+        importing = asyncio.create_task(import_file(conn, pk, SITES, path, ImportOptions(mode="append")))
+        await asyncio.wait_for(conn.at_move.wait(), 30)
+        if stop == "cancelled":
+            importing.cancel()
+        with pytest.raises(asyncio.CancelledError if stop == "cancelled" else RuntimeError):
+            await asyncio.wait_for(importing, 10)
+        assert time.monotonic() - started < 4  # the 5 s statement was stopped, not waited for
+        assert not conn.conn.is_in_transaction()
+        assert await conn.conn.fetchval("SELECT count(*) FROM feature WHERE fid LIKE 'stopped-%'") == 0
+    finally:
+        await conn.conn.close()
     assert await collection_state(imp_db) == before
