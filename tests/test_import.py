@@ -64,11 +64,24 @@ async def collection_state(dsn: str, slug: str = "commercial-sites") -> dict[str
     return {r["fid"]: (r["g"], json.loads(r["properties"])) for r in rows}
 
 
+SITES_PK = ("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+            "WHERE m.slug = 'halle' AND c.slug = $1")
+
+
+def renamed_demo(tmp_path: Path, prefix: str) -> tuple[dict, Path]:
+    """The demo sites with ids `<prefix>-0`, `<prefix>-1`, …, and the GeoJSON file holding them."""
+    doc = json.loads(DEMO.read_text())
+    for i, feature in enumerate(doc["features"]):
+        feature["id"] = f"{prefix}-{i}"
+    path = tmp_path / f"{prefix}.geojson"
+    path.write_text(json.dumps(doc))
+    return doc, path
+
+
 async def run_import(dsn: str, path: Path, slug: str = "commercial-sites", **options) -> object:
     conn = await asyncpg.connect(dsn)
     try:
-        pk = await conn.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
-                                 "WHERE m.slug = 'halle' AND c.slug = $1", slug)
+        pk = await conn.fetchval(SITES_PK, slug)
         return await import_file(conn, pk, SITES, path, ImportOptions(**options))
     finally:
         await conn.close()
@@ -149,17 +162,12 @@ async def test_an_edit_during_an_import_waits_for_it_instead_of_deadlocking(clus
     """An editor creates a feature with one of the file's ids while an append import holds the collection:
     the edit waits, the import lands whole, and the edit is then refused with 409 because the id exists.
     (Before edits took the collection's lock first, the two deadlocked, and one of them failed with a 500.)"""
-    doc = json.loads(DEMO.read_text())
-    for i, feature in enumerate(doc["features"]):
-        feature["id"] = f"race-{i}"
-    path = tmp_path / "race.geojson"
-    path.write_text(json.dumps(doc))
+    doc, path = renamed_demo(tmp_path, "race")
     before = await collection_state(imp_db)
     key = await new_key(imp_db, "halle", "editor")
     conn, watcher = PausedAtMove(await asyncpg.connect(imp_db)), await asyncpg.connect(imp_db)
     try:
-        pk = await watcher.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
-                                    "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
+        pk = await watcher.fetchval(SITES_PK, "commercial-sites")
         importing = asyncio.create_task(import_file(conn, pk, SITES, path, ImportOptions(mode="append")))
         await asyncio.wait_for(conn.at_move.wait(), 60)
         async with app_client(cluster, "geotwin_imp") as (_, api):
@@ -358,9 +366,7 @@ async def test_batches_already_moved_are_undone_when_a_later_one_fails(imp_db, t
     """Batches move into the collection while the next ones are read. With two features per batch, a bad
     feature or a repeated id in the third batch still means nothing is written, and the report names it."""
     monkeypatch.setattr("service.importer.BATCH", 2)
-    doc = json.loads(DEMO.read_text())
-    for i, feature in enumerate(doc["features"]):
-        feature["id"] = f"batched-{i}"
+    doc, _ = renamed_demo(tmp_path, "batched")
     before = await collection_state(imp_db)
 
     bad = json.loads(json.dumps(doc))
@@ -424,16 +430,11 @@ async def test_an_import_stopped_while_a_batch_moves_writes_nothing_and_frees_it
         return real_check_batch(*args, **kwargs)
 
     monkeypatch.setattr("service.importer.check_batch", check_batch)
-    doc = json.loads(DEMO.read_text())
-    for i, feature in enumerate(doc["features"]):
-        feature["id"] = f"stopped-{i}"
-    path = tmp_path / "stopped.geojson"
-    path.write_text(json.dumps(doc))
+    doc, path = renamed_demo(tmp_path, "stopped")
     before = await collection_state(imp_db)
     conn = SlowMove(await asyncpg.connect(imp_db))
     try:
-        pk = await conn.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
-                                 "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
+        pk = await conn.fetchval(SITES_PK, "commercial-sites")
         started = time.monotonic()
         importing = asyncio.create_task(import_file(conn, pk, SITES, path, ImportOptions(mode="append")))
         await asyncio.wait_for(conn.at_move.wait(), 30)
