@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -103,11 +104,31 @@ def upload_name(filename: str, suffix: str) -> str:
     return f"{stem}{suffix}" if stem else f"upload{suffix}"
 
 
+UPLOAD_PREFIX = "geotwin-import-"
+STALE_UPLOAD_S = 24 * 3600  # an import of the largest upload allowed takes minutes, not a day
+
+
+def sweep_uploads(max_age_s: float = STALE_UPLOAD_S, directory: Path | None = None) -> int:
+    """Remove the upload directories a service that died (killed, out of memory, power lost) left behind:
+    those created more than `max_age_s` ago. Each upload is removed when its job ends, so only these remain.
+    Returns how many were removed."""
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for path in (directory or Path(tempfile.gettempdir())).glob(UPLOAD_PREFIX + "*"):
+        with contextlib.suppress(OSError):  # another worker, sweeping at the same start, may be quicker
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path)
+                removed += 1
+    if removed:
+        log.info("removed %d upload(s) left by a service that stopped during an import", removed)
+    return removed
+
+
 async def save_upload(stream: Any, suffix: str, max_bytes: int, idle_timeout_s: float = 30,
                       filename: str = "") -> Path:
     """Write the request body to a temporary file (its own directory, the caller's file name), refusing it
     (413) beyond `max_bytes` and (408) when the client sends nothing for `idle_timeout_s`."""
-    directory = Path(tempfile.mkdtemp(prefix="geotwin-import-"))
+    directory = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))
     path = directory / upload_name(filename, suffix)
     size = 0
     try:

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from service import __version__, errors, tilefast
+from service import __version__, errors, jobs, tilefast
 from service.access import Access
 from service.auth import TokenVerifier
 from service.cache import BytesCache, CatalogCache
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=10,
                                                statement_timeout_s=settings.db.job_timeout_s, lock_timeout_s=0)
         app.state.job_slots = asyncio.Semaphore(settings.jobs.concurrency)
+        await asyncio.to_thread(jobs.sweep_uploads)
         app.state.replicas = Replicas(settings.db.replicas, lambda dsn: create_pool(settings.db, dsn, lazy=True))
         await app.state.replicas.start()
         app.state.catalog_cache = CatalogCache(settings.db.dsn(), track_lsn=bool(settings.db.replicas))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import time
 import zipfile
@@ -18,6 +19,7 @@ import pytest
 from service.errors import GeoTwinError
 from service.importer import MOVE, ImportOptions, import_file
 from service.importer import check_batch as real_check_batch
+from service.jobs import UPLOAD_PREFIX, sweep_uploads
 from service.layertypes import registry
 from tests.conftest import ROOT, app_client, new_key
 
@@ -448,3 +450,17 @@ async def test_an_import_stopped_while_a_batch_moves_writes_nothing_and_frees_it
     finally:
         await conn.conn.close()
     assert await collection_state(imp_db) == before
+
+
+def test_uploads_left_by_a_dead_service_are_swept_up(tmp_path):
+    """Each upload is removed when its job ends; a service killed meanwhile leaves it. At start the service
+    removes those older than a day, and leaves younger ones (another worker's import may be reading one)."""
+    old, young, other = (tmp_path / f"{UPLOAD_PREFIX}old", tmp_path / f"{UPLOAD_PREFIX}young", tmp_path / "other-old")
+    for directory in (old, young, other):
+        directory.mkdir()
+        (directory / "upload.geojson").write_text("{}")
+    day_ago = time.time() - 25 * 3600
+    for directory in (old, other):
+        os.utime(directory, (day_ago, day_ago))
+    assert sweep_uploads(directory=tmp_path) == 1
+    assert not old.exists() and young.exists() and other.exists()
