@@ -428,6 +428,9 @@ async def test_an_import_stopped_while_a_batch_moves_writes_nothing_and_frees_it
     def check_batch(*args, **kwargs):
         checked.append(1)
         if stop == "checking fails" and len(checked) == 2:
+            deadline = time.monotonic() + 10
+            while not conn.at_move.is_set() and time.monotonic() < deadline:  # the first batch is in PostgreSQL
+                time.sleep(0.01)
             raise RuntimeError("a bug in checking")
         return real_check_batch(*args, **kwargs)
 
