@@ -430,13 +430,18 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
             batches = iter(reader)
             # Reading and checking run in a thread: an import never stalls the requests this worker serves,
             # and they overlap with the previous batch's move into `feature`.
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-                fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
-                rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer, crs,
-                                               mapping, options.id_field, issues)
-                if moving is not None:
+            while True:
+                batch = await asyncio.to_thread(next, batches, None)
+                rows = None
+                if batch is not None:
+                    fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
+                    rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer, crs,
+                                                   mapping, options.id_field, issues)
+                if moving is not None:  # the previous batch, moving meanwhile
                     collided |= not await moving
                     moving = None
+                if batch is None:
+                    break
                 if rows and not issues:
                     await conn.copy_records_to_table("import_ids", records=[row[:2] for row in rows])
                     if not collided:
@@ -446,9 +451,6 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 report.processed = start
                 if progress:
                     await progress(report)
-            if moving is not None:
-                collided |= not await moving
-                moving = None
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
                 OSError) as exc:
             raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: {str(exc)[:300]}); "
