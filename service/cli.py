@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -331,12 +332,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
 
     from service.observability import log_config
 
+    metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # The workers share their metrics through files here, so /metrics sums them whichever one answers.
         metrics_dir = Path(tempfile.mkdtemp(prefix="geotwin-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=True, access_log=False, log_config=log_config(log_level.upper(), access_log))
+    try:
+        uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
+                    proxy_headers=True, access_log=False, log_config=log_config(log_level.upper(), access_log))
+    finally:
+        if metrics_dir:  # ours alone; a directory the admin set stays
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -180,11 +180,12 @@ async def wait_until(page, expression: str, timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
-def serve_cli(database: str, cluster: LocalCluster, *args: str, **popen: object) -> tuple[str, subprocess.Popen]:
+def serve_cli(database: str, cluster: LocalCluster, *args: str, env: dict[str, str] | None = None,
+              **popen: object) -> tuple[str, subprocess.Popen]:
     """`geotwin serve` as a process of its own on a free port, once it is ready: (base URL, process)."""
     port = free_port()
     env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin",
-           "PGDATABASE": database, "PGPASSWORD": ""}
+           "PGDATABASE": database, "PGPASSWORD": "", **(env or {})}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "geotwin"), "serve", "--port", str(port), *args],
                             env=env, **popen)

@@ -140,9 +140,10 @@ async def test_metrics_count_requests_tiles_pools_and_jobs(primary):
     assert "geotwin_import_jobs_running" in text
 
 
-def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(primary):
+def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(primary, tmp_path):
     base, proc = serve_cli("geotwin_ops", primary, "--workers", "2", "--access-log", stderr=subprocess.PIPE,
-                           stdout=subprocess.DEVNULL, text=True)
+                           stdout=subprocess.DEVNULL, text=True, env={"TMPDIR": str(tmp_path)})
+    assert [p.name[:16] for p in tmp_path.iterdir()] == ["geotwin-metrics-"]
     try:
         given = httpx.get(f"{base}{SITES}/items", headers={"X-Request-ID": "planner-42.a_b"})
         assert given.headers["x-request-id"] == "planner-42.a_b"
@@ -164,6 +165,7 @@ def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(p
     assert mine and mine[0]["status"] == 200 and mine[0]["route"].endswith("/items") and mine[0]["duration_ms"] > 0
     assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
     assert not [x for x in err.splitlines() if x.strip() and not x.startswith("{")], "every line is JSON"
+    assert not list(tmp_path.iterdir()), "the workers' metrics files go with the service"
 
 
 async def test_anonymous_reads_use_a_fresh_replica_and_fall_back_to_the_primary(primary, replica):
