@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
@@ -108,18 +109,21 @@ def html_response(request: Request, template: str, **context: Any) -> HTMLRespon
          "basemap": settings.api.basemap_style_url, "maplibre": request.app.state.maplibre_available,
          "csp_nonce": nonce, **context},
     )
-    response.headers.update(security_headers(nonce))
+    response.headers.update(security_headers(nonce, settings.api.basemap_style_url))
     return response
 
 
-def security_headers(nonce: str) -> dict[str, str]:
-    # Maps load basemap styles and tiles from other origins (https:) and run MapLibre's workers from blob: URLs.
+def security_headers(nonce: str, basemap: str = "") -> dict[str, str]:
+    # Maps load basemap styles and tiles from other origins (https:, and the configured basemap's origin, which
+    # may be plain http: on a municipal intranet) and run MapLibre's workers from blob: URLs.
     # Pages may be embedded (municipal portals frame the viewer), so frame-ancestors stays open.
+    parts = urlsplit(basemap)
+    extra = f" {parts.scheme}://{parts.netloc}" if parts.scheme == "http" and parts.netloc else ""
     csp = ("default-src 'self'; "
            f"script-src 'self' 'nonce-{nonce}'; "
            "style-src 'self' 'unsafe-inline'; "
-           "img-src 'self' data: blob: https:; font-src 'self' data: https:; "
-           "connect-src 'self' https:; worker-src 'self' blob:; child-src blob:; "
+           f"img-src 'self' data: blob: https:{extra}; font-src 'self' data: https:{extra}; "
+           f"connect-src 'self' https:{extra}; worker-src 'self' blob:; child-src blob:; "
            "object-src 'none'; base-uri 'self'; form-action 'self'")
     return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "strict-origin-when-cross-origin"}

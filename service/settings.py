@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +49,9 @@ class ApiSettings(BaseModel):
     default_limit: int = 100
     max_limit: int = 10_000
     title: str = "GeoTwin"
-    # A MapLibre style URL for the basemap under the HTML maps; empty = plain background (works offline).
+    # A MapLibre style URL for the basemap under the viewer and the HTML maps, e.g. basemap.de's
+    # https://sgx.geodatenzentrum.de/gdz_basemapde_vektor/styles/bm_web_col.json; empty = plain background
+    # (works offline). Its server must allow other origins to read it (CORS), as public basemaps do.
     basemap_style_url: str = ""
     # CRSs offered for output (`crs`), `bbox-crs` and `filter-crs`, besides CRS84 and the storage CRS
     # (EPSG:25832), which are always offered. Any EPSG code: `GEOTWIN_API__CRS='["EPSG:25833","EPSG:31468"]'`.
@@ -58,6 +60,15 @@ class ApiSettings(BaseModel):
     max_body_mb: int = 64
     # A client that sends nothing of its body for this long is answered 408 (slow or stalled uploads).
     body_timeout_s: float = 30
+
+    @field_validator("basemap_style_url")
+    @classmethod
+    def _basemap_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if url and (parts.scheme not in ("http", "https") or not parts.netloc
+                    or any(c in parts.netloc for c in " ;,'\"")):  # the origin goes into the pages' CSP
+            raise ValueError(f"not an http(s) URL of a MapLibre style: {url!r}")
+        return url
 
     @field_validator("crs")
     @classmethod

@@ -4,6 +4,8 @@ shows the feature's properties."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from playwright.async_api import async_playwright
@@ -31,19 +33,28 @@ DRAWN_SHARE = """() => {
 }"""
 
 
-@pytest.fixture
-async def page():
+@asynccontextmanager
+async def browser_page(width: int = 1100, height: int = 900) -> AsyncIterator:
+    """A page in headless Chromium; on leaving, no script error and nothing the CSP blocked."""
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = await browser.new_page(viewport={"width": 1100, "height": 900})
+        page = await browser.new_page(viewport={"width": width, "height": height})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         # A script or worker the Content-Security-Policy blocks shows only as a console error.
         page.on("console", lambda msg: errors.append(msg.text)
                 if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        yield page
-        await browser.close()
+        try:
+            yield page
+        finally:
+            await browser.close()
         assert not errors, errors
+
+
+@pytest.fixture
+async def page():
+    async with browser_page() as page:
+        yield page
 
 
 BACKGROUND_SHARE = DRAWN_SHARE.replace("> 40) n++", "<= 40) n++")

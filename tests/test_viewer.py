@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from playwright.async_api import async_playwright
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.conftest import wait_until
-from tests.test_html_map import CHROMIUM, DRAWN_SHARE, FLAGS
+import pytest
+
+from service.main import create_app
+from tests.conftest import app_client, free_port, serve_in_thread, settings_for, wait_until
+from tests.test_html_map import DRAWN_SHARE, browser_page
 
 
 async def open_viewer(page, url: str) -> None:
@@ -14,51 +20,119 @@ async def open_viewer(page, url: str) -> None:
 
 
 async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        try:
-            await open_viewer(page, f"{live_server}/viewer?root=/municipalities/halle")
-            options = await page.locator("#root-select option").all_inner_texts()
-            assert {"Halle (Saale)", "Leipzig", "Magdeburg", "Region (all municipalities)"} <= set(options)
-            drawn = await page.evaluate(DRAWN_SHARE)
-            assert drawn > 0.02, drawn
+    async with browser_page(1280, 900) as page:
+        await open_viewer(page, f"{live_server}/viewer?root=/municipalities/halle")
+        options = await page.locator("#root-select option").all_inner_texts()
+        assert {"Halle (Saale)", "Leipzig", "Magdeburg", "Region (all municipalities)"} <= set(options)
+        drawn = await page.evaluate(DRAWN_SHARE)
+        assert drawn > 0.02, drawn
 
-            # Legend per layer type: codes with their labels.
-            legend = await page.locator("#layers").inner_text()
-            assert "verfügbar (available)" in legend and "Landschaftsschutzgebiet" in legend
-            assert "allgemeines Wohngebiet" in legend
+        # Legend per layer type: codes with their labels.
+        legend = await page.locator("#layers").inner_text()
+        assert "verfügbar (available)" in legend and "Landschaftsschutzgebiet" in legend
+        assert "allgemeines Wohngebiet" in legend
 
-            # Toggling every layer off leaves only the background.
-            for box in await page.locator("#layers input[type=checkbox]").all():
-                await box.uncheck()
-            await wait_until(page, "window.geotwinMap.loaded()")
-            await page.wait_for_timeout(300)
-            assert await page.evaluate(DRAWN_SHARE) < 0.001
-            for box in await page.locator("#layers input[type=checkbox]").all():
-                await box.check()
+        # Toggling every layer off leaves only the background.
+        for box in await page.locator("#layers input[type=checkbox]").all():
+            await box.uncheck()
+        await wait_until(page, "window.geotwinMap.loaded()")
+        await page.wait_for_timeout(300)
+        assert await page.evaluate(DRAWN_SHARE) < 0.001
+        for box in await page.locator("#layers input[type=checkbox]").all():
+            await box.check()
 
-            # Zoom onto Star Park and click a site: its properties appear.
-            await page.evaluate("window.geotwinMap.jumpTo({center: [12.0505, 51.5107], zoom: 15})")
-            await wait_until(page, "window.geotwinMap.loaded() && window.geotwinMap.areTilesLoaded()")
-            await page.wait_for_timeout(500)
-            point = await page.evaluate("(() => { const p = window.geotwinMap.project([12.0505, 51.5107]);"
-                                        " return [p.x, p.y]; })()")
-            box = await page.locator("#map").bounding_box()
-            await page.mouse.click(box["x"] + point[0], box["y"] + point[1])
-            popup = page.locator(".maplibregl-popup")
-            await popup.wait_for(timeout=10_000)
-            assert "Star Park – Teilfläche A" in await popup.inner_text()
+        # Zoom onto Star Park and click a site: its properties appear.
+        await page.evaluate("window.geotwinMap.jumpTo({center: [12.0505, 51.5107], zoom: 15})")
+        await wait_until(page, "window.geotwinMap.loaded() && window.geotwinMap.areTilesLoaded()")
+        await page.wait_for_timeout(500)
+        point = await page.evaluate("(() => { const p = window.geotwinMap.project([12.0505, 51.5107]);"
+                                    " return [p.x, p.y]; })()")
+        box = await page.locator("#map").bounding_box()
+        await page.mouse.click(box["x"] + point[0], box["y"] + point[1])
+        popup = page.locator(".maplibregl-popup")
+        await popup.wait_for(timeout=10_000)
+        assert "Star Park – Teilfläche A" in await popup.inner_text()
 
-            # The region: Leipzig's and Magdeburg's layers draw too.
-            await page.select_option("#root-select", "/region")
-            await wait_until(page, "window.geotwinViewerReady === true")
-            assert await page.evaluate(DRAWN_SHARE) > 0.001
-            assert "root=%2Fregion" in page.url
-        finally:
-            await browser.close()
-        assert not errors, errors
+        # The region: Leipzig's and Magdeburg's layers draw too.
+        await page.select_option("#root-select", "/region")
+        await wait_until(page, "window.geotwinViewerReady === true")
+        assert await page.evaluate(DRAWN_SHARE) > 0.001
+        assert "root=%2Fregion" in page.url
+
+
+BASEMAP = {"version": 8, "name": "test basemap",
+           "sources": {"basemap-points": {"type": "geojson", "data": {"type": "FeatureCollection", "features": []}}},
+           "layers": [{"id": "basemap-land", "type": "background", "paint": {"background-color": "#ff00ff"}},
+                      {"id": "basemap-places", "type": "circle", "source": "basemap-points"}]}
+# Share of the canvas in the basemap's magenta, and in anything that is neither magenta nor GeoTwin's background.
+MAGENTA_SHARE = DRAWN_SHARE.replace(
+    "Math.abs(d[i] - 0xee) + Math.abs(d[i + 1] - 0xf1) + Math.abs(d[i + 2] - 0xea) > 40",
+    "d[i] > 240 && d[i + 1] < 15 && d[i + 2] > 240")
+DATA_SHARE = DRAWN_SHARE.replace(
+    "Math.abs(d[i] - 0xee) + Math.abs(d[i + 1] - 0xf1) + Math.abs(d[i + 2] - 0xea) > 40",
+    "Math.abs(d[i] - 0xee) + Math.abs(d[i + 1] - 0xf1) + Math.abs(d[i + 2] - 0xea) > 40"
+    " && Math.abs(d[i] - 0xff) + d[i + 1] + Math.abs(d[i + 2] - 0xff) > 40")
+
+
+@pytest.fixture
+def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    """A basemap style on another origin, plain http as on a municipal intranet, readable by any origin (CORS)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps(BASEMAP).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/style.json", httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def test_the_basemap_lies_under_the_viewer_and_the_maps_and_its_absence_breaks_neither(
+        cluster, db_url, basemap_server):
+    url, httpd = basemap_server
+    base, server, thread = serve_in_thread(create_app(settings_for(cluster, basemap_style_url=url)))
+    try:
+        async with browser_page(1280, 900) as page:
+            await open_viewer(page, f"{base}/viewer?root=/municipalities/halle")
+            assert await page.evaluate(MAGENTA_SHARE) > 0.05, "the basemap shows where there is no data"
+            assert await page.evaluate(DATA_SHARE) > 0.02, "the layers draw over it"
+            style = await page.evaluate("window.geotwinMap.getStyle()")
+            assert {"basemap-points", "geotwin"} <= set(style["sources"])
+            ids = [layer["id"] for layer in style["layers"]]
+            assert ids[:2] == ["basemap-land", "basemap-places"] and "background" not in ids
+
+            await page.goto(f"{base}/municipalities/halle/collections/ecological-zones?f=html")
+            await wait_until(page, "window.geotwinMapReady === true")
+            assert await page.evaluate(MAGENTA_SHARE) > 0.05 and await page.evaluate(DATA_SHARE) > 0.02
+
+            # The basemap's server goes away: both still draw the data, on the plain background.
+            httpd.shutdown()
+            httpd.server_close()
+            await page.goto(f"{base}/municipalities/halle/collections/ecological-zones?f=html")
+            await wait_until(page, "window.geotwinMapReady === true")
+            assert await page.evaluate(MAGENTA_SHARE) == 0 and await page.evaluate(DRAWN_SHARE) > 0.05
+            await open_viewer(page, f"{base}/viewer?root=/municipalities/halle")
+            assert await page.evaluate(MAGENTA_SHARE) == 0 and await page.evaluate(DRAWN_SHARE) > 0.02
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_pages_let_maps_read_a_plain_http_basemap_and_only_that(cluster, db_url):
+    async with app_client(cluster, "geotwin_test", basemap_style_url="http://karten.intranet:8080/style.json") as (
+            _, client):
+        csp = (await client.get("/viewer")).headers["content-security-policy"]
+    assert "connect-src 'self' https: http://karten.intranet:8080;" in csp
+    assert "img-src 'self' data: blob: https: http://karten.intranet:8080;" in csp
+    assert csp.count("http://") == 3  # connect, img and font sources; nothing else
