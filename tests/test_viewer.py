@@ -57,7 +57,14 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
         await page.select_option("#root-select", "/region")
         await wait_until(page, "window.geotwinViewerReady === true")
         assert await page.evaluate(DRAWN_SHARE) > 0.001
-        assert "root=%2Fregion" in page.url
+        assert "root=%2Fregion#" in page.url
+
+        # The view is in the address: a link opens at its spot, not at the extent, and keeps it.
+        await open_viewer(page, f"{live_server}/viewer?root=/municipalities/halle#15/51.5107/12.0505")
+        view = await page.evaluate("(() => { const m = window.geotwinMap, c = m.getCenter();"
+                                   " return [m.getZoom(), c.lat, c.lng]; })()")
+        assert view == pytest.approx([15, 51.5107, 12.0505], abs=1e-4)
+        assert page.url.endswith("?root=%2Fmunicipalities%2Fhalle#15/51.5107/12.0505")
 
 
 BASEMAP = {"version": 8, "name": "test basemap",
