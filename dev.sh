@@ -2,7 +2,7 @@
 # GeoTwin on a fresh Debian 12 / Ubuntu 24.04 machine, in one command each:
 #   ./dev.sh serve   install what is missing, start PostGIS + GeoTwin with the demo data on http://127.0.0.1:8000
 #   ./dev.sh test    install what is missing, run the tests (they start their own PostGIS)
-# What it installs: PostgreSQL + PostGIS (and for the tests GDAL, Chromium and QGIS's Python bindings) from Debian's packages, Node.js/npm (for MapLibre GL JS), a
+# What it installs: PostgreSQL + PostGIS (and for the tests GDAL, Chromium, QGIS's Python bindings and Redis) from Debian's packages, Node.js/npm (for MapLibre GL JS), a
 # Python virtual environment in .venv with the project, and the browser assets in node_modules.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,6 +20,7 @@ need_packages() {
     command -v ogrinfo >/dev/null || missing+=(gdal-bin)          # client tests: GDAL/OGR
     command -v chromium >/dev/null || missing+=(chromium)         # browser tests (Playwright drives it)
     /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || missing+=(python3-qgis)  # QGIS client test
+    command -v redis-server >/dev/null || missing+=(redis-server)  # rate limits shared by workers
   fi
   command -v npm >/dev/null || missing+=(nodejs npm)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

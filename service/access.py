@@ -28,20 +28,24 @@ limit → 429 with Retry-After.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KEY_PREFIX, AuthError, Principal, TokenVerifier, principal_for_key
 from service.db import connection
 from service.settings import LimitSettings
+
+log = logging.getLogger("geotwin.access")
 
 SAFE = {"GET", "HEAD", "OPTIONS"}
 PROCESS_EXECUTION = re.compile(r"^/processes/[^/]+/execution$")
@@ -86,23 +90,39 @@ def cost(method: str, path: str) -> str | None:
     return "expensive" if EXPENSIVE.search(path) else "writes"
 
 
+DOWN_PAUSE_S = 30
+
+
 class RateLimits:
-    """Moving-window limits in this process's memory (the `limits` library, as slowapi and Flask-Limiter use)."""
+    """Moving-window limits (the `limits` library, as slowapi and Flask-Limiter use), counted in this process's
+    memory or, with `GEOTWIN_LIMITS__STORAGE=redis://…`, in a Redis that all workers and replicas share.
+    A storage that does not answer within 1 s lets requests through, and is tried again after DOWN_PAUSE_S
+    (logged each time): a limit must not take the service down with it."""
 
     def __init__(self, settings: LimitSettings) -> None:
         self.rules = {kind: parse(value) for kind, value in (("writes", settings.writes),
                                                               ("expensive", settings.expensive)) if value}
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        parts = urlsplit(settings.storage)
+        self.where = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"  # no password
+        options = {} if settings.storage.startswith("memory:") else {
+            "implementation": "redispy", "socket_connect_timeout": 1, "socket_timeout": 1}
+        self.limiter = MovingWindowRateLimiter(storage_from_string(f"async+{settings.storage}", **options))
+        self._down_until = 0.0  # after a failure, the storage is left alone for a while
 
-    def exceeded(self, kind: str, who: list[str]) -> int | None:
+    async def exceeded(self, kind: str, who: list[str]) -> int | None:
         """Seconds to wait when one of `who` (key subject, client address) is over the limit, else None."""
         rule = self.rules.get(kind)
-        if rule is None:
+        if rule is None or time.monotonic() < self._down_until:
             return None
-        for identity in who:
-            if not self.limiter.hit(rule, kind, identity):
-                reset, _ = self.limiter.get_window_stats(rule, kind, identity)
-                return max(1, math.ceil(reset - time.time()))
+        try:
+            for identity in who:
+                if not await self.limiter.hit(rule, kind, identity):
+                    reset, _ = await self.limiter.get_window_stats(rule, kind, identity)
+                    return max(1, math.ceil(reset - time.time()))
+        except Exception as exc:  # the storage is down: count nothing rather than refuse everything
+            self._down_until = time.monotonic() + DOWN_PAUSE_S
+            log.warning("rate limits not counted for %d s: their storage %s does not answer (%s)", DOWN_PAUSE_S,
+                        self.where, exc)
         return None
 
 
@@ -142,7 +162,7 @@ class Access:
         if kind is not None:
             address = (scope.get("client") or ("?",))[0]
             who = ([f"key {principal.subject}"] if principal else []) + [f"address {address}"]
-            wait = self.limits.exceeded(kind, who)
+            wait = await self.limits.exceeded(kind, who)
             if wait is not None:
                 await _deny(send, 429, "TooManyRequests",
                             f"too many {'expensive requests' if kind == 'expensive' else 'writes'}: at most "

@@ -107,12 +107,24 @@ class JobSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    """Rate limits per key (or token subject) and per client address, per worker process, as
+    """Rate limits per key (or token subject) and per client address, counted in `storage`, as
     "<count>/<second|minute|hour>"; empty = no limit. Behind a proxy, let uvicorn read the client's address
     from X-Forwarded-For by setting FORWARDED_ALLOW_IPS to the proxy's address."""
 
     writes: str = "600/minute"  # POST/PUT/PATCH/DELETE on data, keys, collections
     expensive: str = "120/minute"  # process runs, exports, imports
+    # Where the counts live: memory:// (each worker process its own, so N workers allow N times the limit) or
+    # a Redis all workers and replicas share: redis://host:6379/0, rediss://… (TLS), redis+sentinel://….
+    storage: str = "memory://"
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, uri: str) -> str:
+        scheme = urlsplit(uri).scheme
+        if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster"):
+            raise ValueError(f"memory:// or a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL, "
+                             f"not {uri!r}")
+        return uri
 
 
 class AuthSettings(BaseModel):

@@ -6,12 +6,13 @@ import re
 import shlex
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from typer.main import get_command
 
 from service.cli import app as cli_app
-from service.settings import DatabaseSettings, Settings
+from service.settings import DatabaseSettings, LimitSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,13 @@ def test_cache_profile_mounts_a_vcl_that_follows_the_service_headers():
     assert '.host = "app"' in vcl and "no-cache" in vcl and "private|no-store" in vcl
     assert "Authorization" in vcl and "X-API-Key" in vcl
     assert "/ready" in " ".join(doc["services"]["app"]["healthcheck"]["test"])
+
+
+def test_limits_profile_is_a_redis_that_the_documented_storage_url_reaches():
+    redis = compose()["services"]["redis"]
+    assert redis["profiles"] == ["limits"] and redis["image"].startswith("redis:")
+    documented = re.search(r"GEOTWIN_LIMITS__STORAGE=(\S+)", (ROOT / ".env.example").read_text()).group(1)
+    assert urlsplit(LimitSettings(storage=documented).storage).hostname == "redis"
 
 
 def test_dockerfile_runs_the_packaged_entry_point_as_non_root():

@@ -4,13 +4,18 @@ security headers on HTML pages, CORS closed for writes from foreign origins."""
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 
 import pytest
 
 from service.errors import api_routes
 from service.settings import LimitSettings
-from tests.conftest import app_client, new_key
+from tests.conftest import app_client, free_port, new_key
 
 # Sample values for path parameters: a Halle collection that exists, a feature that does not need to.
 SAMPLE = {"municipality": "halle", "collectionId": "commercial-sites", "featureId": "nope",
@@ -120,6 +125,57 @@ async def test_rate_limits_per_key_and_per_address(cluster, sec_db):
         runs = [(await client.post("/processes/statistics/execution", json={"inputs": {}})).status_code
                 for _ in range(3)]
         assert runs == [200, 200, 429]
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A Redis (Debian's redis-server) of the test's own, on a free port, keeping nothing on disk."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0", proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_workers_share_rate_limits_through_redis_and_serve_on_without_it(cluster, sec_db, redis_server,
+                                                                               caplog):
+    url, redis = redis_server
+    editor = await new_key(sec_db, "halle", "editor", "shared")
+    limits = LimitSettings(writes="3/minute", expensive="", storage=url)
+    path = "/municipalities/halle/collections/commercial-sites/items/nope"
+    headers = {"X-API-Key": editor, "If-Match": '"1"'}
+    # Two apps on one Redis, as two workers (or two replicas) are: the limit holds for both together.
+    async with app_client(cluster, "geotwin_sec", limits=limits) as (_, one), \
+            app_client(cluster, "geotwin_sec", limits=limits) as (_, two):
+        codes = [(await client.delete(path, headers=headers)).status_code for client in (one, two, one, two)]
+        assert 429 not in codes[:3] and codes[3] == 429, codes
+        refused = await one.delete(path, headers=headers)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+        # Redis goes away: requests are served (not counted), and the log says so.
+        redis.kill()
+        redis.wait()
+        with caplog.at_level(logging.WARNING, logger="geotwin.access"):
+            answers = [(await client.delete(path, headers=headers)).status_code for client in (one, two, one)]
+        assert answers == [404, 404, 404], answers
+        warnings = [r.getMessage() for r in caplog.records if r.name == "geotwin.access"]
+        assert len(warnings) == 2 and "redis://127.0.0.1" in warnings[0], warnings  # once per worker, then quiet
+
+
+def test_the_rate_limit_storage_must_be_one_the_service_knows():
+    with pytest.raises(ValueError, match="memcached://m:11211"):
+        LimitSettings(storage="memcached://m:11211")
 
 
 async def test_html_pages_carry_security_headers_and_scripts_their_nonce(keyed):
