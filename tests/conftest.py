@@ -6,6 +6,7 @@ clients that need a socket (GDAL, OWSLib) get a live uvicorn on a free port.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -178,6 +179,17 @@ async def wait_until(page, expression: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {expression}")
         await asyncio.sleep(0.05)
+
+
+def run_qgis(script: str, *args: str, home: Path) -> dict:
+    """One of the tests' QGIS scripts under Debian's Python with QGIS's bindings: its last output line, as JSON.
+    QGIS keeps its profile, caches and Qt's temporary files under `home` (a test's tmp_path), not in /tmp."""
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
+           "XDG_RUNTIME_DIR": str(home)}
+    result = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / script), *args], capture_output=True,
+                            text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def serve_cli(database: str, cluster: LocalCluster, *args: str, env: dict[str, str] | None = None,

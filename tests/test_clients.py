@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import subprocess
@@ -11,6 +10,8 @@ from pathlib import Path
 import httpx
 from owslib.ogcapi.features import Features
 from pyproj import Transformer
+
+from tests.conftest import run_qgis
 
 HERE = Path(__file__).parent
 
@@ -128,16 +129,12 @@ def test_owslib_reads_etrs89_utm_coordinates_that_agree_with_pyproj(live_server)
     assert latlon["geometry"]["coordinates"][0][0][0] == [lat, lon], "EPSG:4326 is latitude first"
 
 
-def test_qgis_places_features_in_etrs89_utm_where_the_server_does(live_server):
+def test_qgis_places_features_in_etrs89_utm_where_the_server_does(live_server, tmp_path):
     """A QGIS project in EPSG:25832 with the layer from the OAPIF provider: each site lies within 5 cm of the
     coordinates the server returns for crs=EPSG:25832. (QGIS 3.22 reads CRS84 and reprojects itself; newer
     QGIS asks for the collection's storageCrs, which a request below imitates.)"""
     root = f"{live_server}/municipalities/halle"
-    result = subprocess.run(["/usr/bin/python3", str(HERE / "qgis_oapif.py"), root, "commercial-sites", "EPSG:25832"],
-                            capture_output=True, text=True, timeout=180,
-                            env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    qgis = json.loads(result.stdout.strip().splitlines()[-1])
+    qgis = run_qgis("qgis_oapif.py", root, "commercial-sites", "EPSG:25832", home=tmp_path)
     assert qgis["valid"] and qgis["features"]
     # What QGIS >= 3.28 sends for a layer in the storage CRS: crs and bbox-crs in EPSG:25832.
     server = httpx.get(f"{root}/collections/commercial-sites/items",

@@ -21,7 +21,7 @@ from pyproj import Transformer
 
 from service.main import create_app
 from service.settings import AuthSettings
-from tests.conftest import ROOT, serve_in_thread, settings_for
+from tests.conftest import ROOT, run_qgis, serve_in_thread, settings_for
 
 ISSUER = "https://login.example-kommune.de/realms/geotwin"
 SITES = "/municipalities/halle/collections/commercial-sites"
@@ -359,7 +359,7 @@ async def test_openid_connect_tokens_map_to_municipality_and_role(pub, signing_k
 
 # ---------------------------------------------------------------- a real client sees the edits
 
-def test_qgis_shows_what_an_editor_changed(cluster, pub_db, keys):
+def test_qgis_shows_what_an_editor_changed(cluster, pub_db, keys, tmp_path):
     app = create_app(settings_for(cluster, "geotwin_pub"))
     url, server, thread = serve_in_thread(app)
     try:
@@ -371,11 +371,7 @@ def test_qgis_shows_what_an_editor_changed(cluster, pub_db, keys):
         old = httpx.get(f"{root}/collections/commercial-sites/items/gs-204")
         assert httpx.delete(f"{root}/collections/commercial-sites/items/gs-204",
                             headers={**headers, "If-Match": old.headers["etag"]}).status_code == 204
-        result = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "qgis_oapif.py"), root,
-                                 "commercial-sites", "EPSG:25832"], capture_output=True, text=True, timeout=180,
-                                env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
-        assert result.returncode == 0, result.stderr[-2000:]
-        seen = json.loads(result.stdout.strip().splitlines()[-1])["features"]
+        seen = run_qgis("qgis_oapif.py", root, "commercial-sites", "EPSG:25832", home=tmp_path)["features"]
         assert "md-neu" in seen and "gs-204" not in seen
     finally:
         server.should_exit = True

@@ -11,6 +11,7 @@ import httpx
 from pyproj import Transformer
 
 from service.tiles import matrix_sets
+from tests.conftest import run_qgis
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,7 +36,7 @@ def test_gdal_mvt_driver_reads_a_tile_whose_layers_are_tilejsons(live_server, tm
     assert "Star Park – Teilfläche A" in sql.stdout
 
 
-def test_qgis_loads_and_draws_collection_and_dataset_tiles(live_server):
+def test_qgis_loads_and_draws_collection_and_dataset_tiles(live_server, tmp_path):
     root = f"{live_server}/municipalities/halle"
     templates = {
         "collection": f"{root}/collections/ecological-zones/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}",
@@ -44,11 +45,7 @@ def test_qgis_loads_and_draws_collection_and_dataset_tiles(live_server):
     to_3857 = Transformer.from_crs(4326, 3857, always_xy=True)
     x0, y0 = to_3857.transform(11.87, 51.45)
     x1, y1 = to_3857.transform(12.08, 51.53)
-    result = subprocess.run(["/usr/bin/python3", str(HERE / "qgis_render.py"), json.dumps(templates),
-                             f"{x0},{y0},{x1},{y1}"], capture_output=True, text=True, timeout=180,
-                            env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    rendered = json.loads(result.stdout.strip().splitlines()[-1])
+    rendered = run_qgis("qgis_render.py", json.dumps(templates), f"{x0},{y0},{x1},{y1}", home=tmp_path)
     for name in templates:
         assert rendered[name]["valid"], name
         assert rendered[name]["painted"] > 200, (name, rendered)
