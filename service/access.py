@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KEY_PREFIX, AuthError, Principal, TokenVerifier, principal_for_key
 from service.db import connection
+from service.observability import RATE_LIMITS_UNCOUNTED
 from service.settings import LimitSettings
 
 log = logging.getLogger("geotwin.access")
@@ -121,6 +122,7 @@ class RateLimits:
                     return max(1, math.ceil(reset - time.time()))
         except Exception as exc:  # the storage is down: count nothing rather than refuse everything
             self._down_until = time.monotonic() + DOWN_PAUSE_S
+            RATE_LIMITS_UNCOUNTED.inc()
             log.warning("rate limits not counted for %d s: their storage %s does not answer (%s)", DOWN_PAUSE_S,
                         self.where, exc)
         return None

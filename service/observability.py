@@ -50,6 +50,8 @@ READS = Counter("geotwin_replica_routing", "Anonymous reads when replicas are co
                 ["target"])
 IMPORTS = Counter("geotwin_import_jobs", "Import jobs finished", ["status"])
 IMPORTS_RUNNING = Gauge("geotwin_import_jobs_running", "Import jobs running now", multiprocess_mode="livesum")
+RATE_LIMITS_UNCOUNTED = Counter("geotwin_rate_limit_storage_failures", "Times the rate-limit storage (Redis) did "
+                                "not answer; requests go uncounted for 30 s after each")
 PROCESS_JOBS = Counter("geotwin_process_jobs", "Asynchronous process runs finished", ["process", "status"])
 PROCESS_JOBS_RUNNING = Gauge("geotwin_process_jobs_running", "Asynchronous process runs now",
                              multiprocess_mode="livesum")

@@ -16,6 +16,7 @@ import pytest
 from service.errors import api_routes
 from service.settings import LimitSettings
 from tests.conftest import app_client, free_port, new_key
+from tests.test_operations import metric
 
 # Sample values for path parameters: a Halle collection that exists, a feature that does not need to.
 SAMPLE = {"municipality": "halle", "collectionId": "commercial-sites", "featureId": "nope",
@@ -163,7 +164,8 @@ async def test_workers_share_rate_limits_through_redis_and_serve_on_without_it(c
         refused = await one.delete(path, headers=headers)
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
 
-        # Redis goes away: requests are served (not counted), and the log says so.
+        # Redis goes away: requests are served (not counted), and the log and the metrics say so.
+        before = metric((await one.get("/metrics")).text, "geotwin_rate_limit_storage_failures_total")
         redis.kill()
         redis.wait()
         with caplog.at_level(logging.WARNING, logger="geotwin.access"):
@@ -171,6 +173,7 @@ async def test_workers_share_rate_limits_through_redis_and_serve_on_without_it(c
         assert answers == [404, 404, 404], answers
         warnings = [r.getMessage() for r in caplog.records if r.name == "geotwin.access"]
         assert len(warnings) == 2 and "redis://127.0.0.1" in warnings[0], warnings  # once per worker, then quiet
+        assert metric((await one.get("/metrics")).text, "geotwin_rate_limit_storage_failures_total") - before == 2
 
 
 def test_the_rate_limit_storage_must_be_one_the_service_knows():
