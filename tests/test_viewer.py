@@ -67,8 +67,9 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
         assert page.url.endswith("?root=%2Fmunicipalities%2Fhalle#15/51.5107/12.0505")
 
 
-BASEMAP = {"version": 8, "name": "test basemap",
-           "sources": {"basemap-points": {"type": "geojson", "data": {"type": "FeatureCollection", "features": []}}},
+# Its data and font URLs are relative to the style, as in many self-hosted basemaps.
+BASEMAP = {"version": 8, "name": "test basemap", "glyphs": "fonts/{fontstack}/{range}.pbf",
+           "sources": {"basemap-points": {"type": "geojson", "data": "data/places.geojson"}},
            "layers": [{"id": "basemap-land", "type": "background", "paint": {"background-color": "#ff00ff"}},
                       {"id": "basemap-places", "type": "circle", "source": "basemap-points"}]}
 # Share of the canvas in the basemap's magenta, and in anything that is neither magenta nor GeoTwin's background.
@@ -82,12 +83,16 @@ DATA_SHARE = DRAWN_SHARE.replace(
 
 
 @pytest.fixture
-def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer]]:
+def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer, list[str]]]:
     """A basemap style on another origin, plain http as on a municipal intranet, readable by any origin (CORS)."""
+
+    requested: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            body = json.dumps(BASEMAP).encode()
+            requested.append(self.path)
+            body = json.dumps(BASEMAP if self.path == "/maps/style.json"
+                              else {"type": "FeatureCollection", "features": []}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Access-Control-Allow-Origin", "*")
@@ -100,14 +105,14 @@ def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer]]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/style.json", httpd
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/maps/style.json", httpd, requested
     httpd.shutdown()
     httpd.server_close()
 
 
 async def test_the_basemap_lies_under_the_viewer_and_the_maps_and_its_absence_breaks_neither(
         cluster, db_url, basemap_server):
-    url, httpd = basemap_server
+    url, httpd, requested = basemap_server
     base, server, thread = serve_in_thread(create_app(settings_for(cluster, basemap_style_url=url)))
     try:
         async with browser_page(1280, 900) as page:
@@ -116,6 +121,10 @@ async def test_the_basemap_lies_under_the_viewer_and_the_maps_and_its_absence_br
             assert await page.evaluate(DATA_SHARE) > 0.02, "the layers draw over it"
             style = await page.evaluate("window.geotwinMap.getStyle()")
             assert {"basemap-points", "geotwin"} <= set(style["sources"])
+            # Its relative URLs point to where the style came from, not to GeoTwin.
+            maps = url.removesuffix("style.json")
+            assert style["glyphs"] == maps + "fonts/{fontstack}/{range}.pbf"
+            assert "/maps/data/places.geojson" in requested
             ids = [layer["id"] for layer in style["layers"]]
             assert ids[:2] == ["basemap-land", "basemap-places"] and "background" not in ids
 
