@@ -328,10 +328,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
           ) -> None:
     """Serve the API (database from PG* settings / .env). Logs are JSON lines on stderr."""
+    import logging.config
+
     import uvicorn
 
     from service.observability import log_config
 
+    logging.config.dictConfig(log_config(log_level.upper(), access_log))
+    _warn_if_connections_short(workers)
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # The workers share their metrics through files here, so /metrics sums them whichever one answers.
@@ -343,6 +347,29 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
     finally:
         if metrics_dir:  # ours alone; a directory the admin set stays
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _warn_if_connections_short(workers: int) -> None:
+    """Say at start, not under load at 2 a.m., when the workers may open more connections than the database
+    admits. An unreachable database is not this check's business: the service starts and says 503 on /ready."""
+    import logging
+
+    import asyncpg
+
+    from service.db import connection_room, connections_per_worker
+    from service.settings import Settings
+
+    db = Settings().db
+    try:
+        room = asyncio.run(connection_room(db.dsn()))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return
+    need = workers * connections_per_worker(db)
+    if need > room:
+        logging.getLogger("geotwin").warning(
+            "%d worker(s) may open up to %d database connections (each 2 × GEOTWIN_DB_POOL_MAX=%d + %d), but the "
+            "database admits %d: lower GEOTWIN_DB_POOL_MAX or --workers, raise max_connections, or put PgBouncer "
+            "(transaction mode) in between", workers, need, db.pool_max, need // workers - 2 * db.pool_max, room)
 
 
 @app.command()

@@ -35,6 +35,26 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
 ACQUIRE_TIMEOUT_S = 5.0
 
 
+JOB_POOL_SIZE = 10  # connections for imports and asynchronous process runs, per worker
+
+
+def connections_per_worker(db: DatabaseSettings) -> int:
+    """The most connections one worker opens: its requests, as many again for vector tiles, the job pool and
+    the catalog's LISTEN."""
+    return 2 * db.pool_max + JOB_POOL_SIZE + 1
+
+
+async def connection_room(dsn: str) -> int:
+    """How many connections the database admits for roles that are not superusers."""
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return await conn.fetchval(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+            " - coalesce(current_setting('reserved_connections', true)::int, 0)")
+    finally:
+        await conn.close()
+
+
 async def create_pool(db: DatabaseSettings, dsn: str | None = None, lazy: bool = False,
                       statement_timeout_s: float | None = None, max_size: int | None = None,
                       generic_plans: bool = False, lock_timeout_s: float | None = None) -> asyncpg.Pool:

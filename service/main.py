@@ -18,7 +18,7 @@ from service.access import Access
 from service.auth import TokenVerifier
 from service.cache import BytesCache, CatalogCache
 from service.crs import CrsList
-from service.db import create_pool
+from service.db import JOB_POOL_SIZE, create_pool
 from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.migrate import head_revision
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tile_pool = await create_pool(settings.db, lazy=True, generic_plans=True)
         # Imports and asynchronous process runs: their own few connections, with the long job timeout; they wait
         # for their turn at a collection without a lock timeout.
-        app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=10,
+        app.state.job_pool = await create_pool(settings.db, lazy=True, max_size=JOB_POOL_SIZE,
                                                statement_timeout_s=settings.db.job_timeout_s, lock_timeout_s=0)
         app.state.job_slots = asyncio.Semaphore(settings.jobs.concurrency)
         await asyncio.to_thread(jobs.sweep_uploads)

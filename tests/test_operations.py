@@ -166,6 +166,19 @@ def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(p
     assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
     assert not [x for x in err.splitlines() if x.strip() and not x.startswith("{")], "every line is JSON"
     assert not list(tmp_path.iterdir()), "the workers' metrics files go with the service"
+    assert "database admits" not in err, "2 × (2 × 10 + 11) connections fit in 197"
+
+
+def test_serve_says_at_start_when_its_workers_may_open_more_connections_than_the_database_admits(primary):
+    base, proc = serve_cli("geotwin_ops", primary, env={"GEOTWIN_DB_POOL_MAX": "100"}, stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True)
+    assert httpx.get(f"{base}/ready").status_code == 200  # a warning, not a refusal to start
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    warned = [json.loads(line) for line in err.splitlines() if "database admits" in line]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING", err[-2000:]
+    assert "up to 211 database connections" in warned[0]["message"]  # 2 × 100 + 10 jobs + 1 LISTEN
+    assert "admits 197" in warned[0]["message"]  # max_connections 200, 3 kept for superusers
 
 
 async def test_anonymous_reads_use_a_fresh_replica_and_fall_back_to_the_primary(primary, replica):
