@@ -6,6 +6,7 @@ from typing import Any
 
 from service.catalog import Collection, Dataset
 from service.crs import CRS84, epsg_uri
+from service.export import download_links
 from service.models import STORAGE_SRID
 from service.responses import GEOJSON, HTML, JSON, OPENAPI, SCHEMA, link, self_links
 
@@ -97,6 +98,7 @@ def collection(root: str, base: str, c: Collection, crs: list[str], fmt: str | N
         link(schema_url, "profile", SCHEMA, f"the layer-type contract {c.layer_type.name} {c.layer_type.version}"),
         link(f"{url}/tiles", TILESETS_VECTOR, JSON, "vector tiles of this collection"),
         link(f"{url}/styles/default", "stylesheet", "application/vnd.mapbox.style+json", "MapLibre style"),
+        *download_links(url, [], "the whole collection"),
     ]
     if fmt:
         links = self_links(url, fmt, title="collection") + links

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import pyarrow as pa
@@ -28,6 +29,7 @@ import pyogrio
 from service.catalog import Collection
 from service.db import connection
 from service.models import STORAGE_SRID
+from service.responses import link
 from service.sql.features import Args, ItemsQuery, feature_json, order_by, scope_predicate, source_of, where_clause
 
 BATCH = 5_000
@@ -38,15 +40,24 @@ CHUNK = 1 << 20
 class Format:
     media_type: str
     extension: str
+    title: str
     driver: str | None = None
 
 
 FORMATS = {
-    "geojson": Format("application/geo+json", "geojson"),
-    "csv": Format("text/csv; charset=utf-8", "csv"),
-    "gpkg": Format("application/geopackage+sqlite3", "gpkg", "GPKG"),
-    "fgb": Format("application/flatgeobuf", "fgb", "FlatGeobuf"),
+    "gpkg": Format("application/geopackage+sqlite3", "gpkg", "GeoPackage", "GPKG"),
+    "fgb": Format("application/flatgeobuf", "fgb", "FlatGeobuf", "FlatGeobuf"),
+    "geojson": Format("application/geo+json", "geojson", "GeoJSON"),
+    "csv": Format("text/csv; charset=utf-8", "csv", "CSV (WKT geometry)"),
 }
+
+
+def download_links(collection_url: str, params: list[tuple[str, str]], what: str) -> list[dict[str, str]]:
+    """`enclosure` links (OGC API – Features' bulk download) to the export of `what` in each format, with
+    `params` (the items filters) kept."""
+    kept = [(k, v) for k, v in params if k not in ("f", "limit", "offset", "skipGeometry")]
+    return [link(f"{collection_url}/export?{urlencode([*kept, ('f', name)])}", "enclosure", fmt.media_type,
+                 f"{what} as {fmt.title}") for name, fmt in FORMATS.items()]
 # GeoPackage keeps its R-tree (SQLite builds it on disk: +40 MB for 500,000 features). GDAL's FlatGeobuf writer
 # holds its spatial index in memory (+155 MB for 500,000 features, +13 MB without): without it, memory stays
 # flat at any size, and the file is still a valid FlatGeobuf that QGIS and GDAL read.

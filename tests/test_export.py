@@ -3,7 +3,9 @@ what the API serves: same features, same attributes, same places."""
 
 from __future__ import annotations
 
+import html as html_lib
 import json
+import re
 import subprocess
 
 import httpx
@@ -69,6 +71,30 @@ def test_exports_take_filters_and_a_crs(live_server, tmp_path):
     for bad, parameter in (({"f": "shp"}, "f"), ({"limit": "5"}, "limit"), ({"filter": "x ="}, "filter")):
         r = httpx.get(f"{live_server}{REGION_SITES}/export", params=bad)
         assert r.status_code == 400 and r.json()["parameter"] == parameter
+
+
+def test_the_collection_and_its_pages_link_their_downloads(live_server, tmp_path):
+    doc = httpx.get(f"{live_server}{REGION_SITES}").json()
+    enclosures = {link["type"]: link["href"] for link in doc["links"] if link["rel"] == "enclosure"}
+    assert set(enclosures) == {"application/geopackage+sqlite3", "application/flatgeobuf", "application/geo+json",
+                               "text/csv; charset=utf-8"}
+    whole = httpx.get(enclosures["application/flatgeobuf"])
+    assert whole.status_code == 200 and whole.headers["content-type"] == "application/flatgeobuf"
+    html = httpx.get(f"{live_server}{REGION_SITES}?f=html").text
+    assert f'Download all {doc["numberOfFeatures"]}: <a href="{enclosures["application/geopackage+sqlite3"]}"' in html
+
+    # A filtered page offers that selection, without its paging: every matching feature, not only the page's.
+    params = {"filter": "availability = 'verfuegbar'", "limit": "2", "offset": "1", "f": "html"}
+    page = httpx.get(f"{live_server}{REGION_SITES}/items", params=params)
+    matched = httpx.get(f"{live_server}{REGION_SITES}/items", params={**params, "f": "json"}).json()["numberMatched"]
+    gpkg = re.search(rf'Download all {matched}: <a href="([^"]+)" download>GeoPackage</a>', page.text)
+    assert gpkg, page.text
+    href = html_lib.unescape(gpkg.group(1))
+    assert "limit" not in href and "offset" not in href and href.endswith("&f=gpkg")
+    path = tmp_path / "selection.gpkg"
+    path.write_bytes(httpx.get(href).content)
+    info = subprocess.run(["ogrinfo", "-so", "-al", str(path)], capture_output=True, text=True, timeout=60).stdout
+    assert f"Feature Count: {matched}" in info and matched > 2
 
 
 def test_an_internal_collection_is_not_exported_to_strangers(live_server):

@@ -340,9 +340,12 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
         features = orjson.loads("[" + ",".join(rows) + "]")
         present = {k for f in features for k in f["properties"]} - {"municipality"}
         columns = (["municipality"] if c.regional else []) + c.layer_type.ordered_keys(present)
+        root = _root(request, scope)
+        downloads = export.download_links(f"{root}/collections/{c.id}", request.query_params.multi_items(),
+                                          "the selection")
         return with_etag(html_response(request, "items.html", meta=meta, features=features, columns=columns,
-                                       collection=c, dataset=scope.dataset, root=_root(request, scope), query=query),
-                         etag)
+                                       collection=c, dataset=scope.dataset, root=root, query=query,
+                                       downloads=downloads), etag)
     body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
     return _content_crs(with_etag(Response(body, media_type=GEOJSON), etag), query.output)
 
