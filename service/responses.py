@@ -16,6 +16,21 @@ from fastapi.templating import Jinja2Templates
 from service.errors import InvalidParameter
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _shown(value: object) -> str:
+    """A property's value in an HTML table: yes/no rather than Python's True/False, nothing for null, lists and
+    objects as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+TEMPLATES.env.filters["shown"] = _shown
 GEOJSON = "application/geo+json"
 JSON = "application/json"
 HTML = "text/html"

@@ -76,6 +76,17 @@ async def test_maps_draw_the_features(live_server, page, path, share):
     assert await open_map(page, live_server + path) > share
 
 
+async def test_a_table_of_many_properties_scrolls_by_itself_and_reads_as_text(live_server, page):
+    await open_map(page, f"{live_server}/region/collections/commercial-sites/items?f=html")
+    widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth,"
+                                 " document.querySelector('.wide').scrollWidth]")
+    assert widths[0] <= widths[1] < widths[2], "the page keeps its width; only the table scrolls"
+    rail = await page.evaluate("""() => { const head = [...document.querySelectorAll('.wide th')]
+        .map(th => th.textContent), i = head.indexOf('rail_siding');
+        return [...document.querySelectorAll('.wide tr')].slice(1).map(tr => tr.children[i].textContent); }""")
+    assert set(rail) <= {"yes", "no", ""} and "yes" in rail and "no" in rail
+
+
 async def test_click_on_a_feature_shows_its_properties(live_server, page):
     await open_map(page, f"{live_server}/municipalities/halle/collections/commercial-sites/items/gs-001?f=html")
     box = await page.locator("#map").bounding_box()
