@@ -86,6 +86,11 @@ async def test_a_table_of_many_properties_scrolls_by_itself_and_reads_as_text(li
         return [...document.querySelectorAll('.wide tr')].slice(1).map(tr => tr.children[i].textContent); }""")
     assert set(rail) <= {"yes", "no", ""} and "yes" in rail and "no" in rail
 
+    # The start page's API addresses, which planners copy into QGIS, stay whole inside their cards.
+    await page.goto(f"{live_server}/?f=html")
+    assert await page.evaluate("""() => [...document.querySelectorAll('.card code')].every(c =>
+        c.getBoundingClientRect().right <= c.closest('.card').getBoundingClientRect().right)""")
+
 
 async def test_click_on_a_feature_shows_its_properties(live_server, page):
     await open_map(page, f"{live_server}/municipalities/halle/collections/commercial-sites/items/gs-001?f=html")
