@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 HALLE = "/municipalities/halle"
@@ -86,6 +88,10 @@ async def test_html_for_browsers_with_map(client):
     assert 'class="map"' in page and "Gewerbegebiet Halle-Ost, Dieselstraße" in page
     collection_page = (await client.get(f"{SITES}?f=html")).text
     assert 'class="map"' in collection_page
+    landing = (await client.get("/municipalities/leipzig?f=html")).text
+    assert 'href="http://testserver/viewer?root=%2Fmunicipalities%2Fleipzig"' in landing  # opens on its layers
+    titles = [c["title"] for c in (await client.get("/municipalities/leipzig/collections")).json()["collections"]]
+    assert titles and all(f">{html.escape(t)}</a>" in landing for t in titles)
 
 
 async def test_feature_schema_lists_every_property(client):

@@ -69,8 +69,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         fmt = negotiate(request)
         doc = documents.landing(_root(request, scope), scope.dataset, fmt, request.app.state.settings.api.title)
         if fmt == "html":
+            viewer = f"{base_url(request)}/viewer?{urlencode({'root': scope.dataset.path})}"
             return html_response(request, "landing.html", doc=doc, dataset=scope.dataset,
-                                 root=_root(request, scope))
+                                 root=_root(request, scope), viewer=viewer)
         return json_response(doc)
 
     @router.get("/conformance", operation_id=f"{kind}.getConformance", summary="Conformance classes")
