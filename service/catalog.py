@@ -48,6 +48,10 @@ class Collection:
     bbox: tuple[float, float, float, float] | None
     temporal: tuple[dt.date | None, dt.date | None] | None
     regional: bool = False
+    # After `geotwin history prune`: `asOf` reaches back to `history_from`, and the change feed has lost the
+    # changes up to `history_pruned_through` (a reader behind it starts again from 0).
+    history_from: dt.datetime | None = None
+    history_pruned_through: int = 0
 
 
 @dataclass
@@ -112,6 +116,7 @@ def _regional(collections_by_type: dict[str, list[tuple[Municipality, Collection
             feature_count=sum(c.feature_count for _, c in parts),
             bbox=_union_bbox([c.bbox for _, c in parts]),
             temporal=_union_temporal([c.temporal for _, c in parts]),
+            history_from=max((c.history_from for _, c in parts if c.history_from), default=None),
         )
     return region
 
@@ -143,6 +148,7 @@ def build_catalog(rows: list[asyncpg.Record]) -> Catalog:
             members=[(r["pk"], slug)], version=str(r["version"]), feature_count=r["feature_count"],
             bbox=tuple(r["bbox"]) if r["bbox"] else None,
             temporal=(r["temporal_start"], r["temporal_end"]) if r["temporal_start"] else None,
+            history_from=r["history_from"], history_pruned_through=r["history_pruned_through"],
         )
         members[slug].collections[c.id] = c
         if c.visibility == "public":

@@ -71,6 +71,8 @@ keys_app = typer.Typer(help="API keys: create (the key is shown once), list, rev
 app.add_typer(keys_app, name="keys")
 municipality_app = typer.Typer(help="Municipalities: onboard one.", no_args_is_help=True)
 app.add_typer(municipality_app, name="municipality")
+history_app = typer.Typer(help="The change log: prune what is older than you keep.", no_args_is_help=True)
+app.add_typer(history_app, name="history")
 
 
 async def _with_conn(dsn: str, work):
@@ -148,6 +150,54 @@ def municipality_add(slug: str, name: str, ags: str, state: str,
     pk = asyncio.run(_with_conn(_dsn(url), lambda conn: upsert_municipality(conn, slug, name, ags, state, crs)))
     console.print(f"[green]municipality {slug} ({pk}) ready; create its first key with "
                   f"`geotwin keys create --municipality {slug} --role admin`[/]")
+
+
+@history_app.command("prune")
+def history_prune(
+    before: Annotated[str, typer.Option(help="keep the history from this date or RFC 3339 time on (UTC when "
+                                             "no zone is given), e.g. 2025-01-01")],
+    collection: Annotated[list[str] | None, typer.Option(
+        help="municipality/collection, e.g. halle/commercial-sites; repeatable; default: every collection")] = None,
+    url: UrlOpt = None,
+) -> None:
+    """Drop the change log before a time, keeping each feature's state then: `asOf` still works from that time
+    on, earlier `asOf` and change-feed readers behind it get 410, and `geotwin mirror` starts such a copy
+    again by itself. Each collection in one transaction."""
+    from datetime import UTC, datetime
+
+    from service.sql.history import PRUNE
+
+    try:
+        horizon = datetime.fromisoformat(before.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"not a date or RFC 3339 time: {before!r}", param_hint="--before") from None
+    horizon = horizon if horizon.tzinfo else horizon.replace(tzinfo=UTC)
+    if horizon > datetime.now(UTC):
+        raise typer.BadParameter("lies in the future", param_hint="--before")
+
+    async def work(conn):
+        rows = await conn.fetch("SELECT c.id, m.slug || '/' || c.slug AS name FROM collection c "
+                                "JOIN municipality m ON m.id = c.municipality_id ORDER BY 2")
+        chosen = [r for r in rows if not collection or r["name"] in collection]
+        if unknown := sorted(set(collection or []) - {r["name"] for r in rows}):
+            raise typer.BadParameter(f"no collection {', '.join(unknown)}", param_hint="--collection")
+        removed = 0
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("pruning the change log", total=len(chosen))
+            for r in chosen:
+                progress.update(task, description=f"pruning {r['name']}")
+                async with conn.transaction():
+                    n = await conn.fetchval(PRUNE, r["id"], horizon)
+                removed += n
+                if n:
+                    progress.console.print(f"{r['name']}: {n} change(s) removed")
+                progress.advance(task)
+        return removed, len(chosen)
+
+    removed, collections = asyncio.run(_with_conn(_dsn(url), work))
+    console.print(f"[green]{removed} change(s) before {horizon.isoformat()} removed from {collections} "
+                  "collection(s)[/]; PostgreSQL's autovacuum makes their space reusable.")
 
 
 @app.command("mirror")

@@ -87,6 +87,12 @@ class UnsupportedMediaType(GeoTwinError):
     code = "UnsupportedMediaType"
 
 
+class HistoryPruned(GeoTwinError):
+    """The change log no longer reaches back that far (`geotwin history prune`)."""
+
+    code = "HistoryPruned"
+
+
 class RequestTimeout(GeoTwinError):
     """The client stopped sending its body."""
 
@@ -107,6 +113,7 @@ STATUS: dict[type[GeoTwinError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     RequestTimeout: 408,
+    HistoryPruned: 410,
 }
 
 

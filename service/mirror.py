@@ -55,15 +55,45 @@ async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connectio
                                        meta.get("license") or "", meta.get("attribution") or "",
                                        meta.get("keywords") or [], "public")
     cursor = await conn.fetchval("SELECT last_change_id FROM mirror_cursor WHERE collection_id = $1", c_pk) or 0
+    try:
+        return await _follow(client, source, conn, c_pk, layer, cursor, progress)
+    except _Pruned:
+        # The source pruned changes this copy has not seen (`geotwin history prune`), deletions among them:
+        # read the whole feed again, which starts with every feature as it was when the history was cut, and
+        # drop what it no longer has. One transaction: readers see the old copy until the new one is complete.
+        async with conn.transaction():
+            alive: dict[str, bool] = {}
+            applied = await _follow(client, source, conn, c_pk, layer, 0, progress, alive)
+            await act_as(conn, f"mirror:{source}", c_pk)
+            await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid <> ALL($2::text[])", c_pk,
+                               [fid for fid, exists in alive.items() if exists])
+            await refresh_collection(conn, c_pk)
+        return applied
+
+
+class _Pruned(Exception):
+    """The source's change feed no longer reaches back to this copy's cursor (410)."""
+
+
+async def _follow(client: httpx.AsyncClient, source: str, conn: asyncpg.Connection, c_pk: int, layer: Any,
+                  after: int, progress: Callable[[int, int], None] | None,
+                  alive: dict[str, bool] | None = None) -> int:
+    """Apply the source's changes after `after`, a page per transaction; `alive` collects which features
+    exist at the end."""
     url: str | None = f"{source}/changes"
-    params: dict[str, Any] | None = {"after": cursor, "limit": 1000, "crs": epsg_uri(STORAGE_SRID)}
+    params: dict[str, Any] | None = {"after": after, "limit": 1000, "crs": epsg_uri(STORAGE_SRID)}
     applied = 0
     while url:
-        page = (await client.get(url, params=params)).raise_for_status().json()
+        answer = await client.get(url, params=params)
+        if answer.status_code == 410 and after:
+            raise _Pruned
+        page = answer.raise_for_status().json()
         changes = page["changes"]
         if changes:
             await _apply(conn, c_pk, layer, changes, source)
             applied += len(changes)
+            if alive is not None:
+                alive.update((change["id"], change["feature"] is not None) for change in changes)
             if progress:
                 progress(applied, page["latestChangeId"])
         url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)

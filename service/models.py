@@ -127,6 +127,11 @@ class Collection(Base):
                                                      comment="minx, miny, maxx, maxy in CRS84")
     temporal_start: Mapped[date | None] = mapped_column(Date, nullable=True)
     temporal_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    history_from: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True,
+        comment="`geotwin history prune`: the change log holds the collection as it was from this time on")
+    history_pruned_through: Mapped[int] = mapped_column(
+        BigInteger, server_default="0", comment="the highest change id pruned; a feed reader behind it must resync")
 
     __table_args__ = (
         UniqueConstraint("municipality_id", "slug"),

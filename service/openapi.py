@@ -30,6 +30,7 @@ ANSWERS = {
     "406": "None of the media types in Accept (or f) is offered",
     "408": "The client stopped sending its body",
     "409": "Conflicts with what is stored (an id that exists, a job that is not done)",
+    "410": "The history no longer reaches back that far (`geotwin history prune`); the body names the parameter",
     "412": "If-Match names a version that is no longer current",
     "413": "The body is larger than the configured limit",
     "415": "The body's Content-Type is not one this accepts",
@@ -121,6 +122,8 @@ def _document_answers(doc: dict[str, Any]) -> None:
                 codes |= {"408", "413", "415", "422"}
             if method in ("put", "patch", "delete") and "/items/" in path:
                 codes |= {"412", "428"}
+            if method == "get" and path.endswith(("/items", "/export", "/changes")):
+                codes.add("410")  # asOf, after or since before the history's cut
             if method == "post" or (method == "delete" and "/items/" not in path):
                 codes.add("409")
             if needs is not None or (method == "delete" and path.startswith("/jobs/")):

@@ -177,3 +177,85 @@ async def _onboard(dsn: str) -> None:
         await upsert_municipality(conn, "leipzig", "Leipzig", "14713000", "Sachsen", 25833)
     finally:
         await conn.close()
+
+
+def test_pruned_history_keeps_the_past_from_the_cut_and_a_mirror_behind_it_starts_again(cluster, demo_db, empty_db):
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.conftest import ROOT, serve_in_thread
+
+    source = demo_db("geotwin_prune")
+    target = empty_db()
+    upgrade(target)
+    asyncio.run(_onboard(target))
+    editor = {"Authorization": f"Bearer {asyncio.run(new_key(source, 'halle', 'editor', 'Planungsamt'))}", **GEOJSON}
+    geotwin = str(ROOT / ".venv" / "bin" / "geotwin")
+    base, server, thread = serve_in_thread(create_app(settings_for(cluster, "geotwin_prune")))
+    api = httpx.Client(base_url=f"{base}{SITES}", timeout=30)
+
+    def names(as_of: datetime | None = None) -> dict[str, str]:
+        params = {"limit": 1000, **({"asOf": as_of.isoformat()} if as_of else {})}
+        return {f["id"]: f["properties"]["name"] for f in api.get("/items", params=params).json()["features"]}
+
+    def mirror_run() -> subprocess.CompletedProcess:
+        return subprocess.run([geotwin, "mirror", f"{base}{SITES}", "--municipality", "leipzig", "--url", target],
+                              capture_output=True, text=True, timeout=120)
+
+    try:
+        first = api.post("/items", headers=editor, content=json.dumps(site("p-1", "Erste Fassung")))
+        gone = api.post("/items", headers=editor, content=json.dumps(site("p-2", "Bald verkauft", 11.97)))
+        assert mirror_run().returncode == 0  # the neighbour's copy has p-2
+        api.put("/items/p-1", headers={**editor, "If-Match": first.headers["etag"]},
+                content=json.dumps(site("p-1", "Zweite Fassung")))
+        api.delete("/items/p-2", headers={**editor, "If-Match": gone.headers["etag"]})
+        time.sleep(0.05)
+        cut = datetime.now(UTC)
+        time.sleep(0.05)
+        third = api.get("/items/p-1").headers["etag"]
+        api.put("/items/p-1", headers={**editor, "If-Match": third}, content=json.dumps(site("p-1", "Dritte")))
+        at_cut, now = names(cut), names()
+        assert at_cut["p-1"] == "Zweite Fassung" and "p-2" not in at_cut and now["p-1"] == "Dritte"
+
+        pruned = subprocess.run([geotwin, "history", "prune", "--before", cut.isoformat(), "--url", source],
+                                capture_output=True, text=True, timeout=120)
+        assert pruned.returncode == 0, pruned.stderr
+        assert "halle/commercial-sites:" in pruned.stdout and "change(s) removed" in pruned.stdout
+
+        # From the cut on, the past reads as before; earlier, and feed readers behind the cut, get 410.
+        deadline = time.monotonic() + 10
+        while (early := api.get("/items", params={"asOf": "2000-01-01T00:00:00Z"})).status_code != 410:
+            assert time.monotonic() < deadline, "the service learns of the cut"
+            time.sleep(0.1)
+        assert early.json()["parameter"] == "asOf" and early.json()["code"] == "HistoryPruned"
+        assert names(cut) == at_cut and names() == now
+        versions = api.get("/items/p-1/versions").json()
+        assert [v["feature"]["properties"]["name"] for v in versions["versions"]] == ["Zweite Fassung", "Dritte"]
+        assert versions["historyFrom"] == cut.isoformat()
+        assert api.get("/items/p-2/versions").status_code == 404, "deleted before the cut: gone with it"
+        behind = api.get("/changes", params={"after": 1})
+        assert behind.status_code == 410 and behind.json()["parameter"] == "after"
+        assert api.get("/changes", params={"since": "2000-01-01T00:00:00Z"}).status_code == 410
+        assert api.get("/changes", params={"after": 0}).status_code == 200
+
+        # The neighbour's copy was behind the cut: the mirror starts again, and p-2's deletion reaches it.
+        again = mirror_run()
+        assert again.returncode == 0, again.stderr
+        assert asyncio.run(_features_of(target, "leipzig", "commercial-sites")) == \
+            asyncio.run(_features_of(source, "halle", "commercial-sites"))
+        assert "0 change(s) applied" in mirror_run().stdout
+
+        repeat = subprocess.run([geotwin, "history", "prune", "--before", cut.isoformat(), "--url", source],
+                                capture_output=True, text=True, timeout=120)
+        assert "0 change(s) before" in repeat.stdout
+        for bad in (["--before", "gestern"], ["--before", "2999-01-01"],
+                    ["--before", "2020-01-01", "--collection", "halle/nirgends"]):
+            refused = subprocess.run([geotwin, "history", "prune", *bad, "--url", source],
+                                     capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 2 and ("--before" in refused.stderr or "--collection" in refused.stderr)
+    finally:
+        api.close()
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from service.db import connection
 from service.deps import CollectionId, FeatureId, Scope
-from service.errors import InvalidParameter, NotFound
+from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
 from service.responses import base_url, link
 from service.sql.history import LATEST, OPS, changes_sql, versions_sql
@@ -57,7 +57,8 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         if not rows:
             raise NotFound(f"feature {feature_id!r} never existed in {c.id!r}", parameter="featureId")
         member = _member(scope)
-        body = {"id": feature_id, "versions": [_entry(r, member) for r in rows],
+        body = {"id": feature_id, "historyFrom": c.history_from.isoformat() if c.history_from else None,
+                "versions": [_entry(r, member) for r in rows],
                 "links": [link(f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items/{feature_id}",
                                "about", "application/geo+json", "the feature now")]}
         return Response(orjson.dumps(body), media_type=FEED, headers={"Cache-Control": "no-cache"})
@@ -82,6 +83,13 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         moment = parse_instant(params.get("since"), "since")
         size = parse_limit(params.get("limit"), 1000, 10_000)
         out_crs = parse_crs(params.get("crs"), request.app.state.crs, "crs")
+        if 0 < start < c.history_pruned_through:
+            raise HistoryPruned(f"changes up to {c.history_pruned_through} of {c.id!r} were pruned, some after "
+                                f"{start}: start again from after=0 (the collection as it is, then what follows)",
+                                parameter="after", prunedThrough=c.history_pruned_through)
+        if moment and c.history_from and moment < c.history_from:
+            raise HistoryPruned(f"the history of {c.id!r} reaches back to {c.history_from.isoformat()}; since is "
+                                "earlier", parameter="since", historyFrom=c.history_from.isoformat())
         sql, args = changes_sql(c.members[0][0], start, moment, size, False, out_crs)
         async with connection(scope.pool) as conn:
             rows = await conn.fetch(sql, *args)

@@ -15,7 +15,7 @@ from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
 from service.deps import CollectionId, FeatureId, Scope
-from service.errors import InvalidParameter, NotFound
+from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.openapi import root_openapi
 from service.params import (
     MAX_NUMBER,
@@ -300,6 +300,9 @@ async def _items_query(request: Request, scope: Scope, c: Collection, for_export
         output=_output(request, c, "json" if for_export else negotiate(request)),
         as_of=parse_instant(params.get("asOf"), "asOf"),
     )
+    if query.as_of and c.history_from and query.as_of < c.history_from:
+        raise HistoryPruned(f"the history of {c.id!r} reaches back to {c.history_from.isoformat()}; asOf is earlier",
+                            parameter="asOf", historyFrom=c.history_from.isoformat())
     if "filter" in params or "sortby" in params:
         known = queryables.build(c, await queryables.observed(request, scope.pool, c))
         filter_crs = parse_crs(params.get("filter-crs"), offered, "filter-crs") or offered.find(CRS84)

@@ -9,7 +9,7 @@ from service.models import STORAGE_SRID
 CATALOG = """
 SELECT c.id AS pk, c.slug, c.title, c.description, c.layer_type, c.licence, c.attribution, c.keywords,
        c.visibility, c.created_at, c.updated_at, c.version, c.feature_count, c.bbox,
-       c.temporal_start, c.temporal_end,
+       c.temporal_start, c.temporal_end, c.history_from, c.history_pruned_through,
        m.id AS m_pk, m.slug AS m_slug, m.name AS m_name, m.ags AS m_ags, m.state AS m_state, m.crs AS m_crs,
        CASE WHEN m.extent IS NULL THEN NULL
             ELSE ARRAY[ST_XMin(m.extent), ST_YMin(m.extent), ST_XMax(m.extent), ST_YMax(m.extent)] END

@@ -37,3 +37,23 @@ def changes_sql(collection_pk: int, after: int, since: datetime | None, limit: i
 
 
 LATEST = "SELECT max(change_id) FROM feature_change WHERE collection_id = $1"
+
+# `geotwin history prune`: drop a collection's change log before `$2`, except each feature's state at that time
+# (its latest change before it, unless that was its deletion), so `asOf` from `$2` on and a mirror starting from
+# 0 still see every feature. Records how far back the log now reaches; one statement, one transaction.
+PRUNE = """
+WITH state AS (
+  SELECT DISTINCT ON (fid) change_id, op FROM feature_change
+  WHERE collection_id = $1 AND at < $2 ORDER BY fid, change_id DESC
+), doomed AS (
+  DELETE FROM feature_change h WHERE h.collection_id = $1 AND h.at < $2
+    AND h.change_id NOT IN (SELECT change_id FROM state WHERE op <> 'D')
+  RETURNING h.change_id
+), gone AS (
+  SELECT count(*) AS n, coalesce(max(change_id), 0) AS through FROM doomed
+)
+UPDATE collection c SET history_from = greatest(c.history_from, $2::timestamptz),
+  history_pruned_through = greatest(c.history_pruned_through, gone.through)
+FROM gone WHERE c.id = $1
+RETURNING gone.n
+"""
