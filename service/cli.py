@@ -165,6 +165,8 @@ def history_prune(
     again by itself. Each collection in one transaction."""
     from datetime import UTC, datetime
 
+    import asyncpg
+
     from service.sql.history import PRUNE
 
     try:
@@ -187,17 +189,26 @@ def history_prune(
             task = progress.add_task("pruning the change log", total=len(chosen))
             for r in chosen:
                 progress.update(task, description=f"pruning {r['name']}")
-                async with conn.transaction():
-                    n = await conn.fetchval(PRUNE, r["id"], horizon)
+                try:
+                    async with conn.transaction():
+                        n = await conn.fetchval(PRUNE, r["id"], horizon)
+                except asyncpg.PostgresError as exc:  # e.g. cancelled, or a lock timeout: this one stays whole
+                    progress.console.print(f"[red]{r['name']}: {exc}; nothing removed from it[/]")
+                    failed.append(r["name"])
+                    n = 0
                 removed += n
                 if n:
                     progress.console.print(f"{r['name']}: {n} change(s) removed")
                 progress.advance(task)
         return removed, len(chosen)
 
+    failed: list[str] = []
     removed, collections = asyncio.run(_with_conn(_dsn(url), work))
     console.print(f"[green]{removed} change(s) before {horizon.isoformat()} removed from {collections} "
                   "collection(s)[/]; PostgreSQL's autovacuum makes their space reusable.")
+    if failed:
+        console.print(f"[red]not pruned: {', '.join(failed)}; run it again for them[/]")
+        raise typer.Exit(1)
 
 
 @app.command("mirror")

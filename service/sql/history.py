@@ -42,12 +42,13 @@ LATEST = "SELECT max(change_id) FROM feature_change WHERE collection_id = $1"
 # (its latest change before it, unless that was its deletion), so `asOf` from `$2` on and a mirror starting from
 # 0 still see every feature. Records how far back the log now reaches; one statement, one transaction.
 PRUNE = """
-WITH state AS (
-  SELECT DISTINCT ON (fid) change_id, op FROM feature_change
-  WHERE collection_id = $1 AND at < $2 ORDER BY fid, change_id DESC
-), doomed AS (
-  DELETE FROM feature_change h WHERE h.collection_id = $1 AND h.at < $2
-    AND h.change_id NOT IN (SELECT change_id FROM state WHERE op <> 'D')
+WITH doomed AS (
+  DELETE FROM feature_change h USING (
+    SELECT change_id FROM (
+      SELECT change_id, op, row_number() OVER (PARTITION BY fid ORDER BY change_id DESC) AS newest
+      FROM feature_change WHERE collection_id = $1 AND at < $2) v
+    WHERE newest > 1 OR op = 'D') d
+  WHERE h.change_id = d.change_id
   RETURNING h.change_id
 ), gone AS (
   SELECT count(*) AS n, coalesce(max(change_id), 0) AS through FROM doomed
