@@ -183,7 +183,7 @@ def history_prune(
         chosen = [r for r in rows if not collection or r["name"] in collection]
         if unknown := sorted(set(collection or []) - {r["name"] for r in rows}):
             raise typer.BadParameter(f"no collection {', '.join(unknown)}", param_hint="--collection")
-        removed = 0
+        removed, failed = 0, []
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             task = progress.add_task("pruning the change log", total=len(chosen))
@@ -200,10 +200,9 @@ def history_prune(
                 if n:
                     progress.console.print(f"{r['name']}: {n} change(s) removed")
                 progress.advance(task)
-        return removed, len(chosen)
+        return removed, len(chosen), failed
 
-    failed: list[str] = []
-    removed, collections = asyncio.run(_with_conn(_dsn(url), work))
+    removed, collections, failed = asyncio.run(_with_conn(_dsn(url), work))
     console.print(f"[green]{removed} change(s) before {horizon.isoformat()} removed from {collections} "
                   "collection(s)[/]; PostgreSQL's autovacuum makes their space reusable.")
     if failed:
