@@ -3,7 +3,9 @@
 Each run asks the source for the changes after the last one applied (`…/changes?after=n`, geometry in the
 storage CRS so nothing is lost to reprojection), checks every feature against the layer type like any other
 write, and applies each page in one transaction together with the new cursor: a run that stops half-way
-resumes where it stopped, and applying a page twice changes nothing.
+resumes where it stopped, and applying a page twice changes nothing. A feature that arrives as it already
+is here is left alone, so this copy's own change log (which a further neighbour may mirror) holds only real
+changes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ SELECT $1, fid, ST_SetSRID(ST_GeomFromWKB(wkb), {STORAGE_SRID}), properties::jso
 FROM feature_stage
 ON CONFLICT (collection_id, fid) DO UPDATE SET geom = EXCLUDED.geom, properties = EXCLUDED.properties,
   valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to
+WHERE (feature.geom, feature.properties, feature.valid_from, feature.valid_to)
+  IS DISTINCT FROM (EXCLUDED.geom, EXCLUDED.properties, EXCLUDED.valid_from, EXCLUDED.valid_to)
 """
 
 CURSOR = """

@@ -130,6 +130,14 @@ async def test_a_neighbour_mirrors_a_collection_incrementally(hist, hist_db, emp
     assert actors == {f"mirror:http://testserver{SITES}"}
 
 
+async def _change_count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM feature_change")
+    finally:
+        await conn.close()
+
+
 async def _features_of(dsn: str, municipality: str, collection: str) -> dict[str, tuple[str, dict]]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -241,8 +249,11 @@ def test_pruned_history_keeps_the_past_from_the_cut_and_a_mirror_behind_it_start
         assert api.get("/changes", params={"after": 0}).status_code == 200
 
         # The neighbour's copy was behind the cut: the mirror starts again, and p-2's deletion reaches it.
+        # Its own change log gains only what changed (p-1's new name, p-2's deletion), not every feature.
+        logged = asyncio.run(_change_count(target))
         again = mirror_run()
         assert again.returncode == 0, again.stderr
+        assert asyncio.run(_change_count(target)) - logged == 2
         assert asyncio.run(_features_of(target, "leipzig", "commercial-sites")) == \
             asyncio.run(_features_of(source, "halle", "commercial-sites"))
         assert "0 change(s) applied" in mirror_run().stdout
