@@ -70,6 +70,8 @@ async def open_map(page, url: str) -> float:
 @pytest.mark.parametrize(("path", "share"), [
     ("/municipalities/halle/collections/ecological-zones?f=html", 0.05),
     ("/region/collections/commercial-sites/items?f=html", 0.0002),  # 15 sites over 100 km: small, but there
+    # A page fits its own features, not the whole collection: Halle's sites drawn large enough to tell apart.
+    ("/region/collections/commercial-sites/items?f=html&bbox=11.9,51.45,12.1,51.55", 0.002),
     ("/municipalities/leipzig/collections/planning-zones/items/bp-zentrum-1?f=html", 0.05),
 ])
 async def test_maps_draw_the_features(live_server, page, path, share):
@@ -102,6 +104,13 @@ async def test_click_on_a_feature_shows_its_properties(live_server, page):
     assert "Star Park – Teilfläche A" in text and "vermarktet" in text
 
 
+async def generic_collection(conn, slug: str) -> int:
+    """A collection of Halle's for a probe, written straight into the database; the caller deletes it."""
+    m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'halle'")
+    return await conn.fetchval("INSERT INTO collection (municipality_id, slug, title, layer_type) "
+                               "VALUES ($1, $2, $3, 'generic') RETURNING id", m_pk, slug, slug)
+
+
 async def test_property_values_are_shown_as_text_never_run(live_server, page, db_url):
     """A municipality's data is not markup: HTML in a property shows as text in the table and the popup."""
     import asyncpg
@@ -109,10 +118,7 @@ async def test_property_values_are_shown_as_text_never_run(live_server, page, db
     hostile = '<img src=x onerror="window.pwned=1">'
     conn = await asyncpg.connect(db_url)
     try:
-        m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'halle'")
-        c_pk = await conn.fetchval(
-            "INSERT INTO collection (municipality_id, slug, title, layer_type) "
-            "VALUES ($1, 'xss-probe', 'Probe', 'generic') RETURNING id", m_pk)
+        c_pk = await generic_collection(conn, "xss-probe")
         await conn.execute(
             "INSERT INTO feature (collection_id, fid, geom, properties) VALUES "
             "($1, 'p1', ST_Buffer(ST_SetSRID(ST_MakePoint(706193, 5707666), 25832), 200), "
@@ -126,6 +132,24 @@ async def test_property_values_are_shown_as_text_never_run(live_server, page, db
         assert await page.evaluate("window.pwned") is None
     finally:
         await conn.execute("DELETE FROM collection WHERE slug = 'xss-probe'")
+        await conn.close()
+
+
+async def test_a_feature_of_many_vertices_is_fitted_and_drawn(live_server, page, db_url):
+    """A detailed zone (here 160,001 vertices) is fitted by a running minimum, not by spreading every coordinate
+    into Math.min, which runs out of stack."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        c_pk = await generic_collection(conn, "detailed")
+        await conn.execute(
+            "INSERT INTO feature (collection_id, fid, geom, properties) VALUES "
+            "($1, 'z1', ST_Buffer(ST_SetSRID(ST_MakePoint(706193, 5707666), 25832), 300, 40000), '{}')", c_pk)
+        for path in ("items/z1", "items"):
+            assert await open_map(page, f"{live_server}/municipalities/halle/collections/detailed/{path}?f=html") > 0.05
+    finally:
+        await conn.execute("DELETE FROM collection WHERE slug = 'detailed'")
         await conn.close()
 
 
