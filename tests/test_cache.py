@@ -88,6 +88,38 @@ async def test_tiles_follow_a_write_from_another_process(app, client, db_url):
     assert "gs-005" in await site_ids(client)
 
 
+async def test_count_and_extent_follow_a_write_from_another_process(app, client, db_url):
+    """psql (or QGIS editing the table) inserts a site well east of Halle: the collection's count and extent,
+    TileJSON's bounds (outside which map clients ask for no tiles) and Halle's extent take it in."""
+    async def state() -> tuple[int, list[float], list[float], list[float]]:
+        doc = (await client.get(SITES)).json()
+        tilejson = (await client.get(f"{SITES}/tiles/WebMercatorQuad/tilejson.json")).json()
+        root = (await client.get("/")).json()
+        return (doc["numberOfFeatures"], doc["extent"]["spatial"]["bbox"][0], tilejson["bounds"],
+                next(m["bbox"] for m in root["municipalities"] if m["id"] == "halle"))
+
+    count, extent, bounds, halle = await state()
+    assert extent[2] < 12.5
+    conn = await asyncpg.connect(db_url)
+    try:
+        before = app.state.catalog_cache.generation
+        await conn.execute("""
+            INSERT INTO feature (collection_id, fid, geom, properties)
+            SELECT collection_id, 'gs-far', ST_Translate(geom, 60000, 0), properties FROM feature
+            WHERE fid = 'gs-005'""")
+        await announced(app, before)
+        now = await state()
+        assert now[0] == count + 1
+        assert now[1][2] > 12.5 and now[2][2] > 12.5 and now[3][2] > 12.5, now
+        before = app.state.catalog_cache.generation
+        await conn.execute("DELETE FROM feature WHERE fid = 'gs-far'")
+        await announced(app, before)
+        assert await state() == (count, extent, bounds, halle)
+    finally:
+        await conn.execute("DELETE FROM feature WHERE fid = 'gs-far'")
+        await conn.close()
+
+
 async def test_without_the_listener_every_request_reads_the_catalog(app, client, db_url):
     cache = app.state.catalog_cache
     conn = await asyncpg.connect(db_url)

@@ -153,6 +153,27 @@ async def test_a_feature_of_many_vertices_is_fitted_and_drawn(live_server, page,
         await conn.close()
 
 
+async def test_a_collection_page_says_when_its_map_shows_only_part(live_server, db_url):
+    import asyncpg
+    import httpx
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        c_pk = await generic_collection(conn, "many")
+        await conn.execute("INSERT INTO feature (collection_id, fid, geom, properties) SELECT $1, 'p' || i, "
+                           "ST_SetSRID(ST_MakePoint(706000 + i, 5707000), 25832), '{}' "
+                           "FROM generate_series(1, $2::int) i", c_pk, 1001)
+        async with httpx.AsyncClient() as client:
+            many = (await client.get(f"{live_server}/municipalities/halle/collections/many?f=html")).text
+            few = (await client.get(f"{live_server}/municipalities/halle/collections/commercial-sites?f=html")).text
+        assert "The map shows the first 1,000 of 1001 features" in many
+        assert f'href="{live_server}/viewer?root=/municipalities/halle"' in many
+        assert "map-subset" not in few
+    finally:
+        await conn.execute("DELETE FROM collection WHERE slug = 'many'")
+        await conn.close()
+
+
 async def test_conflicts_page_draws_sites_and_overlaps(live_server, page):
     share = await open_map(page, f"{live_server}/processes/conflicts/map?sites=/municipalities/halle/collections/"
                                  "commercial-sites&constraints=/municipalities/halle/collections/ecological-zones")

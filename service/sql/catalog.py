@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.models import STORAGE_SRID
-
 CATALOG = """
 SELECT c.id AS pk, c.slug, c.title, c.description, c.layer_type, c.licence, c.attribution, c.keywords,
        c.visibility, c.created_at, c.updated_at, c.version, c.feature_count, c.bbox,
@@ -18,30 +16,11 @@ FROM municipality m LEFT JOIN collection c ON c.municipality_id = m.id
 ORDER BY m.slug, c.slug
 """
 
-# After any data change in a collection: bump the version, recompute count, extent (CRS84, from the
-# densified storage-CRS envelope so it covers the data) and temporal extent; then the municipality extent.
-REFRESH_COLLECTION = f"""
-WITH stats AS (
-  SELECT count(*) AS n, ST_Extent(geom) AS box, min(valid_from) AS t0,
-         CASE WHEN bool_or(valid_to IS NULL) THEN NULL ELSE max(valid_to) END AS t1
-  FROM feature WHERE collection_id = $1
-), box84 AS (
-  SELECT ST_Extent(ST_Transform(ST_Segmentize(ST_SetSRID(box::geometry, {STORAGE_SRID}), 500), 4326)) AS b
-  FROM stats WHERE box IS NOT NULL
-)
-UPDATE collection c SET
-  version = c.version + 1, updated_at = now(), feature_count = stats.n,
-  bbox = (SELECT ARRAY[ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)] FROM box84),
-  temporal_start = stats.t0, temporal_end = stats.t1
-FROM stats WHERE c.id = $1
-RETURNING c.version
-"""
-
-REFRESH_MUNICIPALITY = """
-UPDATE municipality m SET extent = (
-  SELECT ST_SetSRID(ST_MakeEnvelope(min(c.bbox[1]), min(c.bbox[2]), max(c.bbox[3]), max(c.bbox[4])), 4326)
-  FROM collection c WHERE c.municipality_id = m.id AND c.bbox IS NOT NULL)
-WHERE m.id = $1
+# After GeoTwin's writes to a collection: bump the version, then recompute its count, extent and validity and
+# its municipality's extent (`geotwin_refresh_stats`, migration 0012; the feature trigger calls it for writers
+# that do not defer it, see `defer_refresh`).
+REFRESH_COLLECTION = """
+UPDATE collection SET version = version + 1, updated_at = now() WHERE id = $1 RETURNING version
 """
 
 
@@ -52,6 +31,14 @@ async def fetch_catalog(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def refresh_collection(conn: asyncpg.Connection, collection_pk: int) -> int:
     """Recompute a collection's derived metadata and bump its version; returns the new version."""
     version = await conn.fetchval(REFRESH_COLLECTION, collection_pk)
-    m_pk = await conn.fetchval("SELECT municipality_id FROM collection WHERE id = $1", collection_pk)
-    await conn.execute(REFRESH_MUNICIPALITY, m_pk)
+    await conn.execute("SELECT geotwin_refresh_stats(ARRAY[$1::int])", collection_pk)
     return version
+
+
+# This transaction's feature writes end with `refresh_collection`: the feature trigger need not recompute the
+# statistics after each statement (an import writes many batches). Forgetting it costs time, never correctness.
+DEFER = "set_config('geotwin.refresh', 'deferred', true)"
+
+
+async def defer_refresh(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"SELECT {DEFER}")

@@ -8,7 +8,7 @@ from datetime import date
 import asyncpg
 
 from service.models import STORAGE_SRID
-from service.sql.catalog import refresh_collection
+from service.sql.catalog import DEFER, defer_refresh, refresh_collection
 
 # (fid, WKB, properties as JSON text, valid_from, valid_to)
 FeatureRow = tuple[str, bytes, str, date | None, date | None]
@@ -62,6 +62,7 @@ async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Ite
     """Stage rows with binary COPY, then insert them reprojected into the storage CRS.
     Call inside a transaction; refreshes the collection's metadata and bumps its version (a caller writing
     many batches passes refresh=False and calls `refresh_collection` once at the end)."""
+    await defer_refresh(conn)
     await conn.execute(STAGE)
     await conn.execute("TRUNCATE feature_stage")
     await conn.copy_records_to_table("feature_stage", records=rows,
@@ -104,9 +105,9 @@ async def act_as(conn: asyncpg.Connection, subject: str, collection_pk: int | No
     the end could hold a feature an import is about to write while waiting for the import: a deadlock. Taken
     first, writers of one collection queue (and they did already, from their version bump to commit)."""
     if collection_pk is None:
-        await conn.execute("SELECT set_config('geotwin.actor', $1, true)", subject)
+        await conn.execute(f"SELECT set_config('geotwin.actor', $1, true), {DEFER}", subject)
         return
-    await conn.execute("SELECT set_config('geotwin.actor', $1, true) FROM collection WHERE id = $2 "
+    await conn.execute(f"SELECT set_config('geotwin.actor', $1, true), {DEFER} FROM collection WHERE id = $2 "
                        "FOR NO KEY UPDATE", subject, collection_pk)
 
 
