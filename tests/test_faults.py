@@ -71,7 +71,9 @@ def test_the_service_killed_during_an_import_leaves_nothing_and_the_job_failed(c
     source = tmp_path / "many.geojson"
     big_sites_file(source, 60_000)
     before = cluster.psql("SELECT count(*), max(change_id) FROM feature", "geotwin_faults")
-    base, proc = serve_cli("geotwin_faults", cluster, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The killed service cannot remove its upload (a later start sweeps it after a day): keep it in tmp_path.
+    base, proc = serve_cli("geotwin_faults", cluster, env={"TMPDIR": str(tmp_path)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         auth = {"X-API-Key": key}
         started = httpx.post(f"{base}{SITES_HALLE}/imports", params={"filename": "many.geojson"},
