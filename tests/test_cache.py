@@ -54,6 +54,15 @@ async def test_a_second_request_is_served_from_the_tile_cache(app, client):
     assert app.state.tile_cache.hits == hits + 1
 
 
+async def copy_site(app, conn, fid: str, new_fid: str, dx: float, dy: float) -> None:
+    """Insert a moved copy of a site as psql would (no GeoTwin actor); wait until the app heard of it."""
+    before = app.state.catalog_cache.generation
+    await conn.execute("INSERT INTO feature (collection_id, fid, geom, properties) "
+                       "SELECT collection_id, $2, ST_Translate(geom, $3, $4), properties FROM feature "
+                       "WHERE fid = $1", fid, new_fid, dx, dy)
+    await announced(app, before)
+
+
 async def test_tiles_follow_a_write_from_another_process(app, client, db_url):
     """A change made outside the service (psql, the CLI) reaches the tiles as soon as it is announced."""
     assert "gs-005" in await site_ids(client)
@@ -68,12 +77,7 @@ async def test_tiles_follow_a_write_from_another_process(app, client, db_url):
         stale = await client.get(TILE, headers={"if-none-match": old_etag})
         assert stale.status_code == 200  # the old ETag no longer matches
 
-        before = app.state.catalog_cache.generation
-        await conn.execute("""
-            INSERT INTO feature (collection_id, fid, geom, properties)
-            SELECT collection_id, 'gs-new', ST_Translate(geom, 50, 50), properties FROM feature
-            WHERE fid = 'gs-005-sold'""")
-        await announced(app, before)
+        await copy_site(app, conn, "gs-005-sold", "gs-new", 50, 50)
         assert "gs-new" in await site_ids(client)
         before = app.state.catalog_cache.generation
         await conn.execute("DELETE FROM feature WHERE fid = 'gs-new'")
@@ -102,12 +106,7 @@ async def test_count_and_extent_follow_a_write_from_another_process(app, client,
     assert extent[2] < 12.5
     conn = await asyncpg.connect(db_url)
     try:
-        before = app.state.catalog_cache.generation
-        await conn.execute("""
-            INSERT INTO feature (collection_id, fid, geom, properties)
-            SELECT collection_id, 'gs-far', ST_Translate(geom, 60000, 0), properties FROM feature
-            WHERE fid = 'gs-005'""")
-        await announced(app, before)
+        await copy_site(app, conn, "gs-005", "gs-far", 60000, 0)
         now = await state()
         assert now[0] == count + 1
         assert now[1][2] > 12.5 and now[2][2] > 12.5 and now[3][2] > 12.5, now
