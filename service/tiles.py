@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 import morecantile
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from service.errors import NotFound
 
@@ -92,6 +92,32 @@ def ground_resolution(tms_id: str, z: int) -> float:
     """Metres on the ground per pixel (256 px tiles) at the region's latitude."""
     cell = get_tms(tms_id).matrix(z).cellSize
     return cell * math.cos(math.radians(REFERENCE_LAT)) if tms_id == "WebMercatorQuad" else cell
+
+
+@cache
+def _from_crs84(tms_id: str) -> Transformer:
+    return Transformer.from_crs(4326, SRIDS[tms_id], always_xy=True)
+
+
+def matrix_limits(tms_id: str, bbox: tuple[float, float, float, float], min_z: int) -> list[dict[str, object]]:
+    """tileMatrixSetLimits (OGC 17-083r4): for each tile matrix from `min_z` up, the rows and columns of the
+    tiles that cover `bbox` (CRS84). A client that reads them asks for no tile outside the data."""
+    tms = get_tms(tms_id)
+    left, bottom, right, top = _from_crs84(tms_id).transform_bounds(*bbox, densify_pts=21)
+    limits: list[dict[str, object]] = []
+    for z in range(min_z, MAX_ZOOM[tms_id] + 1):
+        m = tms.matrix(z)
+        (x0, y0), width, height = m.pointOfOrigin, m.cellSize * m.tileWidth, m.cellSize * m.tileHeight
+
+        def index(value: float, size: float, count: int) -> int:
+            return min(max(math.floor(value / size), 0), count - 1)
+
+        limits.append({"tileMatrix": m.id,
+                       "minTileRow": index(y0 - top, height, m.matrixHeight),
+                       "maxTileRow": index(y0 - bottom, height, m.matrixHeight),
+                       "minTileCol": index(left - x0, width, m.matrixWidth),
+                       "maxTileCol": index(right - x0, width, m.matrixWidth)})
+    return limits
 
 
 def min_zoom(layer_type: str, tms_id: str) -> int:

@@ -56,6 +56,48 @@ async def test_tileset_metadata_links_the_template_and_lists_layers(client):
     assert len(lists["tilesets"]) == 2
 
 
+async def test_tileset_metadata_limits_the_tiles_to_the_data(client):
+    """tileMatrixSetLimits cover the data and no more; a registered matrix set is named by its OGC URI."""
+    path = f"{HALLE}/collections/commercial-sites"
+    west, south, east, north = (await client.get(path)).json()["extent"]["spatial"]["bbox"][0]
+    sites = (await client.get(f"{path}/items?limit=100")).json()["features"]
+    for tms_id in ("WebMercatorQuad", "UTM32ETRS89Quad"):
+        doc = (await client.get(f"{path}/tiles/{tms_id}")).json()
+        limits = {int(m["tileMatrix"]): m for m in doc["tileMatrixSetLimits"]}
+        assert sorted(limits) == list(range(int(doc["layers"][0]["minTileMatrix"]),
+                                            int(doc["layers"][0]["maxTileMatrix"]) + 1))
+        for z, m in limits.items():
+            for site in sites:
+                lon, lat = site["geometry"]["coordinates"][0][0][0]  # a vertex of each site
+                t = tile_of(tms_id, lon, lat, z)
+                assert m["minTileCol"] <= t.x <= m["maxTileCol"] and m["minTileRow"] <= t.y <= m["maxTileRow"], \
+                    (tms_id, z, site["id"])
+            if tms_id == "WebMercatorQuad":  # north-west and south-east corners give the limits exactly
+                nw, se = tile_of(tms_id, west, north, z), tile_of(tms_id, east, south, z)
+                assert (m["minTileCol"], m["minTileRow"], m["maxTileCol"], m["maxTileRow"]) == (nw.x, nw.y, se.x, se.y)
+        beyond = limits[14]
+        r = await client.get(f"{path}/tiles/{tms_id}/14/{beyond['maxTileRow'] + 1}/{beyond['maxTileCol'] + 1}")
+        assert r.status_code == 204
+    web = (await client.get(f"{path}/tiles/WebMercatorQuad")).json()
+    assert web["tileMatrixSetURI"] == "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+    dataset = (await client.get(f"{HALLE}/tiles/WebMercatorQuad")).json()  # from the lowest layer's zoom up
+    assert dataset["tileMatrixSetLimits"][0]["tileMatrix"] == min(
+        (layer["minTileMatrix"] for layer in dataset["layers"]), key=int)
+
+
+async def test_tileset_lists_name_the_crs_and_the_tiling_scheme(client):
+    for doc in ((await client.get(f"{HALLE}/collections/commercial-sites/tiles")).json(),
+                (await client.get("/region/tiles")).json()):
+        for item in doc["tilesets"]:
+            assert item["crs"].startswith("http://www.opengis.net/def/crs/EPSG/0/")
+            scheme = next(link for link in item["links"]
+                          if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme")
+            assert (await client.get(scheme["href"])).json()["id"] == scheme["title"]
+    sets = (await client.get(f"{HALLE}/tileMatrixSets")).json()["tileMatrixSets"]
+    assert {s["id"]: s.get("uri") for s in sets} == {
+        "WebMercatorQuad": "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad", "UTM32ETRS89Quad": None}
+
+
 async def test_dataset_tile_has_one_layer_per_collection(client):
     t = tile_of("WebMercatorQuad", 12.056, 51.511, 13)  # Star Park
     layers = await get_mvt(client, url(HALLE, "WebMercatorQuad", t))

@@ -21,7 +21,7 @@ from service.params import check_known
 from service.responses import DATA_CACHE, JSON, base_url, etag_matches, json_response, link
 from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
 from service.styles import style
-from service.tiles import MAX_ZOOM, get_tms, matrix_sets, min_zoom, tile_ref
+from service.tiles import MAX_ZOOM, SRIDS, get_tms, matrix_limits, matrix_sets, min_zoom, tile_ref
 
 MVT = "application/vnd.mapbox-vector-tile"
 GEOJSON = "application/geo+json"
@@ -141,19 +141,30 @@ def _fields(c: Collection) -> dict[str, str]:
     return fields
 
 
+def tms_uri(base: str, tms_id: str) -> str:
+    """A tile set's `tileMatrixSetURI`: the OGC register's URI for a registered matrix set (WebMercatorQuad),
+    which clients know without fetching it, else our own definition."""
+    return get_tms(tms_id).uri or f"{base}/tileMatrixSets/{tms_id}"
+
+
+def tiling_scheme(base: str, tms_id: str) -> dict[str, str]:
+    return link(f"{base}/tileMatrixSets/{tms_id}", "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme", JSON,
+                tms_id)
+
+
 def tileset_doc(base: str, url: str, title: str, collections: list[Collection], tms_id: str) -> dict[str, Any]:
-    """OGC API – Tiles tileset metadata (vector) with the tile URL template and its layers."""
+    """OGC API – Tiles tileset metadata (vector) with the tile URL template, its layers and, for data with an
+    extent, the tiles that hold it at each tile matrix."""
     bbox = _bbox(collections)
     template = url + "/{tileMatrix}/{tileRow}/{tileCol}"
     doc: dict[str, Any] = {
         "title": title,
         "dataType": "vector",
-        "crs": epsg_uri(25832) if tms_id == "UTM32ETRS89Quad" else epsg_uri(3857),
-        "tileMatrixSetURI": f"{base}/tileMatrixSets/{tms_id}",
+        "crs": epsg_uri(SRIDS[tms_id]),
+        "tileMatrixSetURI": tms_uri(base, tms_id),
         "links": [
             link(url, "self", JSON, title),
-            link(f"{base}/tileMatrixSets/{tms_id}", "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme", JSON,
-                 tms_id),
+            tiling_scheme(base, tms_id),
             {**link(template + "?f=mvt", "item", MVT, "Mapbox Vector Tiles"), "templated": True},
             {**link(template + "?f=geojson", "item", GEOJSON, "GeoJSON tiles"), "templated": True},
         ],
@@ -167,6 +178,8 @@ def tileset_doc(base: str, url: str, title: str, collections: list[Collection], 
         doc["links"].append(link(url + "/tilejson.json", "describedby", TILEJSON, "TileJSON 3.0"))
     if bbox:
         doc["boundingBox"] = {"lowerLeft": list(bbox[:2]), "upperRight": list(bbox[2:]), "crs": CRS84}
+        doc["tileMatrixSetLimits"] = matrix_limits(
+            tms_id, bbox, min((min_zoom(c.layer_type.name, tms_id) for c in collections), default=0))
     return doc
 
 
@@ -210,8 +223,8 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         check_known(request.query_params, {"f"})
         base = root(request, scope)
         return json_response({"tileMatrixSets": [
-            {"id": tid, "title": tms.title or tid, "links": [link(f"{base}/tileMatrixSets/{tid}", "self", JSON)]}
-            for tid, tms in matrix_sets().items()]})
+            {"id": tid, "title": tms.title or tid, **({"uri": tms.uri} if tms.uri else {}), "crs": epsg_uri(SRIDS[tid]),
+             "links": [link(f"{base}/tileMatrixSets/{tid}", "self", JSON)]} for tid, tms in matrix_sets().items()]})
 
     @router.get("/tileMatrixSets/{tileMatrixSetId}", operation_id=f"{kind}.getTileMatrixSet",
                 summary="A tile matrix set definition")
@@ -224,8 +237,10 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         collections, _, title, path = target(scope, collection_id)
         url = root(request, scope) + path + "/tiles"
         return json_response({"links": [link(url, "self", JSON)], "tilesets": [
-            {"title": f"{title} ({tid})", "dataType": "vector", "tileMatrixSetURI": f"{root(request, scope)}"
-             f"/tileMatrixSets/{tid}", "links": [link(f"{url}/{tid}", "self", JSON)]} for tid in matrix_sets()]})
+            {"title": f"{title} ({tid})", "dataType": "vector", "crs": epsg_uri(SRIDS[tid]),
+             "tileMatrixSetURI": tms_uri(root(request, scope), tid),
+             "links": [link(f"{url}/{tid}", "self", JSON), tiling_scheme(root(request, scope), tid)]}
+            for tid in matrix_sets()]})
 
     async def tileset(request: Request, scope: Scope, collection_id: str | None, tms_id: str) -> Response:
         check_known(request.query_params, {"f"})
