@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service import apischemas
 from service.access import cost, required
 from service.catalog import Collection, Dataset
 
@@ -63,9 +64,16 @@ def _to_30(node: Any) -> Any:
         types = [t for t in out["type"] if t != "null"]
         if len(types) < len(out["type"]):
             out["nullable"] = True
-        out["type"] = types[0] if len(types) == 1 else types
+        if len(types) == 1:
+            out["type"] = types[0]
+        else:  # OpenAPI 3.0 names one type per schema
+            del out["type"]
+            out["anyOf"] = [{"type": t} for t in types]
     if "const" in out:
         out["enum"] = [out.pop("const")]
+    if isinstance(out.get("prefixItems"), list):  # a tuple: OpenAPI 3.0 only counts the items
+        kinds = out.pop("prefixItems")
+        out["items"] = kinds[0] if all(k == kinds[0] for k in kinds) else {}
     if isinstance(out.get("examples"), list) and "in" not in out:
         examples = out.pop("examples")
         if examples:
@@ -83,6 +91,7 @@ def service_openapi(app: FastAPI) -> dict[str, Any]:
         doc = _to_30(copy.deepcopy(app.openapi()))
         doc["openapi"] = "3.0.3"
         _document_answers(doc)
+        _document_shapes(doc)
         _document_crs(doc, app.state.crs.uris)
         app.state.openapi_30 = doc
     return app.state.openapi_30
@@ -147,6 +156,24 @@ def _document_answers(doc: dict[str, Any]) -> None:
                 op["description"] = (op.get("description", "") + f"\n\nNeeds a credential of {who}.").strip()
 
 
+def _document_shapes(doc: dict[str, Any]) -> None:
+    """What each answer and body looks like (service.apischemas), wherever an API root has the operation."""
+    doc["components"]["schemas"].update(_to_30(apischemas.schemas()))
+    for path, item in doc["paths"].items():
+        below = apischemas.below_root(path)
+        for method, op in item.items():
+            answer = apischemas.RESPONSES.get((method, below))
+            if answer:
+                code, media_type, name = answer
+                content = op["responses"].setdefault(code, {"description": "Successful Response"}).setdefault(
+                    "content", {})
+                content[media_type] = {"schema": apischemas.ref(name)}
+            body = apischemas.BODIES.get((method, below))
+            if body and "requestBody" in op:
+                media_type, schema = body
+                op["requestBody"]["content"][media_type] = {"schema": schema}
+
+
 def _document_crs(doc: dict[str, Any], offered: list[str]) -> None:
     """The CRS parameters name the CRSs this deployment offers (settings: GEOTWIN_API__CRS)."""
     for item in doc["paths"].values():
@@ -202,4 +229,13 @@ def _collection_items(generic: dict[str, Any], cid: str, c: Collection) -> dict[
         params.append({"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
                        "description": f"Only features whose {spec.get('title', name)} equals this value"})
     op["parameters"] = params
+    properties = _to_30(apischemas.layer_properties(c.layer_type))
+    properties.pop("required", None)  # `properties=name` leaves the others out, required or not
+    if c.regional:
+        properties = {**properties, "properties": {**properties.get("properties", {}), "municipality": specs[
+            "municipality"]}}
+    feature = {"allOf": [apischemas.ref("Feature"), {"type": "object", "properties": {"properties": properties}}]}
+    op["responses"]["200"]["content"]["application/geo+json"] = {"schema": {"allOf": [
+        apischemas.ref("Items"), {"type": "object", "properties": {"features": {"type": "array",
+                                                                               "items": feature}}}]}}
     return op

@@ -7,7 +7,9 @@ import json
 
 import httpx
 import numpy as np
+import pytest
 import shapely
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from service.cli import _generate
@@ -89,3 +91,41 @@ async def test_root_openapi_is_a_standalone_ogc_api(client):
     region = (await client.get("/region/api")).json()
     validate(region)
     assert region["servers"][0]["url"].endswith("/region")
+
+
+@pytest.mark.parametrize("root", ["/municipalities/halle", "/region"])
+async def test_answers_have_the_shapes_their_openapi_documents_give(client, root):
+    """A neighbour's generated client trusts the documented schemas: every read the root's document gives a
+    schema for answers with a body that fits it (OpenAPI 3.0 schema rules, `nullable` included)."""
+    doc = (await client.get(f"{root}/api")).json()
+    values = {"{collectionId}": "commercial-sites", "{featureId}": "gs-001" if "halle" in root else "halle:gs-001",
+              "{tileMatrixSetId}": "WebMercatorQuad"}
+    checked = set()
+    for path, item in doc["paths"].items():
+        content = item.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
+        typed = [(media, body["schema"]) for media, body in content.items() if body.get("schema")]
+        if not typed or path == "/api":
+            continue
+        concrete = path
+        for name, value in values.items():
+            concrete = concrete.replace(name, value)
+        assert "{" not in concrete, path
+        r = await client.get(root + concrete.rstrip("/"), headers={"Accept": typed[0][0]})
+        assert r.status_code == 200, (concrete, r.text[:200])
+        schema = {**typed[0][1], "components": doc["components"]}
+        errors = sorted(OAS30Validator(schema).iter_errors(r.json()), key=lambda e: list(e.path))
+        assert not errors, (concrete, [f"{list(e.path)}: {e.message[:200]}" for e in errors[:5]])
+        checked.add(path)
+    # A delete's entry in the change feed has no feature.
+    change = {"$ref": "#/components/schemas/Change", "components": doc["components"]}
+    assert not list(OAS30Validator(change).iter_errors(
+        {"changeId": 7, "op": "delete", "at": "2026-11-22T10:00:00+00:00", "id": "gs-001", "feature": None}))
+    # A selection of properties still fits the collection's own items schema.
+    own = doc["paths"]["/collections/commercial-sites/items"]["get"]["responses"]["200"]["content"]
+    schema = {**own["application/geo+json"]["schema"], "components": doc["components"]}
+    selected = (await client.get(f"{root}/collections/commercial-sites/items?properties=name")).json()
+    assert selected["features"] and not list(OAS30Validator(schema).iter_errors(selected))
+    assert {"/", "/conformance", "/collections", "/collections/{collectionId}", "/collections/{collectionId}/items",
+            "/collections/commercial-sites/items", "/collections/{collectionId}/items/{featureId}",
+            "/tileMatrixSets/{tileMatrixSetId}", "/collections/{collectionId}/tiles/{tileMatrixSetId}",
+            "/tiles/{tileMatrixSetId}/tilejson.json"} <= checked
