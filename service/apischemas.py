@@ -100,6 +100,38 @@ OGC = {
         vector_layers=_array(_obj(["id", "fields"], id=STRING, description=STRING,
                                   fields={"type": "object", "additionalProperties": STRING},
                                   minzoom={"type": "integer"}, maxzoom={"type": "integer"}))),
+    # OGC API – Processes
+    "ProcessSummary": _obj(["id", "version", "links"], id=STRING, version=STRING, title=STRING,
+                           description=STRING, jobControlOptions=_array(STRING),
+                           outputTransmission=_array(STRING), links=LINKS),
+    "ProcessList": _obj(["processes", "links"], processes=_array(ref("ProcessSummary")), links=LINKS),
+    "Process": {"allOf": [ref("ProcessSummary"), _obj(
+        [], inputs={"type": "object", "additionalProperties": _obj([], title=STRING, description=STRING,
+                                                                   schema={"type": "object"})},
+        outputs={"type": "object", "additionalProperties": _obj([], title=STRING, description=STRING,
+                                                                schema={"type": "object"})})]},
+    "StatusInfo": _obj(
+        ["jobID", "type", "status", "links"], jobID=STRING, type={"type": "string", "enum": ["process"]},
+        processID=STRING, message=STRING,
+        status={"type": "string", "enum": ["accepted", "running", "successful", "failed", "dismissed"]},
+        created={"type": "string", "format": "date-time"}, started={"type": "string", "format": "date-time"},
+        finished={"type": "string", "format": "date-time"}, progress={"type": "integer"},
+        inputs={"type": "object"}, links=LINKS),
+    "JobList": _obj(["jobs", "links"], jobs=_array(ref("StatusInfo")), links=LINKS),
+    # Imports (GeoTwin's own: an upload becomes a job of the collection)
+    "ImportStarted": _obj(["id", "status", "links"], id=STRING, status={"type": "string", "enum": ["queued"]},
+                          links=LINKS),
+    "ImportJob": _obj(
+        ["id", "collection", "status"], id=STRING, collection=STRING,
+        status={"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+        source={"type": "string", "description": "the uploaded file's name"}, options={"type": "object"},
+        processed={"type": "integer", "nullable": True}, total={"type": "integer", "nullable": True},
+        progress={"type": "number", "nullable": True, "description": "processed / total, 0 to 1"},
+        created={"type": "string", "format": "date-time"},
+        finished={"type": "string", "format": "date-time", "nullable": True},
+        error={"type": "string", "nullable": True},
+        report={"type": "object", "nullable": True, "description": "counts, and the first 1,000 problems with "
+                                                                    "their feature and why"}),
 }
 
 
@@ -151,6 +183,14 @@ RESPONSES: dict[tuple[str, str], tuple[str, str, str]] = {
     ("get", "/collections/{collectionId}/tiles/{tileMatrixSetId}"): ("200", "application/json", "TileSet"),
     ("get", "/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json"):
         ("200", "application/json", "TileJSON"),
+    ("get", "/processes"): ("200", "application/json", "ProcessList"),
+    ("get", "/processes/{process_id}"): ("200", "application/json", "Process"),
+    ("get", "/jobs"): ("200", "application/json", "JobList"),
+    ("get", "/jobs/{job_id}"): ("200", "application/json", "StatusInfo"),
+    ("delete", "/jobs/{job_id}"): ("200", "application/json", "StatusInfo"),
+    ("post", "/processes/{process_id}/execution"): ("201", "application/json", "StatusInfo"),  # Prefer: respond-async
+    ("post", "/collections/{collectionId}/imports"): ("202", "application/json", "ImportStarted"),
+    ("get", "/collections/{collectionId}/imports/{jobId}"): ("200", "application/json", "ImportJob"),
 }
 # (method, path below an API root) → (media type, schema) of the body.
 BODIES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from openapi_schema_validator import OAS30Validator
 
 from service.localdb import LocalCluster
 from service.main import create_app
@@ -237,3 +238,13 @@ async def fingerprint(dsn: str) -> tuple:
         return tuple(await conn.fetchrow(FINGERPRINT))
     finally:
         await conn.close()
+
+
+async def openapi_misfits(client: httpx.AsyncClient, doc_path: str, method: str, path: str, status: str,
+                          body: object, media_type: str = "application/json") -> list[str]:
+    """Where `body` departs from what the OpenAPI document at `doc_path` says `method path` answers with
+    `status` (OpenAPI 3.0 schema rules); empty when it fits."""
+    doc = (await client.get(doc_path)).json()
+    schema = doc["paths"][path][method]["responses"][status]["content"][media_type]["schema"]
+    validator = OAS30Validator({**schema, "components": doc["components"]})
+    return [f"{list(e.path)}: {e.message[:200]}" for e in validator.iter_errors(body)]

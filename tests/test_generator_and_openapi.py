@@ -104,7 +104,7 @@ async def test_answers_have_the_shapes_their_openapi_documents_give(client, root
     for path, item in doc["paths"].items():
         content = item.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
         typed = [(media, body["schema"]) for media, body in content.items() if body.get("schema")]
-        if not typed or path == "/api":
+        if not typed or path == "/api" or "{jobId}" in path:  # import jobs: test_import checks theirs
             continue
         concrete = path
         for name, value in values.items():

@@ -21,7 +21,7 @@ from service.importer import MOVE, ImportOptions, import_file
 from service.importer import check_batch as real_check_batch
 from service.jobs import UPLOAD_PREFIX, sweep_uploads
 from service.layertypes import registry
-from tests.conftest import ROOT, app_client, new_key
+from tests.conftest import ROOT, app_client, new_key, openapi_misfits
 
 DEMO = ROOT / "fixtures" / "demo" / "halle-commercial-sites.geojson"
 SITES = registry()["commercial-site"]
@@ -288,8 +288,12 @@ async def test_api_import_job_reports_progress_and_result(api, files):
     r = await client.post(f"{COLLECTION}/imports", params={"filename": "sites.gpkg", "mode": "replace"},
                           headers=auth, content=files["gpkg"].read_bytes())
     assert r.status_code == 202, r.text
+    doc = "/municipalities/halle/api"
+    items = "/collections/{collectionId}/imports"
+    assert not await openapi_misfits(client, doc, "post", items, "202", r.json())
     job = await _wait(client, r.headers["location"], auth)
     assert job["status"] == "succeeded" and job["processed"] == job["total"] == 6 and job["progress"] == 1
+    assert not await openapi_misfits(client, doc, "get", items + "/{jobId}", "200", job)
     assert job["report"]["imported"] == 6 and job["report"]["crs"].endswith("25832")
     r = await client.post(f"{COLLECTION}/imports", params={"filename": "sites.csv"}, headers=auth,
                           content=files["csv"].read_bytes())

@@ -9,7 +9,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.conftest import app_client, new_key
+from tests.conftest import app_client, new_key, openapi_misfits
 
 ASYNC = {"Prefer": "respond-async"}
 CONFLICTS = {"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones",
@@ -63,6 +63,13 @@ async def test_async_results_equal_the_synchronous_answer(api, process, inputs, 
     assert started.headers["location"].endswith(f"/jobs/{info['jobID']}")
     done = await finished(api, started.headers["location"])
     assert done["status"] == "successful", done
+    for path, method, status, body in (("/processes/{process_id}/execution", "post", "201", info),
+                                       ("/jobs/{job_id}", "get", "200", done),
+                                       ("/jobs", "get", "200", (await api.get("/jobs")).json()),
+                                       ("/processes", "get", "200", (await api.get("/processes")).json()),
+                                       ("/processes/{process_id}", "get", "200",
+                                        (await api.get(f"/processes/{process}")).json())):
+        assert not await openapi_misfits(api, "/api", method, path, status, body), path
     results_link = next(x["href"] for x in done["links"] if x["rel"].endswith("/results"))
     results = await api.get(results_link)
     assert results.status_code == 200
