@@ -102,16 +102,15 @@ def _from_crs84(tms_id: str) -> Transformer:
 def matrix_limits(tms_id: str, bbox: tuple[float, float, float, float], min_z: int) -> list[dict[str, object]]:
     """tileMatrixSetLimits (OGC 17-083r4): for each tile matrix from `min_z` up, the rows and columns of the
     tiles that cover `bbox` (CRS84). A client that reads them asks for no tile outside the data."""
+    def index(offset: float, size: float, count: int) -> int:
+        return min(max(math.floor(offset / size), 0), count - 1)
+
     tms = get_tms(tms_id)
     left, bottom, right, top = _from_crs84(tms_id).transform_bounds(*bbox, densify_pts=21)
     limits: list[dict[str, object]] = []
     for z in range(min_z, MAX_ZOOM[tms_id] + 1):
         m = tms.matrix(z)
         (x0, y0), width, height = m.pointOfOrigin, m.cellSize * m.tileWidth, m.cellSize * m.tileHeight
-
-        def index(value: float, size: float, count: int) -> int:
-            return min(max(math.floor(value / size), 0), count - 1)
-
         limits.append({"tileMatrix": m.id,
                        "minTileRow": index(y0 - top, height, m.matrixHeight),
                        "maxTileRow": index(y0 - bottom, height, m.matrixHeight),

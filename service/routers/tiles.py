@@ -235,12 +235,12 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
     async def tilesets(request: Request, scope: Scope, collection_id: str | None) -> Response:
         check_known(request.query_params, {"f"})
         collections, _, title, path = target(scope, collection_id)
-        url = root(request, scope) + path + "/tiles"
+        base = root(request, scope)
+        url = base + path + "/tiles"
         return json_response({"links": [link(url, "self", JSON)], "tilesets": [
             {"title": f"{title} ({tid})", "dataType": "vector", "crs": epsg_uri(SRIDS[tid]),
-             "tileMatrixSetURI": tms_uri(root(request, scope), tid),
-             "links": [link(f"{url}/{tid}", "self", JSON), tiling_scheme(root(request, scope), tid)]}
-            for tid in matrix_sets()]})
+             "tileMatrixSetURI": tms_uri(base, tid),
+             "links": [link(f"{url}/{tid}", "self", JSON), tiling_scheme(base, tid)]} for tid in matrix_sets()]})
 
     async def tileset(request: Request, scope: Scope, collection_id: str | None, tms_id: str) -> Response:
         check_known(request.query_params, {"f"})
