@@ -68,7 +68,11 @@ def _to_30(node: Any) -> Any:
             out["type"] = types[0]
         else:  # OpenAPI 3.0 names one type per schema
             del out["type"]
-            out["anyOf"] = [{"type": t} for t in types]
+            kinds = [{"type": t} for t in types]
+            if "anyOf" in out:  # keep the schema's own alternatives: both must hold
+                out["allOf"] = [*out.get("allOf", []), {"anyOf": kinds}]
+            else:
+                out["anyOf"] = kinds
     if "const" in out:
         out["enum"] = [out.pop("const")]
     if isinstance(out.get("prefixItems"), list):  # a tuple: OpenAPI 3.0 only counts the items

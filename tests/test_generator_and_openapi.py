@@ -129,3 +129,16 @@ async def test_answers_have_the_shapes_their_openapi_documents_give(client, root
             "/collections/commercial-sites/items", "/collections/{collectionId}/items/{featureId}",
             "/tileMatrixSets/{tileMatrixSetId}", "/collections/{collectionId}/tiles/{tileMatrixSetId}",
             "/tiles/{tileMatrixSetId}/tilejson.json"} <= checked
+
+
+def test_json_schema_types_become_openapi_3_0():
+    from service.openapi import _to_30
+
+    assert _to_30({"type": ["string", "null"]}) == {"type": "string", "nullable": True}
+    assert _to_30({"type": ["string", "number", "null"]}) == {
+        "nullable": True, "anyOf": [{"type": "string"}, {"type": "number"}]}
+    # A schema's own alternatives stay, next to the types.
+    assert _to_30({"type": ["string", "number"], "anyOf": [{"minLength": 1}, {"minimum": 0}]}) == {
+        "anyOf": [{"minLength": 1}, {"minimum": 0}], "allOf": [{"anyOf": [{"type": "string"}, {"type": "number"}]}]}
+    assert _to_30({"type": "array", "prefixItems": [{"type": "number"}] * 2, "minItems": 2}) == {
+        "type": "array", "items": {"type": "number"}, "minItems": 2}
