@@ -99,14 +99,18 @@ def _from_crs84(tms_id: str) -> Transformer:
     return Transformer.from_crs(4326, SRIDS[tms_id], always_xy=True)
 
 
-def matrix_limits(tms_id: str, bbox: tuple[float, float, float, float], min_z: int) -> list[dict[str, object]]:
+def matrix_limits(tms_id: str, bbox: tuple[float, float, float, float],
+                  min_z: int) -> list[dict[str, object]] | None:
     """tileMatrixSetLimits (OGC 17-083r4): for each tile matrix from `min_z` up, the rows and columns of the
-    tiles that cover `bbox` (CRS84). A client that reads them asks for no tile outside the data."""
+    tiles that cover `bbox` (CRS84). A client that reads them asks for no tile outside the data. None when the
+    extent has no place in the matrix set's CRS (nothing to limit by)."""
     def index(offset: float, size: float, count: int) -> int:
         return min(max(math.floor(offset / size), 0), count - 1)
 
     tms = get_tms(tms_id)
     left, bottom, right, top = _from_crs84(tms_id).transform_bounds(*bbox, densify_pts=21)
+    if not all(math.isfinite(v) for v in (left, bottom, right, top)):
+        return None
     limits: list[dict[str, object]] = []
     for z in range(min_z, MAX_ZOOM[tms_id] + 1):
         m = tms.matrix(z)

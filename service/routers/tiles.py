@@ -178,8 +178,10 @@ def tileset_doc(base: str, url: str, title: str, collections: list[Collection], 
         doc["links"].append(link(url + "/tilejson.json", "describedby", TILEJSON, "TileJSON 3.0"))
     if bbox:
         doc["boundingBox"] = {"lowerLeft": list(bbox[:2]), "upperRight": list(bbox[2:]), "crs": CRS84}
-        doc["tileMatrixSetLimits"] = matrix_limits(
-            tms_id, bbox, min((min_zoom(c.layer_type.name, tms_id) for c in collections), default=0))
+        limits = matrix_limits(tms_id, bbox, min((min_zoom(c.layer_type.name, tms_id) for c in collections),
+                                                 default=0))
+        if limits:
+            doc["tileMatrixSetLimits"] = limits
     return doc
 
 
