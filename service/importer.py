@@ -416,7 +416,7 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
         await conn.execute("SET LOCAL work_mem = '64MB'")
         # The collection's lock, as every writer takes it (act_as), from the start to commit: imports and edits
         # of the collection take turns, and the batches can move in while the file is still being read.
-        await act_as(conn, actor, collection_pk)
+        await act_as(conn, actor, collection_pk, bulk=True)
         existing_up_to = 0  # the features there before this import have ids up to this (ids only grow)
         if options.mode == "replace":
             await conn.execute("DELETE FROM feature WHERE collection_id = $1", collection_pk)

@@ -68,7 +68,7 @@ async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connectio
         async with conn.transaction():
             alive: dict[str, bool] = {}
             applied = await _follow(client, source, conn, c_pk, layer, 0, progress, alive)
-            await act_as(conn, f"mirror:{source}", c_pk)
+            await act_as(conn, f"mirror:{source}", c_pk, bulk=True)
             await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid <> ALL($2::text[])", c_pk,
                                [fid for fid, exists in alive.items() if exists])
             await refresh_collection(conn, c_pk)
@@ -124,4 +124,3 @@ async def _apply(conn: asyncpg.Connection, c_pk: int, layer: Any, changes: list[
                                              columns=["fid", "wkb", "properties", "valid_from", "valid_to"])
             await conn.execute(UPSERT, c_pk)
         await conn.execute(CURSOR, c_pk, source, changes[-1]["changeId"])
-        await refresh_collection(conn, c_pk)

@@ -121,10 +121,14 @@ class Collection(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     version: Mapped[int] = mapped_column(BigInteger, server_default="1",
                                          comment="bumped by every data change; caches and feeds key on it")
-    # Derived on every data change (service.sql.catalog.refresh_collection) so metadata never scans features.
+    # Kept up by the feature trigger on every data change (migrations 0012, 0013) so metadata never scans
+    # features.
     feature_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
     bbox: Mapped[list[float] | None] = mapped_column(ARRAY(Float), nullable=True,
                                                      comment="minx, miny, maxx, maxy in CRS84")
+    storage_box: Mapped[list[float] | None] = mapped_column(
+        ARRAY(Float), nullable=True,
+        comment="minx, miny, maxx, maxy in the storage CRS: the exact extent `bbox` is derived from")
     temporal_start: Mapped[date | None] = mapped_column(Date, nullable=True)
     temporal_end: Mapped[date | None] = mapped_column(Date, nullable=True)
     history_from: Mapped[datetime | None] = mapped_column(

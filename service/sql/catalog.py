@@ -16,9 +16,9 @@ FROM municipality m LEFT JOIN collection c ON c.municipality_id = m.id
 ORDER BY m.slug, c.slug
 """
 
-# After GeoTwin's writes to a collection: bump the version, then recompute its count, extent and validity and
-# its municipality's extent (`geotwin_refresh_stats`, migration 0012; the feature trigger calls it for writers
-# that do not defer it, see `defer_refresh`).
+# The feature trigger keeps a collection's count, extent and validity (and its municipality's extent) up to
+# date statement by statement (migration 0013). Bulk writers defer that (`defer_refresh`) and recount once at
+# their end (`refresh_collection`, `geotwin_refresh_stats`).
 REFRESH_COLLECTION = """
 UPDATE collection SET version = version + 1, updated_at = now() WHERE id = $1 RETURNING version
 """
@@ -29,14 +29,15 @@ async def fetch_catalog(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def refresh_collection(conn: asyncpg.Connection, collection_pk: int) -> int:
-    """Recompute a collection's derived metadata and bump its version; returns the new version."""
+    """Recount a collection's derived metadata and bump its version; returns the new version."""
     version = await conn.fetchval(REFRESH_COLLECTION, collection_pk)
     await conn.execute("SELECT geotwin_refresh_stats(ARRAY[$1::int])", collection_pk)
     return version
 
 
-# This transaction's feature writes end with `refresh_collection`: the feature trigger need not recompute the
-# statistics after each statement (an import writes many batches). Forgetting it costs time, never correctness.
+# This transaction's feature writes end with `refresh_collection`: the feature trigger need not keep the
+# statistics up after each statement (an import writes many batches, a replace first empties the collection).
+# A writer that defers must recount at its end.
 DEFER = "set_config('geotwin.refresh', 'deferred', true)"
 
 

@@ -98,16 +98,20 @@ RETURNING fid
 """
 
 
-async def act_as(conn: asyncpg.Connection, subject: str, collection_pk: int | None = None) -> None:
+async def act_as(conn: asyncpg.Connection, subject: str, collection_pk: int | None = None,
+                 bulk: bool = False) -> None:
     """Who the change log records for this transaction's writes; with `collection_pk`, also the collection's
     row lock, taken before any feature is touched. Every feature write bumps its collection's version (a
     trigger), which locks that row until commit; an import takes the lock first. A writer that took it only at
     the end could hold a feature an import is about to write while waiting for the import: a deadlock. Taken
-    first, writers of one collection queue (and they did already, from their version bump to commit)."""
+    first, writers of one collection queue (and they did already, from their version bump to commit).
+    A `bulk` writer (imports, mirrors) writes many statements and recounts the collection once at its end
+    (`refresh_collection`); the others leave the statistics to the feature trigger, statement by statement."""
+    defer = f", {DEFER}" if bulk else ""
     if collection_pk is None:
-        await conn.execute(f"SELECT set_config('geotwin.actor', $1, true), {DEFER}", subject)
+        await conn.execute(f"SELECT set_config('geotwin.actor', $1, true){defer}", subject)
         return
-    await conn.execute(f"SELECT set_config('geotwin.actor', $1, true), {DEFER} FROM collection WHERE id = $2 "
+    await conn.execute(f"SELECT set_config('geotwin.actor', $1, true){defer} FROM collection WHERE id = $2 "
                        "FOR NO KEY UPDATE", subject, collection_pk)
 
 
@@ -130,7 +134,6 @@ async def insert_features(conn: asyncpg.Connection, collection_pk: int, rows: li
     await conn.copy_records_to_table("feature_stage", records=rows,
                                      columns=["fid", "wkb", "properties", "valid_from", "valid_to"])
     out = {r["fid"]: r["change_id"] for r in await conn.fetch(INSERT_STAGED_RETURNING, collection_pk, source_srid)}
-    await refresh_collection(conn, collection_pk)
     return [(row[0], out[row[0]]) for row in rows]
 
 
@@ -145,13 +148,8 @@ async def replace_feature(conn: asyncpg.Connection, collection_pk: int, row: Fea
         assert row is not None
         _, wkb, props, start, end = row
         change = await conn.fetchval(REPLACE, collection_pk, fid, wkb, source_srid, props, start, end, expected)
-    if change is not None:
-        await refresh_collection(conn, collection_pk)
     return change
 
 
 async def delete_feature(conn: asyncpg.Connection, collection_pk: int, fid: str, expected: int | None) -> bool:
-    deleted = await conn.fetchval(DELETE, collection_pk, fid, expected)
-    if deleted is not None:
-        await refresh_collection(conn, collection_pk)
-    return deleted is not None
+    return await conn.fetchval(DELETE, collection_pk, fid, expected) is not None

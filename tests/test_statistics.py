@@ -1,0 +1,149 @@
+"""A collection's count, extent and validity (and its municipality's extent) are kept up statement by statement
+by the feature trigger: after any write they equal a full recount, and an edit reads only the rows it touches,
+not the collection."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import asyncpg
+import pytest
+
+STATS = """
+SELECT (SELECT json_agg(json_build_array(id, feature_count, storage_box, bbox, temporal_start, temporal_end)
+                        ORDER BY id) FROM collection)::text,
+       (SELECT json_agg(json_build_array(id, ST_AsText(extent)) ORDER BY id) FROM municipality)::text
+"""
+
+
+async def kept_and_recounted(conn: asyncpg.Connection) -> tuple[tuple, tuple]:
+    kept = tuple(await conn.fetchrow(STATS))
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        await conn.execute("SELECT geotwin_refresh_stats(ARRAY(SELECT id FROM collection))")
+        recounted = tuple(await conn.fetchrow(STATS))
+    finally:
+        await tr.rollback()
+    return kept, recounted
+
+
+@pytest.fixture(scope="module")
+def stats_db(demo_db):
+    return demo_db("geotwin_stats")
+
+
+def _day(rng: random.Random) -> date | None:
+    return None if rng.random() < 0.4 else date(2020, 1, 1) + timedelta(days=rng.randrange(3000))
+
+
+async def test_every_kind_of_write_leaves_the_statistics_a_recount_would_give(stats_db):
+    """Inserts, moves, property and validity edits, deletes at the edge and inside, features changing
+    collection, emptying and refilling: as psql or QGIS on the table would write them."""
+    rng = random.Random(20261122)
+    conn = await asyncpg.connect(stats_db)
+    try:
+        sites, zones, other = [r[0] for r in await conn.fetch(
+            "SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+            "WHERE (m.slug, c.slug) IN (('halle', 'commercial-sites'), ('halle', 'planning-zones'), "
+            "('leipzig', 'commercial-sites')) ORDER BY m.slug, c.slug")]
+        n = 0
+
+        async def insert(collection: int, count: int, spread: float) -> None:
+            nonlocal n
+            rows = []
+            for _ in range(count):
+                n += 1
+                start = _day(rng)
+                end = None if rng.random() < 0.5 or start is None else start + timedelta(days=rng.randrange(900))
+                rows.append((collection, f"s{n}", 705000 + rng.uniform(-spread, spread),
+                             5707000 + rng.uniform(-spread, spread), start, end))
+            await conn.executemany(
+                "INSERT INTO feature (collection_id, fid, geom, properties, valid_from, valid_to) "
+                "VALUES ($1, $2, ST_Buffer(ST_SetSRID(ST_Point($3, $4), 25832), 40), '{}', $5, $6)", rows)
+
+        steps = [
+            lambda: insert(sites, 5, 3000),
+            lambda: insert(other, 3, 50000),
+            lambda: conn.execute("INSERT INTO feature (collection_id, fid, geom, properties, valid_from) "
+                                 "SELECT $1, 'batch-' || i, ST_SetSRID(ST_Point(700000 + i * 10, 5700000 - i), "
+                                 "25832), '{}', DATE '2019-06-01' + i FROM generate_series(1, 50) i", zones),
+            # the feature furthest east moves further out, then back inside
+            lambda: conn.execute("UPDATE feature SET geom = ST_Translate(geom, 20000, 0) WHERE id = (SELECT id "
+                                 "FROM feature WHERE collection_id = $1 ORDER BY ST_XMax(geom) DESC LIMIT 1)", sites),
+            lambda: conn.execute("UPDATE feature SET geom = ST_Translate(geom, -25000, 0) WHERE id = (SELECT id "
+                                 "FROM feature WHERE collection_id = $1 ORDER BY ST_XMax(geom) DESC LIMIT 1)", sites),
+            lambda: conn.execute("UPDATE feature SET properties = properties || '{\"name\": \"x\"}' "
+                                 "WHERE collection_id = $1", sites),
+            # the earliest start and the latest end go
+            lambda: conn.execute("DELETE FROM feature WHERE id = (SELECT id FROM feature WHERE collection_id = $1 "
+                                 "AND valid_from IS NOT NULL ORDER BY valid_from LIMIT 1)", zones),
+            lambda: conn.execute("UPDATE feature SET valid_to = NULL WHERE collection_id = $1", zones),
+            lambda: conn.execute("UPDATE feature SET valid_to = valid_from + 10 WHERE collection_id = $1 "
+                                 "AND valid_from IS NOT NULL", zones),
+            lambda: conn.execute("DELETE FROM feature WHERE collection_id = $1 AND valid_from IS NULL", zones),
+            lambda: conn.execute("DELETE FROM feature WHERE id = (SELECT id FROM feature WHERE collection_id = $1 "
+                                 "ORDER BY valid_to DESC NULLS LAST LIMIT 1)", zones),
+            # an inner feature goes: nothing but the count changes
+            lambda: conn.execute("DELETE FROM feature WHERE id = (SELECT id FROM feature WHERE collection_id = $1 "
+                                 "ORDER BY ST_Distance(geom, ST_SetSRID(ST_Centroid((SELECT ST_Extent(geom) "
+                                 "FROM feature WHERE collection_id = $1)::geometry), 25832)) LIMIT 1)", sites),
+            # features change collection (and municipality)
+            lambda: conn.execute("UPDATE feature SET collection_id = $2 WHERE collection_id = $1 AND fid LIKE 's%'",
+                                 sites, other),
+            lambda: conn.execute("UPDATE feature SET collection_id = $2, fid = fid || '-back' "
+                                 "WHERE collection_id = $1 AND fid LIKE 's%'", other, sites),
+            lambda: conn.execute("DELETE FROM feature WHERE collection_id = $1", other),
+            lambda: insert(other, 1, 10),
+            lambda: conn.execute("UPDATE feature SET geom = ST_Translate(geom, 1, 1), valid_from = NULL"),
+        ]
+        steps += [lambda: insert(rng.choice([sites, zones, other]), rng.randrange(1, 4), 80000)] * 6
+        steps += [lambda: conn.execute("DELETE FROM feature WHERE id = (SELECT id FROM feature "
+                                       "ORDER BY random() LIMIT 1)")] * 6
+        for i, step in enumerate(steps):
+            await step()
+            kept, recounted = await kept_and_recounted(conn)
+            assert kept == recounted, f"after step {i}"
+        await conn.execute("TRUNCATE feature CASCADE")
+        kept, recounted = await kept_and_recounted(conn)
+        assert kept == recounted
+        assert await conn.fetchval("SELECT sum(feature_count) FROM collection") == 0
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def reads_db(demo_db):
+    return demo_db("geotwin_stats_reads")
+
+
+async def test_an_edit_reads_only_the_rows_it_touches(reads_db):
+    """In a collection of 5,000 sites, inserting, changing and deleting one site inside the extent reads a
+    handful of rows: the statistics are not recounted by scanning the collection."""
+    conn = await asyncpg.connect(reads_db)
+    try:
+        pk = await conn.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+                                 "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
+        await conn.execute("INSERT INTO feature (collection_id, fid, geom, properties) SELECT $1, 'g' || i, "
+                           "ST_SetSRID(ST_Point(700000 + (i % 70) * 100, 5700000 + (i / 70) * 100), 25832), '{}' "
+                           "FROM generate_series(1, 5000) i", pk)
+        await conn.execute("VACUUM ANALYZE feature")
+        edits = [
+            "INSERT INTO feature (collection_id, fid, geom, properties) "
+            "VALUES ($1, 'inner', ST_SetSRID(ST_Point(703000, 5703000), 25832), '{}')",
+            "UPDATE feature SET properties = '{\"name\": \"b\"}' WHERE collection_id = $1 AND fid = 'g2000'",
+            "UPDATE feature SET geom = ST_Translate(geom, 5, 5) WHERE collection_id = $1 AND fid = 'g2000'",
+            "DELETE FROM feature WHERE collection_id = $1 AND fid = 'inner'",
+        ]
+        for sql in edits:
+            async with conn.transaction():
+                await conn.execute(sql, pk)
+                read = await conn.fetchval("SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) "
+                                           "FROM pg_stat_xact_user_tables WHERE relname = 'feature'")
+            assert read < 20, (sql, read)
+        kept, recounted = await kept_and_recounted(conn)
+        assert kept == recounted
+    finally:
+        await conn.close()
+
