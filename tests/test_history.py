@@ -247,6 +247,10 @@ def test_pruned_history_keeps_the_past_from_the_cut_and_a_mirror_behind_it_start
         assert behind.status_code == 410 and behind.json()["parameter"] == "after"
         assert api.get("/changes", params={"since": "2000-01-01T00:00:00Z"}).status_code == 410
         assert api.get("/changes", params={"after": 0}).status_code == 200
+        # A collection the prune took nothing from (its features were only ever inserted) keeps its whole past.
+        zones = f"{base}/municipalities/halle/collections/planning-zones"
+        assert api.get(f"{zones}/items", params={"asOf": "2000-01-01T00:00:00Z"}).status_code == 200
+        assert httpx.get(f"{zones}/changes", params={"after": 1}).status_code == 200
 
         # The neighbour's copy was behind the cut: the mirror starts again, and p-2's deletion reaches it.
         # Its own change log gains only what changed (p-1's new name, p-2's deletion), not every feature.

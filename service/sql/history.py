@@ -40,7 +40,8 @@ LATEST = "SELECT max(change_id) FROM feature_change WHERE collection_id = $1"
 
 # `geotwin history prune`: drop a collection's change log before `$2`, except each feature's state at that time
 # (its latest change before it, unless that was its deletion), so `asOf` from `$2` on and a mirror starting from
-# 0 still see every feature. Records how far back the log now reaches; one statement, one transaction.
+# 0 still see every feature. Records how far back the log now reaches (a prune that removed nothing leaves the
+# log, and so `history_from`, as it was); one statement, one transaction.
 PRUNE = """
 WITH doomed AS (
   DELETE FROM feature_change h USING (
@@ -53,7 +54,8 @@ WITH doomed AS (
 ), gone AS (
   SELECT count(*) AS n, coalesce(max(change_id), 0) AS through FROM doomed
 )
-UPDATE collection c SET history_from = greatest(c.history_from, $2::timestamptz),
+UPDATE collection c SET history_from = CASE WHEN gone.n > 0 THEN greatest(c.history_from, $2::timestamptz)
+                                           ELSE c.history_from END,
   history_pruned_through = greatest(c.history_pruned_through, gone.through)
 FROM gone WHERE c.id = $1
 RETURNING gone.n
