@@ -4,6 +4,7 @@ not the collection."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import date, timedelta
 
@@ -100,7 +101,7 @@ async def test_every_kind_of_write_leaves_the_statistics_a_recount_would_give(st
         ]
         steps += [lambda: insert(rng.choice([sites, zones, other]), rng.randrange(1, 4), 80000)] * 6
         steps += [lambda: conn.execute("DELETE FROM feature WHERE id = (SELECT id FROM feature "
-                                       "ORDER BY random() LIMIT 1)")] * 6
+                                       "ORDER BY md5(fid || $1) LIMIT 1)", str(rng.random()))] * 6
         for i, step in enumerate(steps):
             await step()
             kept, recounted = await kept_and_recounted(conn)
@@ -109,6 +110,49 @@ async def test_every_kind_of_write_leaves_the_statistics_a_recount_would_give(st
         kept, recounted = await kept_and_recounted(conn)
         assert kept == recounted
         assert await conn.fetchval("SELECT sum(feature_count) FROM collection") == 0
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def concurrent_db(demo_db):
+    return demo_db("geotwin_stats_concurrent")
+
+
+async def test_concurrent_writers_leave_the_statistics_a_recount_would_give(concurrent_db):
+    """Two outside writers at once on the same two collections, statement by statement: inserts far out,
+    deletes of the feature on the edge (both may aim at the same one), moves. Each statement's trigger waits for
+    the other's to commit and adds to what it left."""
+    async def writer(name: str, seed: int) -> None:
+        rng = random.Random(seed)
+        conn = await asyncpg.connect(concurrent_db)
+        try:
+            pks = [r[0] for r in await conn.fetch(
+                "SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+                "WHERE m.slug IN ('halle', 'leipzig') AND c.slug = 'commercial-sites' ORDER BY m.slug")]
+            for i in range(30):
+                pk = rng.choice(pks)
+                kind = rng.randrange(3)
+                if kind == 0:
+                    await conn.execute(
+                        "INSERT INTO feature (collection_id, fid, geom, properties, valid_from) SELECT $1, "
+                        "$2 || '-' || g, ST_SetSRID(ST_Point(705000 + $3 * g, 5707000 - $3 * g), 25832), '{}', "
+                        "DATE '2020-01-01' + g FROM generate_series(1, 3) g", pk, f"{name}{i}", rng.uniform(-9e3, 9e3))
+                elif kind == 1:
+                    await conn.execute("DELETE FROM feature WHERE id = (SELECT id FROM feature WHERE collection_id = "
+                                       "$1 ORDER BY ST_XMax(geom) DESC LIMIT 1)", pk)
+                else:
+                    await conn.execute("UPDATE feature SET geom = ST_Translate(geom, $2, 0), valid_to = valid_from "
+                                       "WHERE id = (SELECT id FROM feature WHERE collection_id = $1 ORDER BY "
+                                       "md5(fid || $3) LIMIT 1)", pk, rng.uniform(-5e3, 5e3), str(rng.random()))
+        finally:
+            await conn.close()
+
+    await asyncio.gather(writer("a", 1), writer("b", 2))
+    conn = await asyncpg.connect(concurrent_db)
+    try:
+        kept, recounted = await kept_and_recounted(conn)
+        assert kept == recounted
     finally:
         await conn.close()
 
