@@ -105,8 +105,9 @@ async def act_as(conn: asyncpg.Connection, subject: str, collection_pk: int | No
     trigger), which locks that row until commit; an import takes the lock first. A writer that took it only at
     the end could hold a feature an import is about to write while waiting for the import: a deadlock. Taken
     first, writers of one collection queue (and they did already, from their version bump to commit).
-    A `bulk` writer (imports, mirrors) writes many statements and recounts the collection once at its end
-    (`refresh_collection`); the others leave the statistics to the feature trigger, statement by statement."""
+    A `bulk` writer (an import, a mirror's full resync) writes many statements and recounts the collection once
+    at its end (`refresh_collection`); the others leave the statistics to the feature trigger, statement by
+    statement."""
     defer = f", {DEFER}" if bulk else ""
     if collection_pk is None:
         await conn.execute(f"SELECT set_config('geotwin.actor', $1, true){defer}", subject)
