@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,16 +125,18 @@ def html_response(request: Request, template: str, **context: Any) -> HTMLRespon
          "basemap": settings.api.basemap_style_url, "maplibre": request.app.state.maplibre_available,
          "csp_nonce": nonce, **context},
     )
-    response.headers.update(security_headers(nonce, settings.api.basemap_style_url))
+    response.headers.update(security_headers(nonce, settings.api.basemap_style_url, settings.api.basemap_origins))
     return response
 
 
-def security_headers(nonce: str, basemap: str = "") -> dict[str, str]:
-    # Maps load basemap styles and tiles from other origins (https:, and the configured basemap's origin, which
-    # may be plain http: on a municipal intranet) and run MapLibre's workers from blob: URLs.
-    # Pages may be embedded (municipal portals frame the viewer), so frame-ancestors stays open.
+def security_headers(nonce: str, basemap: str = "", origins: Sequence[str] = ()) -> dict[str, str]:
+    # Maps load basemap styles and tiles from other origins (https:, and the configured basemap's origin and
+    # further origins, which may be plain http: on a municipal intranet) and run MapLibre's workers from blob:
+    # URLs. Pages may be embedded (municipal portals frame the viewer), so frame-ancestors stays open.
     parts = urlsplit(basemap)
-    extra = f" {parts.scheme}://{parts.netloc}" if parts.scheme == "http" and parts.netloc else ""
+    plain = [f"{parts.scheme}://{parts.netloc}"] if parts.scheme == "http" and parts.netloc else []
+    plain += [o for o in origins if o.startswith("http:") and o not in plain]
+    extra = "".join(f" {o}" for o in plain)
     csp = ("default-src 'self'; "
            f"script-src 'self' 'nonce-{nonce}'; "
            "style-src 'self' 'unsafe-inline'; "

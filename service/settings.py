@@ -53,6 +53,10 @@ class ApiSettings(BaseModel):
     # https://sgx.geodatenzentrum.de/gdz_basemapde_vektor/styles/bm_web_col.json; empty = plain background
     # (works offline). Its server must allow other origins to read it (CORS), as public basemaps do.
     basemap_style_url: str = ""
+    # Further plain-http origins the basemap style loads tiles, sprites or fonts from (an intranet tile server
+    # beside the style's own), e.g. `GEOTWIN_API__BASEMAP_ORIGINS='["http://kacheln.intranet:8080"]'`. The
+    # pages' Content-Security-Policy admits https: and the style's own origin without this.
+    basemap_origins: list[str] = Field(default_factory=list)
     # CRSs offered for output (`crs`), `bbox-crs` and `filter-crs`, besides CRS84 and the storage CRS
     # (EPSG:25832), which are always offered. Any EPSG code: `GEOTWIN_API__CRS='["EPSG:25833","EPSG:31468"]'`.
     crs: list[str] = Field(default_factory=lambda: list(DEFAULT_CRS))
@@ -69,6 +73,16 @@ class ApiSettings(BaseModel):
                     or any(c in parts.netloc for c in " ;,'\"")):  # the origin goes into the pages' CSP
             raise ValueError(f"not an http(s) URL of a MapLibre style: {url!r}")
         return url
+
+    @field_validator("basemap_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query
+                    or any(c in parts.netloc for c in " ;,'\"")):  # it goes into the pages' CSP
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return [origin.rstrip("/") for origin in origins]
 
     @field_validator("crs")
     @classmethod

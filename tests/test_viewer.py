@@ -82,17 +82,15 @@ DATA_SHARE = DRAWN_SHARE.replace(
     " && Math.abs(d[i] - 0xff) + d[i + 1] + Math.abs(d[i + 2] - 0xff) > 40")
 
 
-@pytest.fixture
-def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer, list[str]]]:
-    """A basemap style on another origin, plain http as on a municipal intranet, readable by any origin (CORS)."""
-
+def serve_json(documents: dict[str, dict]) -> tuple[str, ThreadingHTTPServer, list[str]]:
+    """A plain-http server of its own origin, readable by any origin (CORS): the documents by path, an empty
+    FeatureCollection for any other path; (its base URL, the server, the paths asked for)."""
     requested: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             requested.append(self.path)
-            body = json.dumps(BASEMAP if self.path == "/maps/style.json"
-                              else {"type": "FeatureCollection", "features": []}).encode()
+            body = json.dumps(documents.get(self.path, {"type": "FeatureCollection", "features": []})).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Access-Control-Allow-Origin", "*")
@@ -105,7 +103,14 @@ def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer, list[str]]]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/maps/style.json", httpd, requested
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd, requested
+
+
+@pytest.fixture
+def basemap_server() -> Iterator[tuple[str, ThreadingHTTPServer, list[str]]]:
+    """A basemap style on another origin, plain http as on a municipal intranet."""
+    base, httpd, requested = serve_json({"/maps/style.json": BASEMAP})
+    yield f"{base}/maps/style.json", httpd, requested
     httpd.shutdown()
     httpd.server_close()
 
@@ -152,3 +157,47 @@ async def test_pages_let_maps_read_a_plain_http_basemap_and_only_that(cluster, d
     assert "connect-src 'self' https: http://karten.intranet:8080;" in csp
     assert "img-src 'self' data: blob: https: http://karten.intranet:8080;" in csp
     assert csp.count("http://") == 3  # connect, img and font sources; nothing else
+    async with app_client(cluster, "geotwin_test", basemap_style_url="http://karten.intranet:8080/style.json",
+                          basemap_origins=["http://kacheln.intranet:9000", "https://cdn.example"]) as (_, client):
+        csp = (await client.get("/viewer")).headers["content-security-policy"]
+    assert "connect-src 'self' https: http://karten.intranet:8080 http://kacheln.intranet:9000;" in csp
+    assert csp.count("http://") == 6 and "cdn.example" not in csp  # https: admits it already
+
+
+async def test_a_basemap_loads_from_a_further_plain_http_origin_once_it_is_named(cluster, db_url):
+    """The style on one intranet server, its data on another: the pages' CSP lets the browser read the second
+    only when GEOTWIN_API__BASEMAP_ORIGINS names it."""
+    data_base, data_httpd, data_requested = serve_json({})
+    style = {**BASEMAP, "sources": {"basemap-points": {"type": "geojson", "data": f"{data_base}/places.geojson"}}}
+    style_base, style_httpd, _ = serve_json({"/maps/style.json": style})
+    try:
+        for origins, reached in (([], False), ([data_base], True)):
+            data_requested.clear()
+            app = create_app(settings_for(cluster, basemap_style_url=f"{style_base}/maps/style.json",
+                                          basemap_origins=origins))
+            base, server, thread = serve_in_thread(app)
+            try:
+                async with browser_page(1280, 900) as page:
+                    await open_viewer(page, f"{base}/viewer?root=/municipalities/halle")
+                    assert await page.evaluate(MAGENTA_SHARE) > 0.05, "the style itself loads either way"
+                    assert ("/places.geojson" in data_requested) is reached, origins
+            finally:
+                server.should_exit = True
+                thread.join(timeout=10)
+    finally:
+        for httpd in (data_httpd, style_httpd):
+            httpd.shutdown()
+            httpd.server_close()
+
+
+def test_further_basemap_origins_must_be_origins():
+    from pydantic import ValidationError
+
+    from service.settings import ApiSettings
+
+    assert ApiSettings(basemap_origins=["http://kacheln.intranet:9000/"]).basemap_origins == \
+        ["http://kacheln.intranet:9000"]
+    for bad in ("kacheln.intranet", "http://kacheln.intranet/tiles", "ftp://kacheln.intranet",
+                "http://a; script-src *"):
+        with pytest.raises(ValidationError, match="not an origin"):
+            ApiSettings(basemap_origins=[bad])
