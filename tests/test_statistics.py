@@ -30,20 +30,21 @@ async def kept_and_recounted(conn: asyncpg.Connection) -> tuple[tuple, tuple]:
     return kept, recounted
 
 
-@pytest.fixture(scope="module")
-def stats_db(demo_db):
-    return demo_db("geotwin_stats")
+@pytest.fixture
+def own_db(demo_db, request):
+    """The demo in a database of this test's own (they write freely)."""
+    return demo_db(f"geotwin_stats_{request.node.name[5:40]}")
 
 
 def _day(rng: random.Random) -> date | None:
     return None if rng.random() < 0.4 else date(2020, 1, 1) + timedelta(days=rng.randrange(3000))
 
 
-async def test_every_kind_of_write_leaves_the_statistics_a_recount_would_give(stats_db):
+async def test_every_kind_of_write_leaves_the_statistics_a_recount_would_give(own_db):
     """Inserts, moves, property and validity edits, deletes at the edge and inside, features changing
     collection, emptying and refilling: as psql or QGIS on the table would write them."""
     rng = random.Random(20261122)
-    conn = await asyncpg.connect(stats_db)
+    conn = await asyncpg.connect(own_db)
     try:
         sites, zones, other = [r[0] for r in await conn.fetch(
             "SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
@@ -114,18 +115,14 @@ async def test_every_kind_of_write_leaves_the_statistics_a_recount_would_give(st
         await conn.close()
 
 
-@pytest.fixture(scope="module")
-def concurrent_db(demo_db):
-    return demo_db("geotwin_stats_concurrent")
 
-
-async def test_concurrent_writers_leave_the_statistics_a_recount_would_give(concurrent_db):
+async def test_concurrent_writers_leave_the_statistics_a_recount_would_give(own_db):
     """Two outside writers at once on the same two collections, statement by statement: inserts far out,
     deletes of the feature on the edge (both may aim at the same one), moves. Each statement's trigger waits for
     the other's to commit and adds to what it left."""
     async def writer(name: str, seed: int) -> None:
         rng = random.Random(seed)
-        conn = await asyncpg.connect(concurrent_db)
+        conn = await asyncpg.connect(own_db)
         try:
             pks = [r[0] for r in await conn.fetch(
                 "SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
@@ -149,7 +146,7 @@ async def test_concurrent_writers_leave_the_statistics_a_recount_would_give(conc
             await conn.close()
 
     await asyncio.gather(writer("a", 1), writer("b", 2))
-    conn = await asyncpg.connect(concurrent_db)
+    conn = await asyncpg.connect(own_db)
     try:
         kept, recounted = await kept_and_recounted(conn)
         assert kept == recounted
@@ -157,15 +154,11 @@ async def test_concurrent_writers_leave_the_statistics_a_recount_would_give(conc
         await conn.close()
 
 
-@pytest.fixture(scope="module")
-def reads_db(demo_db):
-    return demo_db("geotwin_stats_reads")
 
-
-async def test_an_edit_reads_only_the_rows_it_touches(reads_db):
+async def test_an_edit_reads_only_the_rows_it_touches(own_db):
     """In a collection of 5,000 sites, inserting, changing and deleting one site inside the extent reads a
     handful of rows: the statistics are not recounted by scanning the collection."""
-    conn = await asyncpg.connect(reads_db)
+    conn = await asyncpg.connect(own_db)
     try:
         pk = await conn.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
                                  "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
