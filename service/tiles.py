@@ -1,4 +1,5 @@
-"""Tile matrix sets and tile geometry: WebMercatorQuad and an ETRS89 / UTM 32N grid (morecantile).
+"""Tile matrix sets and tile geometry: WebMercatorQuad, WorldCRS84Quad and an ETRS89 / UTM 32N grid
+(morecantile).
 
 The UTM grid has the origin and level-0 resolution of the AdV tiling scheme for EPSG:25832, so its tiles line
 up with those of German state and federal tile services.
@@ -17,8 +18,9 @@ from service.errors import NotFound
 
 UTM32_ORIGIN = (-46133.17, 6301219.54)
 UTM32_RES0 = 4891.96981025128
-# How far we serve each grid. WebMercatorQuad z20 is ~15 cm per pixel at 51° N; UTM32 z17 is ~4 cm.
-MAX_ZOOM = {"WebMercatorQuad": 20, "UTM32ETRS89Quad": 17}
+# How far we serve each grid. WebMercatorQuad z20 is ~15 cm per pixel at 51° N; UTM32 z17 is ~4 cm;
+# WorldCRS84Quad z19 is ~9 cm east-west at 51° N.
+MAX_ZOOM = {"WebMercatorQuad": 20, "WorldCRS84Quad": 19, "UTM32ETRS89Quad": 17}
 EXTENT = 4096  # MVT grid units per tile
 BUFFER = 64  # MVT units around each tile, so lines and fills join seamlessly
 # Below these WebMercatorQuad zooms a layer type is not in tiles (declared in TileJSON, tileset metadata and the
@@ -36,7 +38,9 @@ def matrix_sets() -> dict[str, morecantile.TileMatrixSet]:
     utm = morecantile.TileMatrixSet.custom(
         [x0, y1 - size, x0 + size, y1], CRS.from_epsg(25832), id="UTM32ETRS89Quad",
         title="ETRS89 / UTM zone 32N (EPSG:25832), AdV tiling scheme", minzoom=0, maxzoom=MAX_ZOOM["UTM32ETRS89Quad"])
-    return {"WebMercatorQuad": morecantile.tms.get("WebMercatorQuad"), "UTM32ETRS89Quad": utm}
+    # WorldCRS84Quad: GDAL's OGCAPI driver prefers it, and reads it with the collection's CRS84 extent as is.
+    return {"WebMercatorQuad": morecantile.tms.get("WebMercatorQuad"),
+            "WorldCRS84Quad": morecantile.tms.get("WorldCRS84Quad"), "UTM32ETRS89Quad": utm}
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ def get_tms(tms_id: str) -> morecantile.TileMatrixSet:
                        parameter="tileMatrixSetId") from None
 
 
-SRIDS = {"WebMercatorQuad": 3857, "UTM32ETRS89Quad": 25832}
+SRIDS = {"WebMercatorQuad": 3857, "WorldCRS84Quad": 4326, "UTM32ETRS89Quad": 25832}
+# Metres per degree of longitude at the equator (for ground resolutions in the geographic grid).
+DEGREE_M = 111_320.0
 # Tiles whose bounds and footprint are remembered per worker: the hot ones. Each tile ever asked for stays until
 # evicted, so this bounds memory (a 10-minute soak with 65,536 grew a worker by ~1 MB a minute).
 TILE_MEMO = 4096
@@ -91,7 +97,11 @@ def tile_ref(tms_id: str, z: int, row: int, col: int) -> TileRef:
 def ground_resolution(tms_id: str, z: int) -> float:
     """Metres on the ground per pixel (256 px tiles) at the region's latitude."""
     cell = get_tms(tms_id).matrix(z).cellSize
-    return cell * math.cos(math.radians(REFERENCE_LAT)) if tms_id == "WebMercatorQuad" else cell
+    if tms_id == "WebMercatorQuad":
+        return cell * math.cos(math.radians(REFERENCE_LAT))
+    if SRIDS[tms_id] == 4326:  # degrees; east-west
+        return cell * DEGREE_M * math.cos(math.radians(REFERENCE_LAT))
+    return cell
 
 
 @cache

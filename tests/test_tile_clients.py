@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from pyproj import Transformer
 
-from service.tiles import matrix_sets
+from service.tiles import matrix_sets, min_zoom
 from tests.conftest import run_qgis
 
 HERE = Path(__file__).resolve().parent
@@ -40,24 +40,30 @@ def test_gdal_mvt_driver_reads_a_tile_whose_layers_are_tilejsons(live_server, tm
 def test_gdal_ogcapi_driver_reads_a_collection_tile_set(live_server):
     """GDAL's OGCAPI driver (the GDAL 3.12 inside pyogrio's wheel: Debian 12's GDAL 3.6 lacks the driver's vector
     tiles) follows the collection's tile set, our tile matrix set and the tileset's limits down to the tiles.
-    GDAL takes the collection's CRS84 extent as if it were in the tile matrix set's CRS (its raster tiles
-    reproject it, its vector tiles do not), so the extent is given in EPSG:3857, as a user must too.
+    With no options it picks WorldCRS84Quad, where the collection's CRS84 extent is what it takes it for. In
+    WebMercatorQuad it would take that extent as projected coordinates (its raster tiles reproject it, its
+    vector tiles do not), so a user who chooses that grid gives the extent in EPSG:3857.
     GDAL runs in a child process: the live server is a thread of this one, and pyogrio holds the GIL."""
     x0, y0, x1, y1 = Transformer.from_crs(4326, 3857, always_xy=True).transform_bounds(11.9, 51.4, 12.1, 51.6)
     script = f"""
 import json, pyogrio, pyogrio.raw
 url = "OGCAPI:{live_server}/municipalities/halle/collections/commercial-sites"
-extent = dict(MINX="{x0}", MINY="{y0}", MAXX="{x1}", MAXY="{y1}")
-first = pyogrio.read_info(url, layer=0, **extent)["layer_name"]
-meta, _, geometries, values = pyogrio.raw.read(url, layer="Zoom level 13", **extent)
-names = sorted(set(values[list(meta["fields"]).index("name")]))
-print(json.dumps({{"first": first, "count": len(geometries), "names": names}}))
+out = {{}}
+for grid, options in (("WorldCRS84Quad", {{}}), ("WebMercatorQuad", dict(
+        TILEMATRIXSET="WebMercatorQuad", MINX="{x0}", MINY="{y0}", MAXX="{x1}", MAXY="{y1}"))):
+    first = pyogrio.read_info(url, layer=0, **options)["layer_name"]
+    meta, _, geometries, values = pyogrio.raw.read(url, layer="Zoom level 13", **options)
+    names = sorted(set(values[list(meta["fields"]).index("name")]))
+    out[grid] = {{"first": first, "count": len(geometries), "names": names}}
+print(json.dumps(out))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     read = json.loads(result.stdout.strip().splitlines()[-1])
-    assert read["first"] == "Zoom level 10"  # the limits start at the sites' minimum zoom
-    assert "Star Park – Teilfläche A" in read["names"] and read["count"] >= 6
+    for grid, got in read.items():
+        # the limits start at the sites' minimum zoom in that grid
+        assert got["first"] == f"Zoom level {min_zoom('commercial-site', grid)}", (grid, got)
+        assert "Star Park – Teilfläche A" in got["names"] and got["count"] >= 6, (grid, got)
 
 
 def test_qgis_loads_and_draws_collection_and_dataset_tiles(live_server, tmp_path):

@@ -37,7 +37,7 @@ async def get_mvt(client, path: str) -> dict:
 
 async def test_tile_matrix_sets(client):
     ids = {t["id"] for t in (await client.get(f"{HALLE}/tileMatrixSets")).json()["tileMatrixSets"]}
-    assert ids == {"WebMercatorQuad", "UTM32ETRS89Quad"}
+    assert ids == {"WebMercatorQuad", "WorldCRS84Quad", "UTM32ETRS89Quad"}
     utm = (await client.get(f"{HALLE}/tileMatrixSets/UTM32ETRS89Quad")).json()
     assert utm["crs"].endswith("/25832")
     assert utm["tileMatrices"][0]["pointOfOrigin"] == [-46133.17, 6301219.54]
@@ -53,7 +53,7 @@ async def test_tileset_metadata_links_the_template_and_lists_layers(client):
     sites = next(layer for layer in doc["layers"] if layer["id"] == "commercial-sites")
     assert sites["minTileMatrix"] == "10"
     lists = (await client.get(f"{HALLE}/collections/commercial-sites/tiles")).json()
-    assert len(lists["tilesets"]) == 2
+    assert len(lists["tilesets"]) == 3
 
 
 async def test_tileset_metadata_limits_the_tiles_to_the_data(client):
@@ -61,7 +61,7 @@ async def test_tileset_metadata_limits_the_tiles_to_the_data(client):
     path = f"{HALLE}/collections/commercial-sites"
     west, south, east, north = (await client.get(path)).json()["extent"]["spatial"]["bbox"][0]
     sites = (await client.get(f"{path}/items?limit=100")).json()["features"]
-    for tms_id in ("WebMercatorQuad", "UTM32ETRS89Quad"):
+    for tms_id in ("WebMercatorQuad", "WorldCRS84Quad", "UTM32ETRS89Quad"):
         doc = (await client.get(f"{path}/tiles/{tms_id}")).json()
         limits = {int(m["tileMatrix"]): m for m in doc["tileMatrixSetLimits"]}
         assert sorted(limits) == list(range(int(doc["layers"][0]["minTileMatrix"]),
@@ -72,7 +72,7 @@ async def test_tileset_metadata_limits_the_tiles_to_the_data(client):
                 t = tile_of(tms_id, lon, lat, z)
                 assert m["minTileCol"] <= t.x <= m["maxTileCol"] and m["minTileRow"] <= t.y <= m["maxTileRow"], \
                     (tms_id, z, site["id"])
-            if tms_id == "WebMercatorQuad":  # north-west and south-east corners give the limits exactly
+            if tms_id != "UTM32ETRS89Quad":  # north-west and south-east corners give the limits exactly
                 nw, se = tile_of(tms_id, west, north, z), tile_of(tms_id, east, south, z)
                 assert (m["minTileCol"], m["minTileRow"], m["maxTileCol"], m["maxTileRow"]) == (nw.x, nw.y, se.x, se.y)
         beyond = limits[14]
@@ -89,13 +89,15 @@ async def test_tileset_lists_name_the_crs_and_the_tiling_scheme(client):
     for doc in ((await client.get(f"{HALLE}/collections/commercial-sites/tiles")).json(),
                 (await client.get("/region/tiles")).json()):
         for item in doc["tilesets"]:
-            assert item["crs"].startswith("http://www.opengis.net/def/crs/EPSG/0/")
+            assert item["crs"].startswith("http://www.opengis.net/def/crs/EPSG/0/") or (
+                item["crs"] == "http://www.opengis.net/def/crs/OGC/1.3/CRS84" and "WorldCRS84Quad" in item["title"])
             scheme = next(link for link in item["links"]
                           if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme")
             assert (await client.get(scheme["href"])).json()["id"] == scheme["title"]
     sets = (await client.get(f"{HALLE}/tileMatrixSets")).json()["tileMatrixSets"]
     assert {s["id"]: s.get("uri") for s in sets} == {
-        "WebMercatorQuad": "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad", "UTM32ETRS89Quad": None}
+        "WebMercatorQuad": "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad",
+        "WorldCRS84Quad": "http://www.opengis.net/def/tilematrixset/OGC/1.0/WorldCRS84Quad", "UTM32ETRS89Quad": None}
 
 
 async def test_dataset_tile_has_one_layer_per_collection(client):
@@ -122,6 +124,8 @@ def _expected_tile_xy(tms_id: str, t: morecantile.Tile, x: float, y: float, src_
     (LEIPZIG, "leipzig", 25833, "gs-101", "WebMercatorQuad", 14),
     (HALLE, "halle", 25832, "gs-006", "WebMercatorQuad", 14),
     (HALLE, "halle", 25832, "gs-006", "UTM32ETRS89Quad", 9),
+    (LEIPZIG, "leipzig", 25833, "gs-101", "WorldCRS84Quad", 13),
+    (HALLE, "halle", 25832, "gs-006", "WorldCRS84Quad", 13),
 ])
 async def test_features_sit_where_their_source_coordinates_say(client, root, muni, src_epsg, fid, tms_id, z):
     """Every vertex inside the tile is one of the source's corners, put there independently with pyproj."""

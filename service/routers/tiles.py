@@ -1,5 +1,5 @@
 """OGC API – Tiles for every API root: the dataset's tiles (one layer per collection) and each collection's,
-in WebMercatorQuad and UTM32ETRS89Quad, as Mapbox Vector Tiles or GeoJSON; TileJSON and MapLibre styles.
+in WebMercatorQuad, WorldCRS84Quad and UTM32ETRS89Quad, as Mapbox Vector Tiles or GeoJSON; TileJSON and MapLibre styles.
 
 An empty tile is answered 204 No Content in both formats; a tile outside the matrix set is a 404.
 """
@@ -28,7 +28,8 @@ GEOJSON = "application/geo+json"
 TILEJSON = "application/vnd.mapbox.tile+json"
 STYLE = "application/vnd.mapbox.style+json"
 
-TmsId = Annotated[str, Path(alias="tileMatrixSetId", description="WebMercatorQuad or UTM32ETRS89Quad")]
+TmsId = Annotated[str, Path(alias="tileMatrixSetId",
+                                 description="WebMercatorQuad, WorldCRS84Quad or UTM32ETRS89Quad")]
 TileMatrix = Annotated[int, Path(alias="tileMatrix", description="zoom level")]
 TileRow = Annotated[int, Path(alias="tileRow")]
 TileCol = Annotated[int, Path(alias="tileCol")]
@@ -147,6 +148,12 @@ def tms_uri(base: str, tms_id: str) -> str:
     return get_tms(tms_id).uri or f"{base}/tileMatrixSets/{tms_id}"
 
 
+def tms_crs(tms_id: str) -> str:
+    """The CRS of a tile matrix set's tiles (WorldCRS84Quad's is CRS84: longitude first)."""
+    srid = SRIDS[tms_id]
+    return CRS84 if srid == 4326 else epsg_uri(srid)
+
+
 def tiling_scheme(base: str, tms_id: str) -> dict[str, str]:
     return link(f"{base}/tileMatrixSets/{tms_id}", "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme", JSON,
                 tms_id)
@@ -160,7 +167,7 @@ def tileset_doc(base: str, url: str, title: str, collections: list[Collection], 
     doc: dict[str, Any] = {
         "title": title,
         "dataType": "vector",
-        "crs": epsg_uri(SRIDS[tms_id]),
+        "crs": tms_crs(tms_id),
         "tileMatrixSetURI": tms_uri(base, tms_id),
         "links": [
             link(url, "self", JSON, title),
@@ -225,7 +232,7 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         check_known(request.query_params, {"f"})
         base = root(request, scope)
         return json_response({"tileMatrixSets": [
-            {"id": tid, "title": tms.title or tid, **({"uri": tms.uri} if tms.uri else {}), "crs": epsg_uri(SRIDS[tid]),
+            {"id": tid, "title": tms.title or tid, **({"uri": tms.uri} if tms.uri else {}), "crs": tms_crs(tid),
              "links": [link(f"{base}/tileMatrixSets/{tid}", "self", JSON)]} for tid, tms in matrix_sets().items()]})
 
     @router.get("/tileMatrixSets/{tileMatrixSetId}", operation_id=f"{kind}.getTileMatrixSet",
@@ -240,7 +247,7 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         base = root(request, scope)
         url = base + path + "/tiles"
         return json_response({"links": [link(url, "self", JSON)], "tilesets": [
-            {"title": f"{title} ({tid})", "dataType": "vector", "crs": epsg_uri(SRIDS[tid]),
+            {"title": f"{title} ({tid})", "dataType": "vector", "crs": tms_crs(tid),
              "tileMatrixSetURI": tms_uri(base, tid),
              "links": [link(f"{url}/{tid}", "self", JSON), tiling_scheme(base, tid)]} for tid in matrix_sets()]})
 
