@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,11 @@ class DatabaseSettings(BaseSettings):
         return f"postgresql://{auth}@{self.host}:{self.port}/{database}"
 
 
+def _csp_origin(parts: SplitResult) -> bool:
+    """An http(s) URL whose origin may go into the pages' Content-Security-Policy as it is."""
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not any(c in parts.netloc for c in " ;,'\"")
+
+
 class ApiSettings(BaseModel):
     """How collections are paged and presented."""
 
@@ -68,9 +73,7 @@ class ApiSettings(BaseModel):
     @field_validator("basemap_style_url")
     @classmethod
     def _basemap_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if url and (parts.scheme not in ("http", "https") or not parts.netloc
-                    or any(c in parts.netloc for c in " ;,'\"")):  # the origin goes into the pages' CSP
+        if url and not _csp_origin(urlsplit(url)):
             raise ValueError(f"not an http(s) URL of a MapLibre style: {url!r}")
         return url
 
@@ -79,8 +82,7 @@ class ApiSettings(BaseModel):
     def _origins(cls, origins: list[str]) -> list[str]:
         for origin in origins:
             parts = urlsplit(origin)
-            if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query
-                    or any(c in parts.netloc for c in " ;,'\"")):  # it goes into the pages' CSP
+            if not _csp_origin(parts) or parts.path.strip("/") or parts.query:
                 raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
         return [origin.rstrip("/") for origin in origins]
 

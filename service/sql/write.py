@@ -144,12 +144,10 @@ async def replace_feature(conn: asyncpg.Connection, collection_pk: int, row: Fea
     `expected` (None: any); the new change id, or None when nothing matched."""
     if properties_only is not None:
         props, start, end = properties_only
-        change = await conn.fetchval(UPDATE_PROPERTIES, collection_pk, fid, props, start, end, expected)
-    else:
-        assert row is not None
-        _, wkb, props, start, end = row
-        change = await conn.fetchval(REPLACE, collection_pk, fid, wkb, source_srid, props, start, end, expected)
-    return change
+        return await conn.fetchval(UPDATE_PROPERTIES, collection_pk, fid, props, start, end, expected)
+    assert row is not None
+    _, wkb, props, start, end = row
+    return await conn.fetchval(REPLACE, collection_pk, fid, wkb, source_srid, props, start, end, expected)
 
 
 async def delete_feature(conn: asyncpg.Connection, collection_pk: int, fid: str, expected: int | None) -> bool:
