@@ -103,3 +103,11 @@ def test_the_readme_self_hosting_commands_work(host):
     assert int(sites) == 6  # Halle's demo sites, imported under Saalekreis
     assert cluster.psql("SELECT revoked_at IS NOT NULL FROM api_key ORDER BY id LIMIT 1", db) == "t"
     assert {"municipality add", "keys create", "keys list", "import ", "pg_dump"} <= set(ran)
+
+
+def test_the_readme_shows_the_current_migration_head():
+    """The `/ready` answer the README quotes names the head an admin's fresh installation reaches."""
+    from service.migrate import head_revision
+
+    quoted = re.findall(r'"migration":\s*"(\w+)"', (ROOT / "README.md").read_text())
+    assert quoted and set(quoted) == {head_revision()}, quoted
