@@ -259,7 +259,8 @@ def import_cmd(
     map_: Annotated[list[str] | None, typer.Option("--map", help="property=source_field (repeatable)")] = None,
     layer: Annotated[str | None, typer.Option(help="layer of a multi-layer file")] = None,
     id_field: Annotated[str | None, typer.Option(help="source field with the feature ids")] = None,
-    encoding: Annotated[str | None, typer.Option(help="text encoding when the file does not say")] = None,
+    encoding: Annotated[str | None, typer.Option(
+        help="text encoding of a CSV/GeoJSON that is not UTF-8 or a Shapefile without .cpg, e.g. cp1252")] = None,
     layer_type: Annotated[str | None, typer.Option(help="create the collection with this layer type if missing")]
     = None,
     url: UrlOpt = None,

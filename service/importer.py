@@ -2,7 +2,8 @@
 
 All or nothing, in bounded memory, whatever the file's size:
 1. the file is checked before GDAL sees it (size, UTF-8 for text formats, a zip's entries: no paths that
-   leave the archive, no bombs);
+   leave the archive, no bombs). A CSV or GeoJSON file in another encoding (`encoding`: Excel saves CSV in
+   cp1252) is read from a UTF-8 copy; for a Shapefile GDAL recodes the text itself;
 2. GDAL (pyogrio) reads it in Arrow batches; each batch is mapped onto the layer type (a field mapping can
    be given) and checked (geometry vectorised with Shapely, properties with the layer type's validator);
 3. inside one transaction, which holds the collection from the start, each checked batch moves into the
@@ -19,6 +20,8 @@ import asyncio
 import codecs
 import contextlib
 import datetime as dt
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +45,9 @@ from service.sql.catalog import refresh_collection
 from service.sql.write import act_as
 
 BATCH = 20_000
+# Uploads, and UTF-8 copies of files in other encodings, live in temporary directories named so; a service
+# that dies during an import leaves them behind, and a later start sweeps them up (service.jobs).
+WORK_PREFIX = "geotwin-import-"
 MAX_ZIP_ENTRIES = 1_000
 MAX_ZIP_RATIO = 200
 FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV"}
@@ -70,7 +76,8 @@ class ImportOptions:
     mapping: dict[str, str] = field(default_factory=dict)  # layer-type property -> source field
     layer: str | None = None  # for files with several layers
     id_field: str | None = None  # source field holding feature ids (default: the file's own ids)
-    encoding: str | None = None  # Shapefile/CSV text encoding when the file does not say
+    encoding: str | None = None  # text encoding when the file does not say (CSV and GeoJSON that are not UTF-8,
+    # a Shapefile without .cpg)
     max_bytes: int = 2 << 30
 
 
@@ -130,8 +137,27 @@ class ImportReport:
 
 # ---------------------------------------------------------------- checking the file before GDAL reads it
 
-def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str]:
-    """(what GDAL opens, driver) after the checks every upload gets."""
+def text_encoding(name: str | None) -> str | None:
+    """The codec `encoding` names, as Python calls it; None for UTF-8, which every reader takes as it is. An
+    unknown name, or a codec that is not for text (base64, zlib), is a 400 naming `encoding`."""
+    if not name or not name.strip():
+        return None
+    try:
+        b"\0\0\0\0".decode(name.strip())
+        codec = codecs.lookup(name.strip())
+    except UnicodeError:  # a codec, but not one for files (undefined, punycode)
+        raise InvalidParameter(f"{name[:40]!r} is not an encoding files are written in: give one such as cp1252",
+                               parameter="encoding") from None
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        raise InvalidParameter(f"unknown text encoding {name[:40]!r}: give one such as cp1252 (Excel and "
+                               "Windows), iso-8859-1 or utf-16", parameter="encoding") from None
+    return None if codec.name == "utf-8" else codec.name
+
+
+def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
+    """(what GDAL opens, driver, the file it reads) after the checks every upload gets. The file read is a
+    UTF-8 copy, in a directory of its own, when a CSV or GeoJSON file comes in another encoding; the caller
+    removes it (`remove_copy`)."""
     size = path.stat().st_size
     if size > options.max_bytes:
         raise PayloadTooLarge(f"the file has {size:,} bytes; at most {options.max_bytes:,} are accepted")
@@ -141,15 +167,49 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str]:
     if driver is None:
         raise InvalidParameter(f"unknown file type {path.suffix!r}: send .geojson, .gpkg, .zip (a zipped "
                                "Shapefile) or .csv", parameter="file")
-    if driver in ("GeoJSON", "CSV") and not options.encoding:
-        _check_utf8(path)
+    encoding = text_encoding(options.encoding)
+    if driver in ("GeoJSON", "CSV"):
+        if encoding is None:
+            _check_utf8(path)
+        else:
+            path = _utf8_copy(path, encoding)
     if driver == "ESRI Shapefile":
-        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes)}", driver
+        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes)}", driver, path
     if driver == "GPKG":
         with path.open("rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":
                 raise InvalidData("not a GeoPackage (no SQLite header)", parameter="file")
-    return str(path), driver
+    return str(path), driver, path
+
+
+def remove_copy(original: Path, read: Path) -> None:
+    """Remove the UTF-8 copy `gdal_path` made, if it made one."""
+    if read != original:
+        shutil.rmtree(read.parent, ignore_errors=True)
+
+
+def _utf8_copy(path: Path, encoding: str) -> Path:
+    """`path`, a text file in `encoding`, copied as UTF-8 (streamed: memory stays flat)."""
+    directory = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
+    target = directory / ("utf8" + path.suffix.lower())
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    try:
+        with path.open("rb") as source, target.open("wb") as out:
+            while True:
+                chunk = source.read(1 << 20)
+                try:
+                    out.write(decoder.decode(chunk, final=not chunk).encode())
+                except UnicodeError as exc:
+                    at = offset + getattr(exc, "start", 0) - max(len(getattr(exc, "object", chunk)) - len(chunk), 0)
+                    raise InvalidData(f"the file is not {encoding}: it cannot be read as that at offset {at:,} "
+                                      "(is the encoding right?)", parameter="encoding") from None
+                if not chunk:
+                    return target
+                offset += len(chunk)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def _check_utf8(path: Path) -> None:
@@ -161,7 +221,8 @@ def _check_utf8(path: Path) -> None:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 raise InvalidData(f"the file is not UTF-8: invalid byte at offset {offset + exc.start:,} "
-                                  "(save it as UTF-8, or give its encoding)", parameter="file") from None
+                                  "(save it as UTF-8, or give its encoding: Excel saves CSV as cp1252)",
+                                  parameter="file") from None
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
@@ -202,9 +263,37 @@ def _check_zip(path: Path, max_bytes: int) -> str:
 
 def _open_options(driver: str, options: ImportOptions) -> dict[str, Any]:
     extra: dict[str, Any] = dict(CSV_OPTIONS) if driver == "CSV" else {}
-    if options.encoding:
-        extra["encoding"] = options.encoding
+    encoding = text_encoding(options.encoding)
+    if driver == "ESRI Shapefile" and encoding:
+        extra["ENCODING"] = encoding  # GDAL's open option: it recodes the DBF's names and text to UTF-8
     return extra
+
+
+def _not_text(driver: str, options: ImportOptions, where: str, index: int | None = None,
+              field_name: str | None = None) -> InvalidData:
+    """The error for text that is not UTF-8 after reading: the file's encoding is not the one given or
+    assumed."""
+    if options.encoding:
+        message = f"{where} cannot be read as {options.encoding}: give the encoding the file is in"
+    else:
+        hint = " (a Shapefile without .cpg)" if driver == "ESRI Shapefile" else ""
+        message = (f"{where} is not UTF-8, and the file does not say its encoding{hint}: give encoding, e.g. "
+                   "cp1252")
+    return InvalidData(message, parameter="encoding", index=index, property=field_name)
+
+
+def _undecodable(table: Any) -> tuple[int, str] | None:
+    """(row, column) of the first text in an Arrow batch that is not UTF-8."""
+    for name in table.schema.names:
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+            for i, value in enumerate(column.view(binary).to_pylist()):
+                try:
+                    value is None or value.decode()
+                except UnicodeDecodeError:
+                    return i, name
+    return None
 
 
 def _unreadable(driver: str, exc: Exception) -> InvalidData:
@@ -380,19 +469,24 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                       actor: str = "") -> ImportReport:
     """Import `path` into the collection, all or nothing. Raises InvalidData with the report when any
     feature is rejected (nothing is written then)."""
-    source, driver = await asyncio.to_thread(gdal_path, path, options)  # reads the whole file once (UTF-8 check)
-    total = await asyncio.to_thread(feature_count, path, source, driver, options)
-    reading = pyogrio.raw.open_arrow(source, layer=options.layer, batch_size=BATCH, return_fids=True,
-                                     use_pyarrow=True, **_open_options(driver, options))
+    source, driver, read = await asyncio.to_thread(gdal_path, path, options)  # reads the file once (UTF-8 check)
     try:
-        meta, reader = await asyncio.to_thread(reading.__enter__)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise _unreadable(driver, exc) from None
-    try:
-        return await _import(conn, collection_pk, layer, path, options, progress, actor, driver, total, meta,
-                             reader)
+        total = await asyncio.to_thread(feature_count, read, source, driver, options)
+        reading = pyogrio.raw.open_arrow(source, layer=options.layer, batch_size=BATCH, return_fids=True,
+                                         use_pyarrow=True, **_open_options(driver, options))
+        try:
+            meta, reader = await asyncio.to_thread(reading.__enter__)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+            raise _unreadable(driver, exc) from None
+        except UnicodeDecodeError:
+            raise _not_text(driver, options, "the names of its fields") from None
+        try:
+            return await _import(conn, collection_pk, layer, path, options, progress, actor, driver, total, meta,
+                                 reader)
+        finally:
+            await asyncio.to_thread(reading.__exit__, None, None, None)
     finally:
-        await asyncio.to_thread(reading.__exit__, None, None, None)
+        await asyncio.to_thread(remove_copy, path, read)
 
 
 async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,
@@ -435,8 +529,13 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 rows = None
                 if batch is not None:
                     fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
-                    rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer, crs,
-                                                   mapping, options.id_field, issues)
+                    try:
+                        rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer,
+                                                       crs, mapping, options.id_field, issues)
+                    except UnicodeDecodeError:
+                        row, name = await asyncio.to_thread(_undecodable, batch) or (0, None)
+                        raise _not_text(driver, options, f"feature {start + row}: {name}", start + row,
+                                        name) from None
                 if moving is not None:  # the previous batch, moving meanwhile
                     collided |= not await moving
                     moving = None

@@ -24,7 +24,7 @@ import orjson
 from service.bodies import body_chunks
 from service.db import connection
 from service.errors import GeoTwinError, PayloadTooLarge
-from service.importer import ImportOptions, ImportReport, import_file
+from service.importer import WORK_PREFIX, ImportOptions, ImportReport, import_file
 from service.layertypes import LayerType
 from service.observability import IMPORTS, IMPORTS_RUNNING
 
@@ -104,7 +104,7 @@ def upload_name(filename: str, suffix: str) -> str:
     return f"{stem}{suffix}" if stem else f"upload{suffix}"
 
 
-UPLOAD_PREFIX = "geotwin-import-"
+UPLOAD_PREFIX = WORK_PREFIX
 STALE_UPLOAD_S = 24 * 3600  # an import of the largest upload allowed takes minutes, not a day
 
 

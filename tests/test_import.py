@@ -5,10 +5,13 @@ from the demo data, so the expected content is known."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import os
+import re
 import subprocess
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -89,13 +92,17 @@ async def run_import(dsn: str, path: Path, slug: str = "commercial-sites", **opt
         await conn.close()
 
 
+# The demo sites' properties under the 10-character names a Shapefile gives them.
+SHP_MAPPING = {"area_gross_ha": "area_gross", "area_net_ha": "area_net_h", "availability": "availabili",
+               "planning_status": "planning_s", "price_eur_m2": "price_eur_", "largest_plot_ha": "largest_pl",
+               "motorway_km": "motorway_k", "rail_siding": "rail_sidin", "last_update": "last_updat"}
+
+
 @pytest.mark.parametrize("fmt, options", [
     ("gpkg", {}),
     ("geojson", {}),
     ("csv", {"crs": "EPSG:25832"}),
-    ("zip", {"mapping": {"area_gross_ha": "area_gross", "area_net_ha": "area_net_h", "availability": "availabili",
-                         "planning_status": "planning_s", "price_eur_m2": "price_eur_", "largest_plot_ha": "largest_pl",
-                         "motorway_km": "motorway_k", "rail_siding": "rail_sidin", "last_update": "last_updat"}}),
+    ("zip", {"mapping": SHP_MAPPING}),
 ])
 async def test_each_format_imports_the_demo_sites_exactly(imp_db, files, fmt, options):
     original = await collection_state(imp_db)
@@ -107,6 +114,56 @@ async def test_each_format_imports_the_demo_sites_exactly(imp_db, files, fmt, op
         assert now[fid][1] == props, (fmt, fid)
         if fmt != "geojson":  # the 25833 file went 25832 -> 25833 -> 25832: centimetres may move
             assert now[fid][0] == geometry, (fmt, fid)
+
+
+async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_given(imp_db, files, tmp_path):
+    """Excel saves CSV as cp1252 (or as UTF-16, "Unicode text"), and older Shapefiles come without .cpg. With
+    `encoding` they import exactly as their UTF-8 originals do; without it, or with a wrong one, the error names
+    `encoding` (for a Shapefile also the first feature and field whose text it cannot read) and nothing is
+    written."""
+    original = await collection_state(imp_db)
+    work_dirs = set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"))
+    text = files["csv"].read_text(encoding="utf-8")
+    assert "ä" in text and "–" in text
+    excel, unicode = tmp_path / "excel.csv", tmp_path / "unicode.csv"
+    # As a German Excel saves it: semicolons between the fields, decimal commas.
+    rows = list(csv.reader(io.StringIO(text)))
+    german = io.StringIO()
+    writer = csv.writer(german, delimiter=";", lineterminator="\r\n")
+    writer.writerow(rows[0])
+    writer.writerows([re.sub(r"^(-?\d+)\.(\d+)$", r"\1,\2", v) for v in row] for row in rows[1:])
+    assert re.search(r";\d+,\d+;", german.getvalue())
+    excel.write_bytes(german.getvalue().encode("cp1252"))
+    unicode.write_bytes(text.encode("utf-16"))
+    shp = tmp_path / "shp"
+    ogr("-f", "ESRI Shapefile", str(shp), str(DEMO), "-nln", "flaechen", "-lco", "ENCODING=CP1252")
+    (shp / "flaechen.cpg").unlink()
+    old_zip = _zip(tmp_path / "old.zip", {p.name: p.read_bytes() for p in shp.iterdir()})
+
+    for path, options, parameter, message in [
+        (excel, {"crs": "EPSG:25832"}, "file", "not UTF-8"),
+        (excel, {"crs": "EPSG:25832", "encoding": "utf-16"}, "encoding", "not utf-16"),
+        (excel, {"crs": "EPSG:25832", "encoding": "Klingon"}, "encoding", "unknown text encoding 'Klingon'"),
+        (excel, {"crs": "EPSG:25832", "encoding": "base64"}, "encoding", "unknown text encoding"),
+        (old_zip, {"mapping": SHP_MAPPING}, "encoding", "without .cpg"),
+    ]:
+        with pytest.raises(GeoTwinError) as err:
+            await run_import(imp_db, path, **options)
+        assert message in err.value.description, (path.name, options, err.value.description)
+        assert err.value.where["parameter"] == parameter, (path.name, options, err.value.where)
+    first = next(i for i, f in enumerate(json.loads(DEMO.read_text())["features"])
+                 if not f["properties"]["name"].isascii())
+    assert (err.value.where["index"], err.value.where["property"]) == (first, "name")
+    assert await collection_state(imp_db) == original
+
+    for path, options in [(excel, {"crs": "EPSG:25832", "encoding": "cp1252"}),
+                          (excel, {"crs": "EPSG:25832", "encoding": "Windows-1252"}),
+                          (unicode, {"crs": "EPSG:25832", "encoding": "utf-16"}),
+                          (old_zip, {"mapping": SHP_MAPPING, "encoding": "cp1252"})]:
+        report = await run_import(imp_db, path, **options)
+        assert report.imported == len(original), (path.name, options)
+        assert await collection_state(imp_db) == original, (path.name, options)
+    assert set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")) <= work_dirs, "the UTF-8 copies are removed"
 
 
 async def test_a_file_without_crs_needs_one_and_a_wrong_crs_is_caught(imp_db, files):
@@ -308,7 +365,8 @@ async def test_api_import_job_reports_progress_and_result(api, files):
     assert job["report"]["source"] == "Gewerbeflächen Nord.csv"
     assert (await client.get(r.headers["location"])).status_code == 401, "job reports are for editors"
     for params, parameter in (({"filename": "x.doc"}, "filename"), ({"filename": "x.gpkg", "mode": "merge"}, "mode"),
-                              ({"filename": "x.gpkg", "mapping": "[1]"}, "mapping")):
+                              ({"filename": "x.gpkg", "mapping": "[1]"}, "mapping"),
+                              ({"filename": "x.csv", "encoding": "Klingon"}, "encoding")):
         r = await client.post(f"{COLLECTION}/imports", params=params, headers=auth, content=b"x")
         assert r.status_code == 400 and r.json()["parameter"] == parameter
 

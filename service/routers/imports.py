@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from service import jobs
 from service.deps import CollectionId, Scope
 from service.errors import InvalidParameter, NotFound
-from service.importer import FORMATS, ImportOptions
+from service.importer import FORMATS, ImportOptions, text_encoding
 from service.responses import base_url
 
 JSON = "application/json"
@@ -35,7 +35,9 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         mapping: Annotated[str | None, Query(description='JSON: {"property": "source field"}')] = None,
         layer: Annotated[str | None, Query(description="layer of a multi-layer file")] = None,
         id_field: Annotated[str | None, Query(description="source field with the feature ids")] = None,
-        encoding: Annotated[str | None, Query(description="text encoding when the file does not say")] = None,
+        encoding: Annotated[str | None, Query(
+            description="the text encoding of a CSV or GeoJSON file that is not UTF-8, or of a Shapefile without "
+                        ".cpg: cp1252 (Excel, Windows), iso-8859-1, utf-16 …")] = None,
     ) -> Response:
         c = scope.collection(collection_id)
         suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
@@ -50,6 +52,7 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
             raise InvalidParameter('mapping must be a JSON object like {"area_net_ha": "FLAECHE"}',
                                    parameter="mapping")
+        text_encoding(encoding)  # an unknown one is a 400 now, not a failed job later
         settings = request.app.state.settings.imports
         limit = settings.max_upload_mb * 1024 * 1024
         path = await jobs.save_upload(request.stream(), suffix, limit,
