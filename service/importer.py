@@ -300,6 +300,31 @@ def _unreadable(driver: str, exc: Exception) -> InvalidData:
     return InvalidData(f"the file cannot be read as {driver}: {str(exc)[:300]}", parameter="file")
 
 
+def choose_layer(source: str, driver: str, options: ImportOptions) -> str | None:
+    """The layer to read: the one `layer` names, else the file's only layer with geometries (a GeoPackage from
+    QGIS also holds its styles, `layer_styles`, as a table without). A file with several layers of geometries
+    needs `layer`; the errors list them."""
+    if driver != "GPKG":
+        return options.layer
+    try:
+        layers = [(str(name), kind) for name, kind in pyogrio.list_layers(source)]
+    except pyogrio.errors.DataSourceError as exc:
+        raise _unreadable(driver, exc) from None
+    spatial = [name for name, kind in layers if kind is not None]
+    listed = ", ".join(repr(name) for name in (spatial or [name for name, _ in layers])[:20])
+    if options.layer is not None:
+        if options.layer not in (name for name, _ in layers):
+            raise InvalidParameter(f"the file has no layer {options.layer[:100]!r}; its layers: {listed}",
+                                   parameter="layer")
+        return options.layer
+    if len(spatial) > 1:
+        raise InvalidParameter(f"the file holds {len(spatial)} layers with geometries ({listed}): give layer",
+                               parameter="layer")
+    if not spatial:
+        raise InvalidData(f"the file holds no layer with geometries (only {listed or 'nothing'})", parameter="file")
+    return spatial[0]
+
+
 def feature_count(path: Path, source: str, driver: str, options: ImportOptions) -> int:
     """How many features the file holds, for progress. GeoPackage, Shapefile and CSV say so cheaply. GDAL
     parses a whole GeoJSON file to count it (1.1 s for 100,000 sites, on top of the parse that reads it), so
@@ -471,6 +496,7 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
     feature is rejected (nothing is written then)."""
     source, driver, read = await asyncio.to_thread(gdal_path, path, options)  # reads the file once (UTF-8 check)
     try:
+        options.layer = await asyncio.to_thread(choose_layer, source, driver, options)
         total = await asyncio.to_thread(feature_count, read, source, driver, options)
         reading = pyogrio.raw.open_arrow(source, layer=options.layer, batch_size=BATCH, return_fids=True,
                                          use_pyarrow=True, **_open_options(driver, options))

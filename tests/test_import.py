@@ -166,6 +166,29 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
     assert set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")) <= work_dirs, "the UTF-8 copies are removed"
 
 
+async def test_a_geopackage_of_several_layers_needs_layer_and_qgis_styles_do_not_count(imp_db, files, tmp_path):
+    """QGIS keeps a project's styles in the GeoPackage (`layer_styles`, a table without geometries): the one layer
+    with geometries is read. Of two such layers neither is guessed: the error lists them, naming `layer`."""
+    original = await collection_state(imp_db)
+    styles = tmp_path / "layer_styles.csv"
+    styles.write_text("styleName,styleQML\ndefault,<qgis/>\n")
+    styled, two = tmp_path / "styled.gpkg", tmp_path / "two.gpkg"
+    for target in (styled, two):
+        ogr("-f", "GPKG", str(target), str(DEMO), "-nln", "gewerbe")
+        ogr("-update", "-f", "GPKG", str(target), str(styles), "-nln", "layer_styles")
+    ogr("-update", "-f", "GPKG", str(two), str(ROOT / "fixtures" / "demo" / "halle-planning-zones.geojson"),
+        "-nln", "bplan")
+    for options, parameter, message in [({}, "layer", "2 layers with geometries ('gewerbe', 'bplan'): give layer"),
+                                        ({"layer": "gewerbe2"}, "layer", "no layer 'gewerbe2'")]:
+        with pytest.raises(GeoTwinError) as err:
+            await run_import(imp_db, two, **options)
+        assert message in err.value.description and err.value.where["parameter"] == parameter, err.value.body()
+    assert await collection_state(imp_db) == original
+    for path, options in ((styled, {}), (two, {"layer": "gewerbe"})):
+        assert (await run_import(imp_db, path, **options)).imported == len(original)
+        assert await collection_state(imp_db) == original
+
+
 async def test_a_file_without_crs_needs_one_and_a_wrong_crs_is_caught(imp_db, files):
     with pytest.raises(GeoTwinError) as err:
         await run_import(imp_db, files["csv"])
