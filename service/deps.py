@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Path, Request
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.auth import Principal
 from service.catalog import Catalog, Collection, Dataset
@@ -34,6 +35,17 @@ class Scope:
 CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`",
                                    examples=["commercial-sites"])]
 FeatureId = Annotated[str, Path(alias="featureId", description="Feature id, e.g. `gs-001`", examples=["gs-001"])]
+
+
+class FeatureIdConvertor(StringConvertor):
+    """`{featureId:fid}` in a route: an id may hold `/` (plan numbers: `Nr. 12/3`, sent as `Nr.%2012%2F3`, which
+    arrives decoded), but does not end in `/versions`, so that path stays the versions' alone (a PUT there is a
+    405, not a write to a feature `gs-001/versions`)."""
+
+    regex = "(?:[^/]|/(?!versions$))+"
+
+
+register_url_convertor("fid", FeatureIdConvertor())
 
 
 async def current_catalog(request: Request) -> Catalog:

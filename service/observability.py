@@ -121,8 +121,8 @@ def _children(method: str, route: str, status: int) -> tuple[Any, Any]:
 
 
 def route_of(scope: Scope) -> str | None:
-    route = scope.get("route")
-    return getattr(route, "path", None) if route is not None else None
+    route = scope.get("route")  # its template as the OpenAPI document gives it (no `:fid` convertor)
+    return getattr(route, "path_format", None) if route is not None else None
 
 
 # ---------------------------------------------------------------- logging

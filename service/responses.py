@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 from fastapi import Request
@@ -31,7 +31,14 @@ def _shown(value: object) -> str:
     return str(value)
 
 
+def segment(value: object) -> str:
+    """A feature id as one segment of a URL path: percent-encoded, `/` too (`Nr. 12/3`, `Fläche €`); the routes
+    take a `/` inside an id. `:` stays, as in regional ids (`halle:gs-001`)."""
+    return quote(str(value), safe=":@")
+
+
 TEMPLATES.env.filters["shown"] = _shown
+TEMPLATES.env.filters["segment"] = segment
 GEOJSON = "application/geo+json"
 JSON = "application/json"
 HTML = "text/html"

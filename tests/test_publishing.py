@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import time
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import httpx
@@ -267,6 +268,43 @@ async def test_a_batch_with_one_bad_feature_writes_nothing_and_names_it(pub, key
     again = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
                               content=json.dumps(site("batch-1")))
     assert again.status_code == 409 and again.json()["property"] == "id"
+    # In a batch, the first feature whose id is taken, by its index, and how many there are.
+    body["features"] = [site("batch-4"), site("batch-3"), site("batch-1")]
+    again = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
+                              content=json.dumps(body))
+    assert again.status_code == 409 and (again.json()["property"], again.json()["index"]) == ("id", 1)
+    assert again.json()["description"].startswith("2 feature id(s) already in commercial-sites: batch-3, batch-1")
+    assert await count(client) == before + 2
+
+
+async def test_any_feature_id_gets_links_that_lead_back_to_it(pub, keys):
+    """Plan numbers hold slashes (`Nr. 12/3`), names umlauts and signs. Every link and `Location` carries the id
+    percent-encoded (a `€` in a header was a 500 after the write had committed), and each of them, followed,
+    reads, changes, lists and deletes that feature; the regional view too."""
+    _, client = pub
+    editor = auth(keys["halle_editor"])
+    for i, fid in enumerate(["Nr. 12/3", "Fläche €", "q?x#y&z=1", "halle:alt"]):
+        r = await client.post(f"{SITES}/items", headers={**editor, **GEOJSON},
+                              content=json.dumps(site(fid, x=12.1 + i * 0.01)))
+        assert r.status_code == 201, r.text
+        location = r.headers["location"]
+        assert location.isascii() and location.endswith("/items/" + quote(fid, safe=":@")), location
+        path = urlsplit(location).path
+        got = await client.get(path)
+        assert got.status_code == 200 and got.json()["id"] == fid
+        assert got.json()["links"][0]["href"] == f"{location}?f=json"
+        r = await client.patch(path, headers={**editor, "If-Match": got.headers["etag"],
+                                              "Content-Type": "application/merge-patch+json"},
+                               content=json.dumps({"properties": {"name": "geändert"}}))
+        assert r.status_code == 200 and r.json()["properties"]["name"] == "geändert"
+        versions = (await client.get(f"{path}/versions")).json()
+        assert len(versions["versions"]) == 2 and versions["links"][0]["href"] == location
+        page = (await client.get(f"{SITES}/items", params={"f": "html", "limit": 1000})).text
+        assert f'{path}?f=html"' in page
+        regional = await client.get(f"/region/collections/commercial-sites/items/{quote('halle:' + fid, safe=':@')}")
+        assert regional.status_code == 200 and regional.json()["id"] == f"halle:{fid}"
+        r = await client.delete(path, headers={**editor, "If-Match": (await client.get(path)).headers["etag"]})
+        assert r.status_code == 204 and (await client.get(path)).status_code == 404
 
 
 @pytest.mark.parametrize("body, headers, status, where", [

@@ -79,7 +79,8 @@ def routes(app) -> list[tuple[str, str]]:
     """(method, path template) of every API route, through included routers (ours carry full paths)."""
     wrappers = [r for r in app.routes if hasattr(r, "original_router")]
     assert not any(getattr(w.include_context, "prefix", "") for w in wrappers), "routers carry full paths"
-    return [(method, route.path) for route in api_routes(app.routes) for method in sorted(route.methods - {"HEAD"})]
+    return [(method, route.path_format) for route in api_routes(app.routes)
+            for method in sorted(route.methods - {"HEAD"})]
 
 
 async def test_the_authorisation_matrix_of_every_route(keyed):

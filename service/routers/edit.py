@@ -30,7 +30,7 @@ from service.errors import (
 )
 from service.loader import file_crs, prepare, raise_for
 from service.params import parse_bool
-from service.responses import GEOJSON, base_url, feature_etag, if_match_change
+from service.responses import GEOJSON, base_url, feature_etag, if_match_change, segment
 from service.sql.features import item_sql
 from service.sql.write import (
     act_as,
@@ -68,9 +68,13 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         pk = c.members[0][0]
         async with connection(scope.pool) as conn, conn.transaction():
             await act_as(conn, _subject(scope), pk)
-            taken = await existing_ids(conn, pk, [r[0] for r in rows])
+            taken = set(await existing_ids(conn, pk, [r[0] for r in rows]))
             if taken:
-                raise Conflict(f"feature id(s) already in {c.id}: {', '.join(taken[:20])}", property="id")
+                at = [i for i, r in enumerate(rows) if r[0] in taken]  # in the body's order
+                more = f" and {len(at) - 20:,} more" if len(at) > 20 else ""
+                raise Conflict(f"{len(at):,} feature id(s) already in {c.id}: "
+                               f"{', '.join(rows[i][0] for i in at[:20])}{more}", property="id",
+                               index=at[0] if batch else None)
             created = await insert_features(conn, pk, rows, crs.srid)
         request.app.state.catalog_cache.invalidate()
         url = _items_url(request, scope, c)
@@ -78,9 +82,9 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
             return Response(orjson.dumps({"numberCreated": len(created), "ids": [f for f, _ in created]}),
                             status_code=201, media_type="application/json", headers={"Location": url})
         fid, change = created[0]
-        return await _feature_response(scope, c, fid, change, 201, {"Location": f"{url}/{fid}"})
+        return await _feature_response(scope, c, fid, change, 201, {"Location": f"{url}/{segment(fid)}"})
 
-    @router.put("/collections/{collectionId}/items/{featureId}", operation_id="municipality.replaceFeature",
+    @router.put("/collections/{collectionId}/items/{featureId:fid}", operation_id="municipality.replaceFeature",
                 summary="Replace a feature (If-Match required)", openapi_extra=BODY, response_class=Response)
     async def replace(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
                       repair: Repair = None) -> Response:
@@ -97,7 +101,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         raise_for(issues, "request body")
         return await _update(request, scope, c, feature_id, expected, rows[0], crs.srid, None)
 
-    @router.patch("/collections/{collectionId}/items/{featureId}", operation_id="municipality.updateFeature",
+    @router.patch("/collections/{collectionId}/items/{featureId:fid}", operation_id="municipality.updateFeature",
                   summary="Change part of a feature: a JSON merge patch (If-Match required)",
                   openapi_extra={"requestBody": {"required": True, "content": {
                       "application/merge-patch+json": {"schema": {"type": "object"}}}}},
@@ -127,7 +131,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
             return await _update(request, scope, c, feature_id, expected, None, 0, (text, start, end))
         return await _update(request, scope, c, feature_id, expected, rows[0], crs.srid, None)
 
-    @router.delete("/collections/{collectionId}/items/{featureId}", operation_id="municipality.deleteFeature",
+    @router.delete("/collections/{collectionId}/items/{featureId:fid}", operation_id="municipality.deleteFeature",
                    status_code=204, summary="Delete a feature (If-Match required)", response_class=Response)
     async def delete(request: Request, scope: ScopeDep, collection_id: CollectionId,
                      feature_id: FeatureId) -> Response:

@@ -20,7 +20,7 @@ from service.db import connection
 from service.deps import CollectionId, FeatureId, Scope
 from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
-from service.responses import base_url, link
+from service.responses import base_url, link, segment
 from service.sql.history import LATEST, OPS, changes_sql, versions_sql
 
 FEED = "application/json"
@@ -44,7 +44,7 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
     router = APIRouter(prefix=prefix, tags=["history"])
     ScopeDep = Annotated[Scope, Depends(scope_dep)]
 
-    @router.get("/collections/{collectionId}/items/{featureId}/versions", operation_id="municipality.getVersions",
+    @router.get("/collections/{collectionId}/items/{featureId:fid}/versions", operation_id="municipality.getVersions",
                 summary="Every version of a feature, oldest first", response_class=Response)
     async def versions(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
                        crs: Annotated[str | None, Query(description="CRS of the geometries")] = None) -> Response:
@@ -57,10 +57,10 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         if not rows:
             raise NotFound(f"feature {feature_id!r} never existed in {c.id!r}", parameter="featureId")
         member = _member(scope)
+        now = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items/{segment(feature_id)}"
         body = {"id": feature_id, "historyFrom": c.history_from.isoformat() if c.history_from else None,
                 "versions": [_entry(r, member) for r in rows],
-                "links": [link(f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items/{feature_id}",
-                               "about", "application/geo+json", "the feature now")]}
+                "links": [link(now, "about", "application/geo+json", "the feature now")]}
         return Response(orjson.dumps(body), media_type=FEED, headers={"Cache-Control": "no-cache"})
 
     @router.get("/collections/{collectionId}/changes", operation_id="municipality.getChanges",

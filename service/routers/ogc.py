@@ -42,6 +42,7 @@ from service.responses import (
     link,
     negotiate,
     not_modified,
+    segment,
     with_etag,
 )
 from service.routers.history import parse_instant
@@ -215,7 +216,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         response = StreamingResponse(body, media_type=fmt.media_type, headers=headers)
         return _content_crs(response, query.output)
 
-    @router.get("/collections/{collectionId}/items/{featureId}", operation_id=f"{kind}.getFeature",
+    @router.get("/collections/{collectionId}/items/{featureId:fid}", operation_id=f"{kind}.getFeature",
                 summary="One feature", response_class=Response,
                 responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
     async def get_feature(request: Request, scope: ScopeDep, collection_id: CollectionId,
@@ -244,7 +245,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             return cached
         row = row[0]
         root = _root(request, scope)
-        url = f"{root}/collections/{c.id}/items/{feature_id}"
+        url = f"{root}/collections/{c.id}/items/{segment(feature_id)}"
         links = [link(f"{url}?f=json", "self" if fmt == "json" else "alternate", GEOJSON, "this feature"),
                  link(f"{url}?f=html", "self" if fmt == "html" else "alternate", HTML, "this feature as HTML"),
                  link(f"{root}/collections/{c.id}", "collection", "application/json", c.title)]

@@ -11,6 +11,7 @@ import io
 import re
 from functools import lru_cache
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import orjson
 import shapely
@@ -442,7 +443,7 @@ async def _near(request: Request, near: Any) -> tuple[bytes, float] | None:
         raise InvalidParameter("near.feature is a feature path like /region/collections/x/items/id",
                                parameter="near")
     collection = await _collection(request, match["collection"], "near")
-    fid = match["id"]
+    fid = unquote(match["id"])  # as the feature's own links give it: percent-encoded
     members = collection.members
     if collection.regional:
         muni, _, fid = fid.partition(":")
