@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import asyncpg
@@ -174,7 +174,7 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
         else:
             path = _utf8_copy(path, encoding)
     if driver == "ESRI Shapefile":
-        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes)}", driver, path
+        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
     if driver == "GPKG":
         with path.open("rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":
@@ -231,8 +231,9 @@ def _check_utf8(path: Path) -> None:
                               parameter="file") from None
 
 
-def _check_zip(path: Path, max_bytes: int) -> str:
-    """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile."""
+def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
+    """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile. Of several,
+    `layer` names one by its name without `.shp`."""
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -254,9 +255,17 @@ def _check_zip(path: Path, max_bytes: int) -> str:
         if total > max_bytes:
             raise PayloadTooLarge(f"the zip expands to {total:,} bytes; at most {max_bytes:,} are accepted")
         shps = [e.filename for e in entries if e.filename.lower().endswith(".shp")]
-    if len(shps) != 1:
-        raise InvalidData(f"a zipped Shapefile holds exactly one .shp; this one holds {len(shps)}", parameter="file")
-    return shps[0]
+    if not shps:
+        raise InvalidData("the zip holds no Shapefile (.shp)", parameter="file")
+    if len(shps) == 1:
+        return shps[0]
+    names = {PurePosixPath(s).stem: s for s in shps}
+    if layer in names:
+        return names[layer]
+    listed = ", ".join(repr(n) for n in list(names)[:20])
+    if layer is not None:
+        raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
+    raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
 
 
 # ---------------------------------------------------------------- reading, mapping, checking

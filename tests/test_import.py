@@ -166,9 +166,10 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
     assert set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")) <= work_dirs, "the UTF-8 copies are removed"
 
 
-async def test_a_geopackage_of_several_layers_needs_layer_and_qgis_styles_do_not_count(imp_db, files, tmp_path):
+async def test_a_file_of_several_layers_needs_layer_and_qgis_styles_do_not_count(imp_db, files, tmp_path):
     """QGIS keeps a project's styles in the GeoPackage (`layer_styles`, a table without geometries): the one layer
-    with geometries is read. Of two such layers neither is guessed: the error lists them, naming `layer`."""
+    with geometries is read. Of two such layers, or two Shapefiles in a zip, neither is guessed: the error lists
+    them, naming `layer`."""
     original = await collection_state(imp_db)
     styles = tmp_path / "layer_styles.csv"
     styles.write_text("styleName,styleQML\ndefault,<qgis/>\n")
@@ -187,6 +188,17 @@ async def test_a_geopackage_of_several_layers_needs_layer_and_qgis_styles_do_not
     for path, options in ((styled, {}), (two, {"layer": "gewerbe"})):
         assert (await run_import(imp_db, path, **options)).imported == len(original)
         assert await collection_state(imp_db) == original
+
+    # A zip of several Shapefiles, likewise.
+    shp = {p.name: p.read_bytes() for p in (files["zip"].parent / "shp").iterdir()}
+    both = _zip(tmp_path / "both.zip", {**shp, **{"zweite" + Path(n).suffix: b for n, b in shp.items()}})
+    for options, message in [({}, "2 Shapefiles ('flaechen', 'zweite'): give layer"),
+                             ({"layer": "dritte"}, "no Shapefile 'dritte'")]:
+        with pytest.raises(GeoTwinError) as err:
+            await run_import(imp_db, both, mapping=SHP_MAPPING, **options)
+        assert message in err.value.description and err.value.where["parameter"] == "layer", err.value.body()
+    assert (await run_import(imp_db, both, mapping=SHP_MAPPING, layer="zweite")).imported == len(original)
+    assert await collection_state(imp_db) == original
 
 
 async def test_a_file_without_crs_needs_one_and_a_wrong_crs_is_caught(imp_db, files):
@@ -313,7 +325,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases = {
         "traversal.zip": _zip(tmp_path / "traversal.zip", {**shp, "../../etc/evil.shp": b"x"}),
         "bomb.zip": _zip(tmp_path / "bomb.zip", {**shp, "padding.dbf": b"\0" * 50_000_000}),
-        "two.zip": _zip(tmp_path / "two.zip", {**shp, "other.shp": shp["flaechen.shp"]}),
+        "none.zip": _zip(tmp_path / "none.zip", {"liesmich.txt": b"Gewerbeflaechen"}),
         "notzip.zip": tmp_path / "notzip.zip",
         "truncated.gpkg": tmp_path / "truncated.gpkg",
         "fake.gpkg": tmp_path / "fake.gpkg",
@@ -329,7 +341,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["broken.geojson"].write_bytes(DEMO.read_bytes()[:-500])
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
-    reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "two.zip": "exactly one .shp",
+    reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
                "notzip.zip": "not a zip", "truncated.gpkg": "cannot be read", "fake.gpkg": "not a GeoPackage",
                "latin1.geojson": "not UTF-8", "broken.geojson": "cannot be read", "empty.csv": "empty",
                "sites.txt": "unknown file type"}
