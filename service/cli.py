@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,47 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from service.settings import DatabaseSettings
 
-app = typer.Typer(help="GeoTwin: municipal planning layers as OGC APIs.", no_args_is_help=True)
+
+def connection_problem(exc: BaseException) -> str | None:
+    """What an error says about reaching the database, in one line; None when it is about something else."""
+    import socket
+
+    import asyncpg
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror):
+            return f"the database host is unknown ({e})"
+        if isinstance(e, ConnectionRefusedError | ConnectionResetError | TimeoutError):
+            return f"the database does not answer ({e.__class__.__name__}: {e})"
+        if isinstance(e, asyncpg.InvalidCatalogNameError | asyncpg.InvalidPasswordError | asyncpg.CannotConnectNowError
+                      | asyncpg.InvalidAuthorizationSpecificationError | asyncpg.TooManyConnectionsError):
+            return f"the database refused the connection: {e}"
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return None
+
+
+class _Commands(typer.Typer):
+    """Typer, with a database that cannot be reached reported in one line instead of a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            problem = connection_problem(exc)
+            if problem is None:
+                raise
+            where = "--url" if "--url" in sys.argv else "PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE (or .env)"
+            Console(stderr=True).print(f"[red]{problem}[/]\nThe connection comes from {where}.", highlight=False)
+            raise SystemExit(1) from None
+
+
+app = _Commands(help="GeoTwin: municipal planning layers as OGC APIs.", no_args_is_help=True)
 console = Console()
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PORT = 54329

@@ -181,6 +181,25 @@ def test_serve_says_at_start_when_its_workers_may_open_more_connections_than_the
     assert "admits 197" in warned[0]["message"]  # max_connections 200, 3 kept for superusers
 
 
+@pytest.mark.parametrize("setting, says", [
+    ({"PGPORT": "free"}, "the database does not answer (ConnectionRefusedError"),
+    ({"PGDATABASE": "geotwin_nowhere"}, 'refused the connection: database "geotwin_nowhere" does not exist'),
+    ({"PGUSER": "nobody"}, 'refused the connection: role "nobody" does not exist'),
+])
+def test_commands_that_cannot_reach_the_database_say_so_in_a_line(primary, setting, says):
+    """What the admin sees at 2 a.m. when a setting is wrong: what failed and where the settings come from, not a
+    traceback of forty frames."""
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(primary.port), "PGUSER": "geotwin",
+           "PGDATABASE": "geotwin_ops", "PGPASSWORD": "", "COLUMNS": "200"}
+    env.update({k: str(free_port()) if v == "free" else v for k, v in setting.items()})
+    for command in (["migrate"], ["keys", "list"]):
+        result = subprocess.run([str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "geotwin"), *command],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert says in result.stderr and "PGHOST, PGPORT" in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 2, result.stderr[-2000:]
+
+
 async def test_anonymous_reads_use_a_fresh_replica_and_fall_back_to_the_primary(primary, replica):
     replica_url = replica.url("geotwin_ops")
     key = await new_key(primary.url("geotwin_ops"), "halle", "editor", "Ops")
