@@ -18,12 +18,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.bodies import body_chunks
 from service.db import connection
-from service.errors import GeoTwinError, PayloadTooLarge
+from service.errors import GeoTwinError, InvalidBody, PayloadTooLarge
 from service.importer import WORK_PREFIX, ImportOptions, ImportReport, import_file
 from service.layertypes import LayerType
 from service.observability import IMPORTS, IMPORTS_RUNNING
@@ -142,6 +145,90 @@ async def save_upload(stream: Any, suffix: str, max_bytes: int, idle_timeout_s: 
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return path
+
+
+# Text fields of a multipart upload (the import's options) are short; a longer one is not an option.
+MAX_FORM_FIELD = 64 * 1024
+
+
+async def save_multipart_upload(stream: Any, content_type: str, max_bytes: int,
+                                idle_timeout_s: float = 30) -> tuple[Path, str, dict[str, str]]:
+    """A `multipart/form-data` body (`curl -F file=@sites.gpkg`, an HTML form) streamed to a temporary file, as
+    `save_upload` does with a plain body: (the file, the name the client gave it, the text fields). One file
+    part; the same limits (413, 408); 400 naming `file` when the body holds no file."""
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise InvalidBody("multipart/form-data without a boundary", parameter="Content-Type")
+    directory = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))
+    received = directory / "upload.part"
+    part: dict[str, Any] = {}
+    fields: dict[str, str] = {}
+    sent_name = ""
+    size = 0
+    handle = None
+
+    def header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] = part.get("field", b"") + data[start:end]
+
+    def header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] = part.get("value", b"") + data[start:end]
+
+    def header_end() -> None:
+        part.setdefault("headers", {})[part.pop("field", b"").lower()] = part.pop("value", b"")
+
+    def headers_finished() -> None:
+        nonlocal handle, sent_name
+        raw = part.get("headers", {}).get(b"content-disposition", b"")
+        params = parse_options_header(raw)[1]
+        name = params.get(b"filename")
+        if name is None and (star := re.search(rb"filename\*=(?:UTF-8|utf-8)''([^;]+)", raw)):
+            name = unquote_to_bytes(star.group(1).strip())
+        if name is None:
+            part["text"] = params.get(b"name", b"").decode("utf-8", "replace")
+            part["data"] = bytearray()
+        elif handle is not None:
+            raise InvalidBody("send one file per import", parameter="file")
+        else:
+            sent_name = name.decode("utf-8", "replace")
+            handle = received.open("wb")
+
+    def data(chunk: bytes, start: int, end: int) -> None:
+        nonlocal size
+        if "text" in part:
+            part["data"] += chunk[start:end]
+            if len(part["data"]) > MAX_FORM_FIELD:
+                raise InvalidBody(f"the form field {part['text'][:40]!r} is too long", parameter=part["text"][:40])
+            return
+        size += end - start
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the upload is larger than {max_bytes:,} bytes")
+        handle.write(chunk[start:end])
+
+    def part_end() -> None:
+        if "text" in part:
+            fields[part["text"]] = part["data"].decode("utf-8", "replace")
+        part.clear()
+
+    parser = MultipartParser(boundary, {"on_header_field": header_field, "on_header_value": header_value,
+                                        "on_header_end": header_end, "on_headers_finished": headers_finished,
+                                        "on_part_data": data, "on_part_end": part_end})
+    try:
+        try:
+            async for chunk in body_chunks(stream, idle_timeout_s):
+                parser.write(chunk)
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise InvalidBody(f"the multipart/form-data body cannot be read: {exc}", parameter="file") from None
+        finally:
+            if handle is not None:
+                handle.close()
+        if handle is None:
+            raise InvalidBody("the form holds no file: send it as a file part (curl -F file=@sites.gpkg)",
+                              parameter="file")
+        return received, sent_name, fields
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 async def start(app: Any, collection_pk: int, layer: LayerType, path: Path, name: str, options: ImportOptions,

@@ -406,6 +406,38 @@ async def test_api_import_job_reports_progress_and_result(api, files):
         assert r.status_code == 400 and r.json()["parameter"] == parameter
 
 
+async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, files, tmp_path):
+    """`curl -F file=@…` and HTML forms send multipart/form-data: the file part is the file, its name the
+    file's name, and the options may come as form fields. What is wrong is a 400 naming it, and the upload is
+    not kept."""
+    client, auth = api
+    work_dirs = set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"))
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(files["csv"].read_text(encoding="utf-8").encode("cp1252"))
+    for upload, form, source in [
+        (("Gewerbeflächen Süd.gpkg", files["gpkg"].read_bytes()), {}, "Gewerbeflächen Süd.gpkg"),
+        (("Tabelle.csv", excel.read_bytes()), {"crs": "EPSG:25832", "encoding": "cp1252"}, "Tabelle.csv"),
+    ]:
+        r = await client.post(f"{COLLECTION}/imports", headers=auth, files={"file": upload}, data=form)
+        assert r.status_code == 202, r.text
+        job = await _wait(client, r.headers["location"], auth)
+        assert (job["status"], job["source"], job["report"]["imported"]) == ("succeeded", source, 6), job
+        assert job["options"]["encoding"] == form.get("encoding")
+    gpkg = ("sites.gpkg", files["gpkg"].read_bytes())
+    for kwargs, status, parameter in [
+        ({"data": {"mode": "append"}, "files": {"notes": ("", b"")}}, 400, "file"),  # no file in the form
+        ({"files": {"file": gpkg}, "data": {"colour": "red"}}, 400, "colour"),
+        ({"files": {"file": gpkg}, "data": {"mode": "merge"}}, 400, "mode"),
+        ({"files": {"file": ("sites.doc", b"x")}}, 400, "filename"),
+        ({"files": {"file": gpkg}, "params": {"encoding": "Klingon"}}, 400, "encoding"),
+        ({"content": b"garbage", "headers": {"Content-Type": "multipart/form-data"}}, 400, "Content-Type"),
+        ({"content": files["gpkg"].read_bytes()}, 400, "filename"),  # the body itself, but no name for it
+    ]:
+        r = await client.post(f"{COLLECTION}/imports", **{**kwargs, "headers": {**auth, **kwargs.get("headers", {})}})
+        assert (r.status_code, r.json().get("parameter")) == (status, parameter), (kwargs.keys(), r.text)
+    assert set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")) <= work_dirs, "refused uploads are not kept"
+
+
 async def test_more_import_jobs_than_connections_queue_and_all_finish(api, files):
     """Fifteen jobs at once, more than the job pool's ten connections (a planner's double clicks, a script):
     the ones beyond the worker's job slots wait as queued, none fails for want of a connection."""
@@ -426,7 +458,10 @@ async def test_api_upload_limit(cluster, imp_db):
         app.state.settings.imports.max_upload_mb = 1
         r = await client.post(f"{COLLECTION}/imports", params={"filename": "big.geojson"},
                               headers={"Authorization": f"Bearer {key}"}, content=io.BytesIO(b" " * 1_100_000).read())
-    assert r.status_code == 413
+        assert r.status_code == 413
+        r = await client.post(f"{COLLECTION}/imports", headers={"Authorization": f"Bearer {key}"},
+                              files={"file": ("big.geojson", b" " * 1_100_000)})
+        assert r.status_code == 413
 
 
 def test_cli_import_shows_progress_and_reports(cluster, imp_db, files):

@@ -1,5 +1,6 @@
-"""File imports through the API: upload the file as the request body, get a job to watch."""
+"""File imports through the API: upload the file (as the body, or multipart/form-data), get a job to watch."""
 
+import shutil
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -16,21 +17,55 @@ from service.responses import base_url
 JSON = "application/json"
 
 
+# The import's options, as query parameters or (multipart) form fields.
+OPTIONS = ("filename", "mode", "crs", "mapping", "layer", "id_field", "encoding")
+
+
+def _options(given: dict[str, str | None], limit: int) -> tuple[str, ImportOptions]:
+    """(the file's suffix, the import options) from what the request gave; a 400 naming what is wrong."""
+    filename = given["filename"]
+    if not filename:
+        raise InvalidParameter("filename is required: the file's name, whose extension says its format (or send "
+                               "the file as multipart/form-data)", parameter="filename")
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if suffix not in FORMATS:
+        raise InvalidParameter(f"filename must end in {', '.join(FORMATS)}", parameter="filename")
+    mode = given["mode"] or "replace"
+    if mode not in ("replace", "append"):
+        raise InvalidParameter("mode must be replace or append", parameter="mode")
+    try:
+        fields = orjson.loads(given["mapping"]) if given["mapping"] else {}
+    except orjson.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+        raise InvalidParameter('mapping must be a JSON object like {"area_net_ha": "FLAECHE"}', parameter="mapping")
+    text_encoding(given["encoding"])  # an unknown one is a 400 now, not a failed job later
+    return suffix, ImportOptions(mode=mode, crs=given["crs"], mapping=fields, layer=given["layer"],
+                                 id_field=given["id_field"], encoding=given["encoding"], max_bytes=limit)
+
+
 def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -> APIRouter:
     router = APIRouter(prefix=prefix, tags=["editing"])
     ScopeDep = Annotated[Scope, Depends(scope_dep)]
 
     @router.post("/collections/{collectionId}/imports", operation_id="municipality.startImport", status_code=202,
-                 summary="Import a file (the request body) into the collection: all or nothing",
-                 description="The body is the file: GeoJSON, GeoPackage, a zipped Shapefile or CSV (WKT or x/y "
-                             "columns), named by `filename`. Answers 202 with the job to follow (`Location`).",
+                 summary="Import a file into the collection: all or nothing",
+                 description="The file is GeoJSON, GeoPackage, a zipped Shapefile or CSV (WKT or x/y columns). Send "
+                             "it as the body, named by `filename`, or as the file part of a multipart/form-data "
+                             "body (`curl -F file=@sites.gpkg`; its name is the part's file name, and the options "
+                             "may come as form fields too). Answers 202 with the job to follow (`Location`).",
                  openapi_extra={"requestBody": {"required": True, "content": {
-                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                     "multipart/form-data": {"schema": {
+                         "type": "object", "required": ["file"],
+                         "properties": {"file": {"type": "string", "format": "binary"},
+                                        **{name: {"type": "string"} for name in OPTIONS}}}}}}},
                  response_class=Response)
     async def start_import(
         request: Request, scope: ScopeDep, collection_id: CollectionId,
-        filename: Annotated[str, Query(description="the file's name; its extension says its format")],
-        mode: Annotated[str, Query(description="replace (default) or append")] = "replace",
+        filename: Annotated[str | None, Query(
+            description="the file's name; its extension says its format (multipart: the file part's name)")] = None,
+        mode: Annotated[str | None, Query(description="replace (default) or append")] = None,
         crs: Annotated[str | None, Query(description="source CRS when the file does not say")] = None,
         mapping: Annotated[str | None, Query(description='JSON: {"property": "source field"}')] = None,
         layer: Annotated[str | None, Query(description="layer of a multi-layer file")] = None,
@@ -40,27 +75,31 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                         ".cpg: cp1252 (Excel, Windows), iso-8859-1, utf-16 …")] = None,
     ) -> Response:
         c = scope.collection(collection_id)
-        suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-        if suffix not in FORMATS:
-            raise InvalidParameter(f"filename must end in {', '.join(FORMATS)}", parameter="filename")
-        if mode not in ("replace", "append"):
-            raise InvalidParameter("mode must be replace or append", parameter="mode")
-        try:
-            fields = orjson.loads(mapping) if mapping else {}
-        except orjson.JSONDecodeError:
-            fields = None
-        if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
-            raise InvalidParameter('mapping must be a JSON object like {"area_net_ha": "FLAECHE"}',
-                                   parameter="mapping")
-        text_encoding(encoding)  # an unknown one is a 400 now, not a failed job later
-        settings = request.app.state.settings.imports
-        limit = settings.max_upload_mb * 1024 * 1024
-        path = await jobs.save_upload(request.stream(), suffix, limit,
-                                      request.app.state.settings.api.body_timeout_s, filename)
-        options = ImportOptions(mode=mode, crs=crs, mapping=fields, layer=layer, id_field=id_field,
-                                encoding=encoding, max_bytes=limit)
+        given = {"filename": filename, "mode": mode, "crs": crs, "mapping": mapping, "layer": layer,
+                 "id_field": id_field, "encoding": encoding}
+        limit = request.app.state.settings.imports.max_upload_mb * 1024 * 1024
+        timeout = request.app.state.settings.api.body_timeout_s
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+            suffix, options = _options(given, limit)  # refused before the body is read
+            path = await jobs.save_upload(request.stream(), suffix, limit, timeout, given["filename"])
+        else:
+            received, sent_name, form = await jobs.save_multipart_upload(request.stream(), content_type, limit,
+                                                                         timeout)
+            try:
+                unknown = sorted(set(form) - set(OPTIONS))
+                if unknown:
+                    raise InvalidParameter(f"unknown form field {unknown[0][:40]!r}: the options are "
+                                           f"{', '.join(OPTIONS)}", parameter=unknown[0][:40])
+                given = {k: v if v is not None else form.get(k) for k, v in given.items()}
+                given["filename"] = given["filename"] or sent_name
+                suffix, options = _options(given, limit)
+                path = received.rename(received.parent / jobs.upload_name(given["filename"], suffix))
+            except BaseException:
+                shutil.rmtree(received.parent, ignore_errors=True)
+                raise
         subject = scope.principal.subject if scope.principal else ""
-        job = await jobs.start(request.app, c.members[0][0], c.layer_type, path, filename, options, subject)
+        job = await jobs.start(request.app, c.members[0][0], c.layer_type, path, given["filename"], options, subject)
         url = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/imports/{job}"
         return Response(orjson.dumps({"id": job, "status": "queued", "links": [{"href": url, "rel": "monitor"}]}),
                         status_code=202, media_type=JSON, headers={"Location": url})
