@@ -72,3 +72,22 @@ async def test_upgrading_from_the_previous_head_keeps_every_row(cluster, old_db)
         assert (await client.get("/ready")).json()["migration"] == head_revision()
         items = await client.get("/region/collections/commercial-sites/items", params={"limit": 100})
         assert items.status_code == 200 and items.json()["numberReturned"] > 0
+
+
+async def test_properties_qgis_wrote_as_a_string_become_objects_on_upgrade(old_db):
+    """Before 0014, QGIS 3.22 editing the table left properties as a JSON string; the upgrade repairs them, in
+    the table and in the change log, and the repair is logged as a change of its own."""
+    assert previous_head() == "0013", "this test is about the step to 0014"
+    conn = await asyncpg.connect(old_db)
+    try:
+        fid = await conn.fetchval("SELECT min(fid) FROM feature")
+        await conn.execute("UPDATE feature SET properties = to_jsonb(properties::text) WHERE fid = $1", fid)
+        assert await conn.fetchval("SELECT jsonb_typeof(properties) FROM feature WHERE fid = $1", fid) == "string"
+        await asyncio.to_thread(upgrade, old_db)
+        rows = await conn.fetch("SELECT jsonb_typeof(properties) AS t, actor FROM feature_change WHERE fid = $1 "
+                                "ORDER BY change_id", fid)
+        assert {r["t"] for r in rows} == {"object"}
+        assert rows[-1]["actor"].startswith("migration 0014")
+        assert await conn.fetchval("SELECT properties->>'name' FROM feature WHERE fid = $1", fid) == "Umbenannt"
+    finally:
+        await conn.close()

@@ -414,3 +414,34 @@ def test_qgis_shows_what_an_editor_changed(cluster, pub_db, keys, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def test_qgis_editing_the_table_itself_gives_features_the_api_serves_as_geojson(cluster, pub, pub_db, tmp_path):
+    """A planner opens `feature` from a PostGIS connection in QGIS (Debian 12's 3.22) and edits it there. That
+    QGIS writes the jsonb properties as a JSON string holding the object's text; the database turns it back into
+    the object, so the API serves GeoJSON with properties, filters find them, and the versions list both edits.
+    What is no object at all is refused, naming the feature."""
+    _, client = pub
+    conn = await asyncpg.connect(pub_db)
+    try:
+        pk = await conn.fetchval("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+                                 "WHERE m.slug = 'halle' AND c.slug = 'commercial-sites'")
+        before = await count(client)
+        done = await asyncio.to_thread(run_qgis, "qgis_edit_table.py", str(cluster.port), "geotwin_pub", str(pk),
+                                       "aus-qgis", home=tmp_path)
+        assert done["valid"] and done["added"] and done["changed"], done
+        feature = (await client.get(f"{SITES}/items/aus-qgis")).json()
+        assert feature["properties"]["name"] == "Geändert in QGIS", feature
+        assert await count(client) == before + 1
+        found = (await client.get(f"{SITES}/items", params={"availability": "reserviert"})).json()
+        assert "aus-qgis" in {f["id"] for f in found["features"]}
+        versions = (await client.get(f"{SITES}/items/aus-qgis/versions")).json()["versions"]
+        assert [v["feature"]["properties"]["name"] for v in versions] == ["Aus QGIS", "Geändert in QGIS"]
+        for bad in ("[1, 2]", '"kein Objekt"', "42"):
+            with pytest.raises(asyncpg.CheckViolationError, match="feature aus-qgis: properties must be a JSON"):
+                await conn.execute("UPDATE feature SET properties = $1::jsonb WHERE fid = 'aus-qgis'", bad)
+        await conn.execute("UPDATE feature SET properties = 'null' WHERE fid = 'aus-qgis'")
+        assert (await client.get(f"{SITES}/items/aus-qgis")).json()["properties"] == {}
+    finally:
+        await conn.execute("DELETE FROM feature WHERE fid = 'aus-qgis'")
+        await conn.close()
