@@ -186,6 +186,8 @@ async def save_multipart_upload(stream: Any, content_type: str, max_bytes: int,
         if name is None:
             part["text"] = params.get(b"name", b"").decode("utf-8", "replace")
             part["data"] = bytearray()
+        elif not name:  # a form's file input with no file chosen
+            part["skip"] = True
         elif handle is not None:
             raise InvalidBody("send one file per import", parameter="file")
         else:
@@ -194,6 +196,8 @@ async def save_multipart_upload(stream: Any, content_type: str, max_bytes: int,
 
     def data(chunk: bytes, start: int, end: int) -> None:
         nonlocal size
+        if "skip" in part:
+            return
         if "text" in part:
             part["data"] += chunk[start:end]
             if len(part["data"]) > MAX_FORM_FIELD:

@@ -425,7 +425,8 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
         assert job["options"]["encoding"] == form.get("encoding")
     gpkg = ("sites.gpkg", files["gpkg"].read_bytes())
     for kwargs, status, parameter in [
-        ({"data": {"mode": "append"}, "files": {"notes": ("", b"")}}, 400, "file"),  # no file in the form
+        ({"data": {"mode": "append"}, "files": {"file": ("", b"")}}, 400, "file"),  # no file chosen in the form
+        ({"files": {"file": (None, "sites.gpkg")}}, 400, "file"),  # curl -F file=sites.gpkg, without the @
         ({"files": {"file": gpkg}, "data": {"colour": "red"}}, 400, "colour"),
         ({"files": {"file": gpkg}, "data": {"mode": "merge"}}, 400, "mode"),
         ({"files": {"file": ("sites.doc", b"x")}}, 400, "filename"),

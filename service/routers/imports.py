@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from service import jobs
 from service.deps import CollectionId, Scope
-from service.errors import InvalidParameter, NotFound
+from service.errors import InvalidBody, InvalidParameter, NotFound
 from service.importer import FORMATS, ImportOptions, text_encoding
 from service.responses import base_url
 
@@ -87,6 +87,9 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
             received, sent_name, form = await jobs.save_multipart_upload(request.stream(), content_type, limit,
                                                                          timeout)
             try:
+                if "file" in form:
+                    raise InvalidBody("the form field file holds text, not a file: send the file itself "
+                                      "(curl -F file=@sites.gpkg, with the @)", parameter="file")
                 unknown = sorted(set(form) - set(OPTIONS))
                 if unknown:
                     raise InvalidParameter(f"unknown form field {unknown[0][:40]!r}: the options are "
