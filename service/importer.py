@@ -283,24 +283,32 @@ def _not_text(driver: str, options: ImportOptions, where: str, index: int | None
     """The error for text that is not UTF-8 after reading: the file's encoding is not the one given or
     assumed."""
     if options.encoding:
-        message = f"{where} cannot be read as {options.encoding}: give the encoding the file is in"
+        message = f"{where}: the text cannot be read as {options.encoding}: give the encoding the file is in"
     else:
         hint = " (a Shapefile without .cpg)" if driver == "ESRI Shapefile" else ""
-        message = (f"{where} is not UTF-8, and the file does not say its encoding{hint}: give encoding, e.g. "
-                   "cp1252")
+        message = (f"{where}: the text is not UTF-8, and the file does not say its encoding{hint}: give "
+                   "encoding, e.g. cp1252")
     return InvalidData(message, parameter="encoding", index=index, property=field_name)
 
 
 def _undecodable(table: Any) -> tuple[int, str] | None:
-    """(row, column) of the first text in an Arrow batch that is not UTF-8."""
-    for name in table.schema.names:
-        column = table.column(name)
+    """(row, column) of the first text value in an Arrow batch that is not UTF-8; None when the values are all
+    UTF-8 (then the field names are not)."""
+    for c in range(table.num_columns):
+        try:
+            column = table.column(c)
+        except UnicodeDecodeError:  # pyarrow reads the field's name with it
+            return None
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
             for i, value in enumerate(column.view(binary).to_pylist()):
                 try:
                     value is None or value.decode()
                 except UnicodeDecodeError:
+                    try:
+                        name = table.schema.field(c).name
+                    except UnicodeDecodeError:
+                        name = f"column {c + 1}"
                     return i, name
     return None
 
@@ -514,7 +522,7 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
             raise _unreadable(driver, exc) from None
         except UnicodeDecodeError:
-            raise _not_text(driver, options, "the names of its fields") from None
+            raise _not_text(driver, options, "the field names") from None
         try:
             return await _import(conn, collection_pk, layer, path, options, progress, actor, driver, total, meta,
                                  reader)
@@ -563,12 +571,15 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 batch = await asyncio.to_thread(next, batches, None)
                 rows = None
                 if batch is not None:
-                    fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
                     try:
+                        fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
                         rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer,
                                                        crs, mapping, options.id_field, issues)
                     except UnicodeDecodeError:
-                        row, name = await asyncio.to_thread(_undecodable, batch) or (0, None)
+                        found = await asyncio.to_thread(_undecodable, batch)
+                        if found is None:
+                            raise _not_text(driver, options, "the field names") from None
+                        row, name = found
                         raise _not_text(driver, options, f"feature {start + row}: {name}", start + row,
                                         name) from None
                 if moving is not None:  # the previous batch, moving meanwhile

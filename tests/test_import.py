@@ -139,12 +139,20 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
     ogr("-f", "ESRI Shapefile", str(shp), str(DEMO), "-nln", "flaechen", "-lco", "ENCODING=CP1252")
     (shp / "flaechen.cpg").unlink()
     old_zip = _zip(tmp_path / "old.zip", {p.name: p.read_bytes() for p in shp.iterdir()})
+    named = tmp_path / "named"  # a field name with an umlaut, in cp1252, and no .cpg either
+    (tmp_path / "named.csv").write_text('wkt,Fläche\n"POLYGON((706500 5705500,706800 5705500,706800 5705800,'
+                                       '706500 5705500))",Süd\n')
+    ogr("-f", "ESRI Shapefile", str(named), str(tmp_path / "named.csv"), "-lco", "ENCODING=CP1252", "-oo",
+        "GEOM_POSSIBLE_NAMES=wkt", "-oo", "KEEP_GEOM_COLUMNS=NO", "-a_srs", "EPSG:25832", "-nlt", "POLYGON")
+    (named / "named.cpg").unlink()
+    named_zip = _zip(tmp_path / "named.zip", {p.name: p.read_bytes() for p in named.iterdir()})
 
     for path, options, parameter, message in [
         (excel, {"crs": "EPSG:25832"}, "file", "not UTF-8"),
         (excel, {"crs": "EPSG:25832", "encoding": "utf-16"}, "encoding", "not utf-16"),
         (excel, {"crs": "EPSG:25832", "encoding": "Klingon"}, "encoding", "unknown text encoding 'Klingon'"),
         (excel, {"crs": "EPSG:25832", "encoding": "base64"}, "encoding", "unknown text encoding"),
+        (named_zip, {}, "encoding", "the field names: the text is not UTF-8"),
         (old_zip, {"mapping": SHP_MAPPING}, "encoding", "without .cpg"),
     ]:
         with pytest.raises(GeoTwinError) as err:
