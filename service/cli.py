@@ -336,8 +336,9 @@ def import_cmd(
             pk, kind = row["id"], row["layer_type"]
             if pk is None:
                 if layer_type not in registry():
-                    raise typer.BadParameter(f"no collection {collection!r}: give --layer-type "
-                                             f"({', '.join(sorted(registry()))}) to create it")
+                    known = ", ".join(sorted(registry()))
+                    raise typer.BadParameter(f"no layer type {layer_type!r}; there are {known}" if layer_type else
+                                             f"no collection {collection!r}: give --layer-type ({known}) to create it")
                 pk = await upsert_collection(conn, row["m_pk"], collection, collection, "", layer_type, "", "", [],
                                              "public")
                 kind = layer_type
