@@ -9,6 +9,7 @@ from geoalchemy2 import alembic_helpers
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from service.layertypes import sync_layer_types
 from service.models import Base
 from service.settings import DatabaseSettings
 
@@ -40,6 +41,7 @@ def _configure(connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        sync_layer_types(connection)  # the validity keys of schemas/, whatever changed there since
 
 
 async def _run_online() -> None:

@@ -154,3 +154,21 @@ def registry(schema_dir: Path = SCHEMA_DIR) -> dict[str, LayerType]:
         name = path.name.removesuffix(".schema.json")
         types[name] = LayerType(name, schema, Draft202012Validator(schema, format_checker=FormatChecker()))
     return types
+
+
+def sync_layer_types(connection: Any) -> None:
+    """Bring the database's `layer_type` table (each layer type's validity keys, which the validity trigger of
+    migration 0015 reads for writers other than the service) in step with `schemas/`. Runs at the end of every
+    `alembic upgrade` (migrations/env.py); does nothing on a database from before 0015."""
+    from sqlalchemy import text
+
+    if connection.execute(text("SELECT to_regclass('layer_type')")).scalar() is None:
+        return
+    for name, layer in registry().items():
+        start, end = layer.validity or (None, None)
+        connection.execute(text(
+            "INSERT INTO layer_type (name, validity_start, validity_end) VALUES (:name, :start, :end) "
+            "ON CONFLICT (name) DO UPDATE SET validity_start = EXCLUDED.validity_start, "
+            "validity_end = EXCLUDED.validity_end WHERE (layer_type.validity_start, layer_type.validity_end) "
+            "IS DISTINCT FROM (EXCLUDED.validity_start, EXCLUDED.validity_end)"),
+            {"name": name, "start": start, "end": end})

@@ -189,6 +189,19 @@ class Feature(Base):
     )
 
 
+class LayerTypeRow(Base):
+    """Each layer type's validity keys, in step with `schemas/` (`service.layertypes.sync_layer_types`): the
+    trigger that sets a feature's validity columns for writers other than the service reads them (0015)."""
+
+    __tablename__ = "layer_type"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    validity_start: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="the property holding the start of a feature's validity (schemas/: "
+                                     "x-geotwin.validity)")
+    validity_end: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class ApiKey(Base):
     """A municipality's API key (or a platform administrator's, without municipality). Only a hash is kept."""
 

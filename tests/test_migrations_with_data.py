@@ -77,7 +77,7 @@ async def test_upgrading_from_the_previous_head_keeps_every_row(cluster, old_db)
 async def test_properties_qgis_wrote_as_a_string_become_objects_on_upgrade(old_db):
     """Before 0014, QGIS 3.22 editing the table left properties as a JSON string; the upgrade repairs them, in
     the table and in the change log, and the repair is logged as a change of its own."""
-    assert previous_head() == "0013", "this test is about the step to 0014"
+    await asyncio.to_thread(command.downgrade, alembic_config(old_db), "0013")
     conn = await asyncpg.connect(old_db)
     try:
         fid = await conn.fetchval("SELECT min(fid) FROM feature")
@@ -89,5 +89,25 @@ async def test_properties_qgis_wrote_as_a_string_become_objects_on_upgrade(old_d
         assert {r["t"] for r in rows} == {"object"}
         assert rows[-1]["actor"].startswith("migration 0014")
         assert await conn.fetchval("SELECT properties->>'name' FROM feature WHERE fid = $1", fid) == "Umbenannt"
+    finally:
+        await conn.close()
+
+
+async def test_validity_columns_that_disagree_with_the_properties_follow_them_on_upgrade(old_db):
+    """Before 0015, an outside writer could change a zone's `repealed_on` and leave `valid_to` as it was; the
+    upgrade sets the columns from the properties, and from then on the database keeps them so."""
+    await asyncio.to_thread(command.downgrade, alembic_config(old_db), "0014")
+    conn = await asyncpg.connect(old_db)
+    zone = ("SELECT f.id FROM feature f JOIN collection c ON c.id = f.collection_id "
+            "WHERE c.layer_type = 'ecological-zone' ORDER BY f.id LIMIT 1")
+    try:
+        pk = await conn.fetchval(zone)
+        await conn.execute("UPDATE feature SET properties = properties || '{\"repealed_on\": \"2025-06-30\"}' "
+                           "WHERE id = $1", pk)
+        assert await conn.fetchval("SELECT valid_to FROM feature WHERE id = $1", pk) is None
+        await asyncio.to_thread(upgrade, old_db)
+        assert str(await conn.fetchval("SELECT valid_to FROM feature WHERE id = $1", pk)) == "2025-06-30"
+        await conn.execute("UPDATE feature SET properties = properties - 'repealed_on' WHERE id = $1", pk)
+        assert await conn.fetchval("SELECT valid_to FROM feature WHERE id = $1", pk) is None
     finally:
         await conn.close()

@@ -445,3 +445,33 @@ async def test_qgis_editing_the_table_itself_gives_features_the_api_serves_as_ge
     finally:
         await conn.execute("DELETE FROM feature WHERE fid = 'aus-qgis'")
         await conn.close()
+
+
+async def test_validity_follows_the_properties_when_others_write_the_table(pub, pub_db):
+    """A planner repeals a protected area by setting `repealed_on` in QGIS on the table (here: the UPDATE it
+    sends). The validity columns follow, so `datetime` no longer finds the zone after that day; a date the
+    database cannot read is refused, naming the feature and the property."""
+    _, client = pub
+    zones = "/municipalities/halle/collections/ecological-zones/items"
+    conn = await asyncpg.connect(pub_db)
+    try:
+        fid, props = await conn.fetchrow(
+            "SELECT f.fid, f.properties::text FROM feature f JOIN collection c ON c.id = f.collection_id "
+            "JOIN municipality m ON m.id = c.municipality_id WHERE m.slug = 'halle' AND c.slug = 'ecological-zones' "
+            "AND f.valid_to IS NULL AND f.valid_from < '2020-01-01' ORDER BY f.fid LIMIT 1")
+
+        async def current(day: str) -> bool:
+            page = (await client.get(zones, params={"datetime": day, "limit": 1000})).json()
+            return fid in {f["id"] for f in page["features"]}
+
+        assert await current("2026-01-01")
+        await conn.execute("UPDATE feature SET properties = properties || '{\"repealed_on\": \"2025-06-30\"}' "
+                           "WHERE fid = $1", fid)
+        assert not await current("2026-01-01") and await current("2025-06-01")
+        with pytest.raises(asyncpg.CheckViolationError, match=f"feature {fid}: repealed_on must be a date"):
+            await conn.execute("UPDATE feature SET properties = properties || '{\"repealed_on\": \"30.06.2025\"}' "
+                               "WHERE fid = $1", fid)
+    finally:
+        await conn.execute("UPDATE feature SET properties = $2::jsonb WHERE fid = $1", fid, props)
+        await conn.close()
+    assert await current("2026-01-01")

@@ -10,6 +10,11 @@ import asyncpg
 from service.models import STORAGE_SRID
 from service.sql.catalog import DEFER, defer_refresh, refresh_collection
 
+# The service sets a feature's validity columns from its properties itself (LayerType.validity_of): its
+# transactions say so, and the database's trigger that does the same for other writers (migration 0015) stays
+# out of their way (an import's 100,000 rows would each run it).
+VALIDITY_GIVEN = "set_config('geotwin.validity', 'given', true)"
+
 # (fid, WKB, properties as JSON text, valid_from, valid_to)
 FeatureRow = tuple[str, bytes, str, date | None, date | None]
 
@@ -63,6 +68,7 @@ async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Ite
     Call inside a transaction; refreshes the collection's metadata and bumps its version (a caller writing
     many batches passes refresh=False and calls `refresh_collection` once at the end)."""
     await defer_refresh(conn)
+    await conn.execute(f"SELECT {VALIDITY_GIVEN}")
     await conn.execute(STAGE)
     await conn.execute("TRUNCATE feature_stage")
     await conn.copy_records_to_table("feature_stage", records=rows,
@@ -110,10 +116,10 @@ async def act_as(conn: asyncpg.Connection, subject: str, collection_pk: int | No
     statement."""
     defer = f", {DEFER}" if bulk else ""
     if collection_pk is None:
-        await conn.execute(f"SELECT set_config('geotwin.actor', $1, true){defer}", subject)
+        await conn.execute(f"SELECT set_config('geotwin.actor', $1, true), {VALIDITY_GIVEN}{defer}", subject)
         return
-    await conn.execute(f"SELECT set_config('geotwin.actor', $1, true){defer} FROM collection WHERE id = $2 "
-                       "FOR NO KEY UPDATE", subject, collection_pk)
+    await conn.execute(f"SELECT set_config('geotwin.actor', $1, true), {VALIDITY_GIVEN}{defer} FROM collection "
+                       "WHERE id = $2 FOR NO KEY UPDATE", subject, collection_pk)
 
 
 async def existing_ids(conn: asyncpg.Connection, collection_pk: int, fids: list[str]) -> list[str]:
