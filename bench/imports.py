@@ -30,10 +30,11 @@ import pyogrio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.importer import ImportOptions, import_file  # noqa: E402
+from service.importer import import_file  # noqa: E402
 from service.layertypes import registry  # noqa: E402
 from service.localdb import LocalCluster, remembered_port  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
+from service.sources import ImportOptions  # noqa: E402
 from service.sql.write import upsert_collection  # noqa: E402
 
 DATA = ROOT / ".data" / "bench"

@@ -308,8 +308,9 @@ def import_cmd(
 ) -> None:
     """Import a file into a collection: every feature is checked first; all or nothing, with a report."""
     from service.errors import GeoTwinError
-    from service.importer import ImportOptions, import_file
+    from service.importer import import_file
     from service.layertypes import registry
+    from service.sources import ImportOptions
 
     mapping = {}
     for item in map_ or []:

@@ -1,9 +1,10 @@
 """File import: GeoJSON, GeoPackage, zipped Shapefile, CSV (WKT or x/y columns) into a collection.
 
 All or nothing, in bounded memory, whatever the file's size:
-1. the file is checked before GDAL sees it (size, UTF-8 for text formats, a zip's entries: no paths that
-   leave the archive, no bombs). A CSV or GeoJSON file in another encoding (`encoding`: Excel saves CSV in
-   cp1252) is read from a UTF-8 copy; for a Shapefile GDAL recodes the text itself;
+1. the file is checked before GDAL sees it (`service.sources`: size, UTF-8 for text formats, a zip's entries:
+   no paths that leave the archive, no bombs; a GeoPackage's layer). A CSV or GeoJSON file in another
+   encoding (`encoding`: Excel saves CSV in cp1252) is read from a UTF-8 copy; for a Shapefile GDAL recodes
+   the text itself;
 2. GDAL (pyogrio) reads it in Arrow batches; each batch is mapped onto the layer type (a field mapping can
    be given) and checked (geometry vectorised with Shapely, properties with the layer type's validator);
 3. inside one transaction, which holds the collection from the start, each checked batch moves into the
@@ -17,15 +18,11 @@ The source CRS is read from the file; a file that does not say (CSV, a Shapefile
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import datetime as dt
-import shutil
-import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -36,24 +33,27 @@ import pyarrow.compute as pc
 import pyogrio
 import shapely
 
-from service.crs import CRS84, Crs, resolve, to_lonlat
-from service.errors import Conflict, InvalidData, InvalidParameter, PayloadTooLarge
+from service.crs import Crs, to_lonlat
+from service.errors import Conflict, InvalidData, InvalidParameter
 from service.layertypes import LayerType
 from service.loader import FeatureIssue
 from service.models import STORAGE_SRID
+from service.sources import (
+    ImportOptions,
+    choose_layer,
+    feature_count,
+    gdal_path,
+    not_text,
+    open_options,
+    remove_copy,
+    source_crs,
+    undecodable,
+    unreadable,
+)
 from service.sql.catalog import refresh_collection
 from service.sql.write import act_as
 
 BATCH = 20_000
-# Uploads, and UTF-8 copies of files in other encodings, live in temporary directories named so; a service
-# that dies during an import leaves them behind, and a later start sweeps them up (service.jobs).
-WORK_PREFIX = "geotwin-import-"
-MAX_ZIP_ENTRIES = 1_000
-MAX_ZIP_RATIO = 200
-FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV"}
-CSV_OPTIONS = {"GEOM_POSSIBLE_NAMES": "wkt,WKT,geometry,geom", "KEEP_GEOM_COLUMNS": "NO", "AUTODETECT_TYPE": "YES",
-               "X_POSSIBLE_NAMES": "x,X,lon,lng,longitude,rechtswert,easting",
-               "Y_POSSIBLE_NAMES": "y,Y,lat,latitude,hochwert,northing"}
 # One batch on its way into `feature`, and the ids of every feature read so far (for the duplicate report).
 STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS import_batch (
@@ -67,18 +67,6 @@ SELECT $1, fid, ST_ForcePolygonCCW(ST_Transform(ST_SetSRID(ST_GeomFromWKB(wkb), 
        properties::jsonb, valid_from, valid_to
 FROM import_batch ORDER BY n
 """
-
-
-@dataclass
-class ImportOptions:
-    mode: str = "replace"  # or "append"
-    crs: str | None = None  # the source CRS when the file does not say (or says it wrongly)
-    mapping: dict[str, str] = field(default_factory=dict)  # layer-type property -> source field
-    layer: str | None = None  # for files with several layers
-    id_field: str | None = None  # source field holding feature ids (default: the file's own ids)
-    encoding: str | None = None  # text encoding when the file does not say (CSV and GeoJSON that are not UTF-8,
-    # a Shapefile without .cpg)
-    max_bytes: int = 2 << 30
 
 
 # The problems a report lists; all are counted. A file of millions of features, each with a problem (the wrong
@@ -135,244 +123,7 @@ class ImportReport:
                 "issues": [i.__dict__ for i in self.issues.kept]}
 
 
-# ---------------------------------------------------------------- checking the file before GDAL reads it
-
-def text_encoding(name: str | None) -> str | None:
-    """The codec `encoding` names, as Python calls it; None for UTF-8, which every reader takes as it is. An
-    unknown name, or a codec that is not for text (base64, zlib), is a 400 naming `encoding`."""
-    if not name or not name.strip():
-        return None
-    try:
-        b"\0\0\0\0".decode(name.strip())
-        codec = codecs.lookup(name.strip())
-    except UnicodeError:  # a codec, but not one for files (undefined, punycode)
-        raise InvalidParameter(f"{name[:40]!r} is not an encoding files are written in: give one such as cp1252",
-                               parameter="encoding") from None
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        raise InvalidParameter(f"unknown text encoding {name[:40]!r}: give one such as cp1252 (Excel and "
-                               "Windows), iso-8859-1 or utf-16", parameter="encoding") from None
-    return None if codec.name == "utf-8" else codec.name
-
-
-def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
-    """(what GDAL opens, driver, the file it reads) after the checks every upload gets. The file read is a
-    UTF-8 copy, in a directory of its own, when a CSV or GeoJSON file comes in another encoding; the caller
-    removes it (`remove_copy`)."""
-    size = path.stat().st_size
-    if size > options.max_bytes:
-        raise PayloadTooLarge(f"the file has {size:,} bytes; at most {options.max_bytes:,} are accepted")
-    if size == 0:
-        raise InvalidData("the file is empty", parameter="file")
-    driver = FORMATS.get(path.suffix.lower())
-    if driver is None:
-        raise InvalidParameter(f"unknown file type {path.suffix!r}: send .geojson, .gpkg, .zip (a zipped "
-                               "Shapefile) or .csv", parameter="file")
-    encoding = text_encoding(options.encoding)
-    if driver in ("GeoJSON", "CSV"):
-        if encoding is None:
-            _check_utf8(path)
-        else:
-            path = _utf8_copy(path, encoding)
-    if driver == "ESRI Shapefile":
-        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
-    if driver == "GPKG":
-        with path.open("rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                raise InvalidData("not a GeoPackage (no SQLite header)", parameter="file")
-    return str(path), driver, path
-
-
-def remove_copy(original: Path, read: Path) -> None:
-    """Remove the UTF-8 copy `gdal_path` made, if it made one."""
-    if read != original:
-        shutil.rmtree(read.parent, ignore_errors=True)
-
-
-def _utf8_copy(path: Path, encoding: str) -> Path:
-    """`path`, a text file in `encoding`, copied as UTF-8 (streamed: memory stays flat)."""
-    directory = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
-    target = directory / ("utf8" + path.suffix.lower())
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset = 0
-    try:
-        with path.open("rb") as source, target.open("wb") as out:
-            while True:
-                chunk = source.read(1 << 20)
-                try:
-                    out.write(decoder.decode(chunk, final=not chunk).encode())
-                except UnicodeError as exc:
-                    at = offset + getattr(exc, "start", 0) - max(len(getattr(exc, "object", chunk)) - len(chunk), 0)
-                    raise InvalidData(f"the file is not {encoding}: it cannot be read as that at offset {at:,} "
-                                      "(is the encoding right?)", parameter="encoding") from None
-                if not chunk:
-                    return target
-                offset += len(chunk)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
-
-
-def _check_utf8(path: Path) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                raise InvalidData(f"the file is not UTF-8: invalid byte at offset {offset + exc.start:,} "
-                                  "(save it as UTF-8, or give its encoding: Excel saves CSV as cp1252)",
-                                  parameter="file") from None
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise InvalidData("the file ends in the middle of a UTF-8 character (truncated?)",
-                              parameter="file") from None
-
-
-def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
-    """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile. Of several,
-    `layer` names one by its name without `.shp`."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise InvalidData("not a zip archive, or a damaged one", parameter="file") from None
-    with archive:
-        entries = archive.infolist()
-        if len(entries) > MAX_ZIP_ENTRIES:
-            raise InvalidData(f"the zip holds {len(entries):,} entries; at most {MAX_ZIP_ENTRIES} are read",
-                              parameter="file")
-        total = 0
-        for entry in entries:
-            name = entry.filename
-            if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name or "\\" in name:
-                raise InvalidData(f"the zip entry {name!r} points outside the archive", parameter="file")
-            total += entry.file_size
-            if entry.compress_size and entry.file_size / entry.compress_size > MAX_ZIP_RATIO:
-                raise InvalidData(f"the zip entry {name!r} expands {entry.file_size / entry.compress_size:,.0f}-fold"
-                                  " (a zip bomb?)", parameter="file")
-        if total > max_bytes:
-            raise PayloadTooLarge(f"the zip expands to {total:,} bytes; at most {max_bytes:,} are accepted")
-        shps = [e.filename for e in entries if e.filename.lower().endswith(".shp")]
-    if not shps:
-        raise InvalidData("the zip holds no Shapefile (.shp)", parameter="file")
-    if len(shps) == 1:
-        return shps[0]
-    names = {PurePosixPath(s).stem: s for s in shps}
-    if layer in names:
-        return names[layer]
-    listed = ", ".join(repr(n) for n in list(names)[:20])
-    if layer is not None:
-        raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
-    raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
-
-
 # ---------------------------------------------------------------- reading, mapping, checking
-
-def _open_options(driver: str, options: ImportOptions) -> dict[str, Any]:
-    extra: dict[str, Any] = dict(CSV_OPTIONS) if driver == "CSV" else {}
-    encoding = text_encoding(options.encoding)
-    if driver == "ESRI Shapefile" and encoding:
-        extra["ENCODING"] = encoding  # GDAL's open option: it recodes the DBF's names and text to UTF-8
-    return extra
-
-
-def _not_text(driver: str, options: ImportOptions, where: str, index: int | None = None,
-              field_name: str | None = None) -> InvalidData:
-    """The error for text that is not UTF-8 after reading: the file's encoding is not the one given or
-    assumed."""
-    if options.encoding:
-        message = f"{where}: the text cannot be read as {options.encoding}: give the encoding the file is in"
-    else:
-        hint = " (a Shapefile without .cpg)" if driver == "ESRI Shapefile" else ""
-        message = (f"{where}: the text is not UTF-8, and the file does not say its encoding{hint}: give "
-                   "encoding, e.g. cp1252")
-    return InvalidData(message, parameter="encoding", index=index, property=field_name)
-
-
-def _undecodable(table: Any) -> tuple[int, str] | None:
-    """(row, column) of the first text value in an Arrow batch that is not UTF-8; None when the values are all
-    UTF-8 (then the field names are not)."""
-    for c in range(table.num_columns):
-        try:
-            column = table.column(c)
-        except UnicodeDecodeError:  # pyarrow reads the field's name with it
-            return None
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
-            for i, value in enumerate(column.view(binary).to_pylist()):
-                try:
-                    value is None or value.decode()
-                except UnicodeDecodeError:
-                    try:
-                        name = table.schema.field(c).name
-                    except UnicodeDecodeError:
-                        name = f"column {c + 1}"
-                    return i, name
-    return None
-
-
-def _unreadable(driver: str, exc: Exception) -> InvalidData:
-    return InvalidData(f"the file cannot be read as {driver}: {str(exc)[:300]}", parameter="file")
-
-
-def choose_layer(source: str, driver: str, options: ImportOptions) -> str | None:
-    """The layer to read: the one `layer` names, else the file's only layer with geometries (a GeoPackage from
-    QGIS also holds its styles, `layer_styles`, as a table without). A file with several layers of geometries
-    needs `layer`; the errors list them."""
-    if driver != "GPKG":
-        return options.layer
-    try:
-        layers = [(str(name), kind) for name, kind in pyogrio.list_layers(source)]
-    except pyogrio.errors.DataSourceError as exc:
-        raise _unreadable(driver, exc) from None
-    spatial = [name for name, kind in layers if kind is not None]
-    listed = ", ".join(repr(name) for name in (spatial or [name for name, _ in layers])[:20])
-    if options.layer is not None:
-        if options.layer not in (name for name, _ in layers):
-            raise InvalidParameter(f"the file has no layer {options.layer[:100]!r}; its layers: {listed}",
-                                   parameter="layer")
-        return options.layer
-    if len(spatial) > 1:
-        raise InvalidParameter(f"the file holds {len(spatial)} layers with geometries ({listed}): give layer",
-                               parameter="layer")
-    if not spatial:
-        raise InvalidData(f"the file holds no layer with geometries (only {listed or 'nothing'})", parameter="file")
-    return spatial[0]
-
-
-def feature_count(path: Path, source: str, driver: str, options: ImportOptions) -> int:
-    """How many features the file holds, for progress. GeoPackage, Shapefile and CSV say so cheaply. GDAL
-    parses a whole GeoJSON file to count it (1.1 s for 100,000 sites, on top of the parse that reads it), so
-    there the `"Feature"` tokens are counted instead: an estimate, as a property could hold that string; the
-    report's total is what was read."""
-    if driver == "GeoJSON":
-        count, tail = 0, b""
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                count += (tail + chunk).count(b'"Feature"')
-                tail = chunk[-8:]
-        return count
-    try:
-        return max(int(pyogrio.read_info(source, layer=options.layer, **_open_options(driver, options))
-                       .get("features") or 0), 0)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise _unreadable(driver, exc) from None
-
-
-def source_crs(meta: dict[str, Any], options: ImportOptions, driver: str) -> Crs:
-    name = options.crs or meta.get("crs")
-    if not name:
-        raise InvalidParameter(f"the {driver} file does not say its coordinate reference system: give crs "
-                               "(for example EPSG:25832 or EPSG:25833)", parameter="crs")
-    try:
-        crs = resolve(name)
-    except ValueError as exc:
-        raise InvalidParameter(str(exc), parameter="crs") from None
-    # Files keep x = easting/longitude whatever EPSG:4326 says about axis order.
-    return resolve(CRS84) if crs.srid == 4326 else crs
-
 
 def _mapping(fields: list[str], layer: LayerType, options: ImportOptions) -> tuple[dict[str, str], list[str]]:
     """target property -> source field; unknown mapped fields are refused, unmapped ones listed."""
@@ -516,13 +267,13 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
         options.layer = await asyncio.to_thread(choose_layer, source, driver, options)
         total = await asyncio.to_thread(feature_count, read, source, driver, options)
         reading = pyogrio.raw.open_arrow(source, layer=options.layer, batch_size=BATCH, return_fids=True,
-                                         use_pyarrow=True, **_open_options(driver, options))
+                                         use_pyarrow=True, **open_options(driver, options))
         try:
             meta, reader = await asyncio.to_thread(reading.__enter__)
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-            raise _unreadable(driver, exc) from None
+            raise unreadable(driver, exc) from None
         except UnicodeDecodeError:
-            raise _not_text(driver, options, "the field names") from None
+            raise not_text(driver, options, "the field names") from None
         try:
             return await _import(conn, collection_pk, layer, path, options, progress, actor, driver, total, meta,
                                  reader)
@@ -576,11 +327,11 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                         rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer,
                                                        crs, mapping, options.id_field, issues)
                     except UnicodeDecodeError:
-                        found = await asyncio.to_thread(_undecodable, batch)
+                        found = await asyncio.to_thread(undecodable, batch)
                         if found is None:
-                            raise _not_text(driver, options, "the field names") from None
+                            raise not_text(driver, options, "the field names") from None
                         row, name = found
-                        raise _not_text(driver, options, f"feature {start + row}: {name}", start + row,
+                        raise not_text(driver, options, f"feature {start + row}: {name}", start + row,
                                         name) from None
                 if moving is not None:  # the previous batch, moving meanwhile
                     collided |= not await moving

@@ -20,10 +20,11 @@ import asyncpg
 import pytest
 
 from service.errors import GeoTwinError
-from service.importer import MOVE, ImportOptions, import_file
+from service.importer import MOVE, import_file
 from service.importer import check_batch as real_check_batch
 from service.jobs import UPLOAD_PREFIX, sweep_uploads
 from service.layertypes import registry
+from service.sources import ImportOptions
 from tests.conftest import ROOT, app_client, new_key, openapi_misfits
 
 DEMO = ROOT / "fixtures" / "demo" / "halle-commercial-sites.geojson"

@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from service import jobs
 from service.deps import CollectionId, Scope
 from service.errors import InvalidBody, InvalidParameter, NotFound
-from service.importer import FORMATS, ImportOptions, text_encoding
 from service.responses import base_url
+from service.sources import FORMATS, ImportOptions, text_encoding
 
 JSON = "application/json"
 
