@@ -62,6 +62,9 @@ def download_links(collection_url: str, params: list[tuple[str, str]], what: str
 # holds its spatial index in memory (+155 MB for 500,000 features, +13 MB without): without it, memory stays
 # flat at any size, and the file is still a valid FlatGeobuf that QGIS and GDAL read.
 LAYER_OPTIONS = {"GPKG": {"SPATIAL_INDEX": "YES"}, "FlatGeobuf": {"SPATIAL_INDEX": "NO"}}
+# GeoPackage 1.2, as GDAL before 3.7 writes it: the 1.4 that newer GDAL writes makes Debian 12's GDAL 3.6 (and the
+# QGIS 3.22 on it) warn on every open that the file "may only be partially supported". Nothing here needs 1.4.
+DATASET_OPTIONS = {"GPKG": {"VERSION": "1.2"}}
 ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
                "date": pa.date32()}
 
@@ -202,7 +205,8 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
             reader = pa.RecordBatchReader.from_batches(schema, feed())
             pyogrio.write_arrow(reader, path, layer=layer, driver=fmt.driver, geometry_name="geometry",
                                 geometry_type=geometry_type, crs=f"EPSG:{srid}",
-                                layer_options=LAYER_OPTIONS.get(fmt.driver or "", {}))
+                                layer_options=LAYER_OPTIONS.get(fmt.driver or "", {}),
+                                dataset_options=DATASET_OPTIONS.get(fmt.driver or "", {}))
         except BaseException as exc:  # noqa: BLE001 - reported to the request below
             failure.append(exc)
             with contextlib.suppress(queue.Empty):
