@@ -130,8 +130,23 @@ OGC = {
         created={"type": "string", "format": "date-time"},
         finished={"type": "string", "format": "date-time", "nullable": True},
         error={"type": "string", "nullable": True},
-        report={"type": "object", "nullable": True, "description": "counts, and the first 1,000 problems with "
-                                                                    "their feature and why"}),
+        report={"allOf": [ref("ImportReport")], "nullable": True}),
+    "ImportReport": _obj(
+        ["source", "total", "processed", "imported", "rejected", "problems", "issues"],
+        source=STRING, driver={"type": "string", "description": "GDAL's name for the file's format"},
+        crs={"type": "string", "description": "the CRS the coordinates were read in"},
+        total={"type": "integer"}, processed={"type": "integer"},
+        imported={"type": "integer", "description": "0 when any feature was rejected: all or nothing"},
+        rejected={"type": "integer", "description": "features with at least one problem"},
+        problems={"type": "integer", "description": "all problems found; `issues` lists the first 1,000"},
+        ignoredFields=_array(STRING, description="the file's fields the layer type does not have: not imported"),
+        shortenedFields={"type": "object", "additionalProperties": STRING,
+                         "description": "property -> the Shapefile field (cut to 10 characters) read as it"},
+        linearized={"type": "integer", "description": "geometries with circular arcs, read as straight segments"},
+        issues=_array(_obj(["index", "fid", "property", "message"], index={
+            "type": "integer", "description": "the feature's position in the file, from 0 (-1: the whole file)"},
+            fid=STRING, property={"type": "string", "description": "the property, or `geometry` or `id`"},
+            message=STRING))),
 }
 
 

@@ -360,9 +360,18 @@ def import_cmd(
         report = asyncio.run(run())
     except GeoTwinError as exc:
         console.print(f"[red]{exc.description}[/]")
-        for issue in (exc.where.get("report") or {}).get("issues", [])[:50]:
+        failed = exc.where.get("report") or {}
+        for issue in failed.get("issues", [])[:50]:
             console.print(f"  feature {issue['index']} ({issue['fid']}): {issue['property']}: {issue['message']}")
+        if failed.get("ignoredFields"):  # often the reason: a property under another name (give --map)
+            console.print(f"[yellow]fields not in the layer type, not read (--map property=field reads one): "
+                          f"{', '.join(failed['ignoredFields'])}[/]")
         raise typer.Exit(1) from None
+    if report.shortened_fields:
+        console.print("Shapefile fields read as the layer type's: " + ", ".join(
+            f"{source} → {target}" for target, source in report.shortened_fields.items()))
+    if report.linearized:
+        console.print(f"{report.linearized} geometries with arcs read as straight segments (at most 4° of arc each)")
     if report.ignored_fields:
         console.print(f"[yellow]fields not in the layer type, not imported: {', '.join(report.ignored_fields)}[/]")
     console.print(f"[green]{report.imported} features imported into {municipality}/{collection}[/]")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,18 +116,30 @@ class ImportReport:
     rejected: int = 0
     issues: IssueLog = field(default_factory=IssueLog)
     ignored_fields: list[str] = field(default_factory=list)
+    shortened_fields: dict[str, str] = field(default_factory=dict)  # property -> a Shapefile's shortened name
+    linearized: int = 0  # curved geometries (arcs) read as straight segments
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "driver": self.driver, "crs": self.crs, "total": self.total,
                 "processed": self.processed, "imported": self.imported, "rejected": self.rejected,
                 "problems": self.issues.count, "ignoredFields": self.ignored_fields,
+                "shortenedFields": self.shortened_fields, "linearized": self.linearized,
                 "issues": [i.__dict__ for i in self.issues.kept]}
 
 
 # ---------------------------------------------------------------- reading, mapping, checking
 
-def _mapping(fields: list[str], layer: LayerType, options: ImportOptions) -> tuple[dict[str, str], list[str]]:
-    """target property -> source field; unknown mapped fields are refused, unmapped ones listed."""
+# A Shapefile's field names have at most 10 characters: GDAL, QGIS and ArcGIS cut longer ones there when they
+# write one ("availability" becomes "availabili").
+DBF_NAME_LENGTH = 10
+
+
+def _mapping(fields: list[str], layer: LayerType, options: ImportOptions,
+             driver: str) -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """(target property -> source field, the file's fields left unused, the properties found under a
+    Shapefile's shortened name). A mapping given names fields the file must have; the other properties are
+    found by name (any case), and in a Shapefile by their first 10 characters when only one property starts
+    so: a layer exported as Shapefile imports back as it was."""
     by_lower = {f.lower(): f for f in fields}
     for target, src in options.mapping.items():
         if src not in fields:
@@ -138,12 +151,39 @@ def _mapping(fields: list[str], layer: LayerType, options: ImportOptions) -> tup
         if target not in mapping and target.lower() in by_lower:
             mapping[target] = by_lower[target.lower()]
     used = set(mapping.values()) | ({options.id_field} if options.id_field else set())
+    shortened: dict[str, str] = {}
+    if driver == "ESRI Shapefile":
+        for f in fields:
+            if f in used or len(f) != DBF_NAME_LENGTH:
+                continue
+            candidates = [t for t in targets if t not in mapping and len(t) > DBF_NAME_LENGTH
+                          and t.lower().startswith(f.lower())]
+            if len(candidates) == 1:
+                mapping[candidates[0]] = shortened[candidates[0]] = f
+                used.add(f)
     rest = [f for f in fields if f not in used]
     if layer.open_properties:
         for f in rest:
             mapping.setdefault(f, f)
         rest = []
-    return mapping, rest
+    return mapping, rest, shortened
+
+
+# Dates as a German Excel saves them in CSV (31.12.2025) and as GDAL writes them into text (2025/12/31).
+OTHER_DATES = (re.compile(r"(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})"),
+               re.compile(r"(?P<y>\d{4})/(?P<m>\d{1,2})/(?P<d>\d{1,2})"))
+
+
+def _iso_date(text: str) -> str:
+    """A date property's text as YYYY-MM-DD when it is a real date in one of OTHER_DATES, else as it is (for
+    the layer type's check to name)."""
+    for pattern in OTHER_DATES:
+        if match := pattern.fullmatch(text):
+            try:
+                return dt.date(int(match["y"]), int(match["m"]), int(match["d"])).isoformat()
+            except ValueError:
+                return text
+    return text
 
 
 def _value(value: Any, kind: str | None) -> Any:
@@ -163,6 +203,8 @@ def _value(value: Any, kind: str | None) -> Any:
                 return value
         if kind == "boolean" and value.lower() in ("true", "false", "1", "0", "ja", "nein"):
             return value.lower() in ("true", "1", "ja")
+        if kind == "date":
+            return _iso_date(value)
     if isinstance(value, float) and kind == "integer" and value.is_integer():
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and kind == "boolean" and value in (0, 1):
@@ -180,17 +222,25 @@ def _column(array: pa.ChunkedArray, kind: str | None) -> list[Any]:
         return pc.if_else(pc.is_finite(array), array, None).to_pylist()
     if (pa.types.is_integer(t) and kind != "boolean") or pa.types.is_boolean(t):
         return array.to_pylist()
-    if (pa.types.is_string(t) or pa.types.is_large_string(t)) and kind not in ("number", "integer", "boolean"):
+    if (pa.types.is_string(t) or pa.types.is_large_string(t)) and kind not in ("number", "integer", "boolean",
+                                                                                  "date"):
         trimmed = pc.utf8_trim_whitespace(array)
         return pc.if_else(pc.equal(trimmed, ""), None, trimmed).to_pylist()
     return [_value(v, kind) for v in array.to_pylist()]
 
 
 def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: LayerType, crs: Crs,
-                mapping: dict[str, str], id_field: str | None, issues: IssueLog) -> list[tuple]:
-    """Rows ready for COPY from one Arrow batch; problems are appended to `issues` (and their rows dropped)."""
+                mapping: dict[str, str], id_field: str | None, report: ImportReport,
+                straighten: Straighten | None = None) -> list[tuple]:
+    """Rows ready for COPY from one Arrow batch; problems are appended to the report's issues (and their rows
+    dropped)."""
+    issues = report.issues
     n = table.num_rows
-    geoms = shapely.from_wkb(table.column(geometry_column).to_numpy(zero_copy_only=False), on_invalid="ignore")
+    wkb = table.column(geometry_column).to_numpy(zero_copy_only=False)
+    try:
+        geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    except NotImplementedError:  # arcs (CurvePolygon, MultiSurface, …), which GEOS does not read
+        geoms = _straightened(wkb, fids, straighten, report)
     geoms = shapely.force_2d(geoms)
     kinds = layer.property_kinds()
     allowed = layer.geometry_types
@@ -243,6 +293,29 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
     return rows
 
 
+# Reads the features with these FIDs again, their curves as GDAL approximates them by straight segments.
+Straighten = Callable[[list[int]], np.ndarray]
+
+
+def _straightened(wkb: np.ndarray, fids: Any, straighten: Straighten | None, report: ImportReport) -> np.ndarray:
+    """The batch's geometries, with those that have arcs read again from the file as straight segments (GDAL's
+    linearisation: at most 4° of arc per segment). A file from CAD or the cadastre may hold circular arcs;
+    the Arrow reader hands them on as they are, and the layer types, GeoJSON and the tiles know only straight
+    lines. Without FIDs to read them again by, they stay unreadable and are reported so."""
+    geoms = np.empty(len(wkb), dtype=object)
+    curved = []
+    for i, one in enumerate(wkb):
+        try:
+            geoms[i] = shapely.from_wkb(one, on_invalid="ignore")
+        except NotImplementedError:
+            curved.append(i)
+    if curved and straighten is not None and fids is not None:
+        straight = straighten([int(fids[i]) for i in curved])
+        geoms[curved] = shapely.from_wkb(straight, on_invalid="ignore")
+        report.linearized += len(curved)
+    return geoms
+
+
 def _outside(crs: Crs, bounds: np.ndarray) -> np.ndarray:
     """Per bounding box (minx, miny, maxx, maxy): whether it leaves the CRS's domain (vectorised)."""
     if crs.geographic:
@@ -275,8 +348,12 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
         except UnicodeDecodeError:
             raise not_text(driver, options, "the field names") from None
         try:
+            def straighten(fids: list[int]) -> np.ndarray:
+                return pyogrio.raw.read(source, layer=options.layer, fids=fids, columns=[],
+                                        **open_options(driver, options))[2]
+
             return await _import(conn, collection_pk, layer, path, options, progress, actor, driver, total, meta,
-                                 reader)
+                                 reader, straighten)
         finally:
             await asyncio.to_thread(reading.__exit__, None, None, None)
     finally:
@@ -285,17 +362,17 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
 
 async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,
                   options: ImportOptions, progress: Callable[[ImportReport], Any] | None, actor: str, driver: str,
-                  total: int, meta: dict[str, Any], reader: Any) -> ImportReport:
+                  total: int, meta: dict[str, Any], reader: Any, straighten: Straighten) -> ImportReport:
     crs = source_crs(meta, options, driver)
     fields = [str(f) for f in meta["fields"]]
     if options.id_field and options.id_field not in fields:
         raise InvalidParameter(f"id_field: the file has no field {options.id_field!r}", parameter="id_field")
     if not options.id_field and "id" in fields:
         options.id_field = "id"  # a GeoJSON feature's string id, or a column named id
-    mapping, ignored = _mapping(fields, layer, options)
+    mapping, ignored, shortened = _mapping(fields, layer, options, driver)
     geometry_column = meta.get("geometry_name") or "wkb_geometry"
     fid_column = meta.get("fid_column") or "OGC_FID"
-    report = ImportReport(path.name, driver, crs.uri, total=total, ignored_fields=ignored)
+    report = ImportReport(path.name, driver, crs.uri, total=total, ignored_fields=ignored, shortened_fields=shortened)
     issues = report.issues
     async with conn.transaction():
         await conn.execute(STAGE)
@@ -325,7 +402,7 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                     try:
                         fids = batch.column(fid_column).to_pylist() if fid_column in batch.schema.names else None
                         rows = await asyncio.to_thread(check_batch, batch, geometry_column, fids, start, layer,
-                                                       crs, mapping, options.id_field, issues)
+                                                       crs, mapping, options.id_field, report, straighten)
                     except UnicodeDecodeError:
                         found = await asyncio.to_thread(undecodable, batch)
                         if found is None:

@@ -93,8 +93,8 @@ async def run_import(dsn: str, path: Path, slug: str = "commercial-sites", **opt
         await conn.close()
 
 
-# The demo sites' properties under the 10-character names a Shapefile gives them.
-SHP_MAPPING = {"area_gross_ha": "area_gross", "area_net_ha": "area_net_h", "availability": "availabili",
+# The demo sites' properties under the 10-character names a Shapefile gives them (read back by themselves).
+SHP_NAMES = {"area_gross_ha": "area_gross", "area_net_ha": "area_net_h", "availability": "availabili",
                "planning_status": "planning_s", "price_eur_m2": "price_eur_", "largest_plot_ha": "largest_pl",
                "motorway_km": "motorway_k", "rail_siding": "rail_sidin", "last_update": "last_updat"}
 
@@ -103,12 +103,14 @@ SHP_MAPPING = {"area_gross_ha": "area_gross", "area_net_ha": "area_net_h", "avai
     ("gpkg", {}),
     ("geojson", {}),
     ("csv", {"crs": "EPSG:25832"}),
-    ("zip", {"mapping": SHP_MAPPING}),
+    ("zip", {}),
 ])
 async def test_each_format_imports_the_demo_sites_exactly(imp_db, files, fmt, options):
     original = await collection_state(imp_db)
     report = await run_import(imp_db, files[fmt], **options)
     assert report.imported == len(original) == report.total
+    assert report.shortened_fields == (SHP_NAMES if fmt == "zip" else {})
+    assert report.ignored_fields == [] and report.linearized == 0
     now = await collection_state(imp_db)
     assert set(now) == set(original)
     for fid, (geometry, props) in original.items():
@@ -127,13 +129,14 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
     text = files["csv"].read_text(encoding="utf-8")
     assert "ä" in text and "–" in text
     excel, unicode = tmp_path / "excel.csv", tmp_path / "unicode.csv"
-    # As a German Excel saves it: semicolons between the fields, decimal commas.
+    # As a German Excel saves it: semicolons between the fields, decimal commas, dates as 31.12.2025.
     rows = list(csv.reader(io.StringIO(text)))
     german = io.StringIO()
     writer = csv.writer(german, delimiter=";", lineterminator="\r\n")
     writer.writerow(rows[0])
-    writer.writerows([re.sub(r"^(-?\d+)\.(\d+)$", r"\1,\2", v) for v in row] for row in rows[1:])
-    assert re.search(r";\d+,\d+;", german.getvalue())
+    writer.writerows([re.sub(r"^(\d{4})[-/](\d\d)[-/](\d\d)$", r"\3.\2.\1", re.sub(r"^(-?\d+)\.(\d+)$", r"\1,\2", v))
+                      for v in row] for row in rows[1:])
+    assert re.search(r";\d+,\d+;", german.getvalue()) and re.search(r";\d\d\.\d\d\.20\d\d", german.getvalue())
     excel.write_bytes(german.getvalue().encode("cp1252"))
     unicode.write_bytes(text.encode("utf-16"))
     shp = tmp_path / "shp"
@@ -154,7 +157,7 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
         (excel, {"crs": "EPSG:25832", "encoding": "Klingon"}, "encoding", "unknown text encoding 'Klingon'"),
         (excel, {"crs": "EPSG:25832", "encoding": "base64"}, "encoding", "unknown text encoding"),
         (named_zip, {}, "encoding", "the field names: the text is not UTF-8"),
-        (old_zip, {"mapping": SHP_MAPPING}, "encoding", "without .cpg"),
+        (old_zip, {}, "encoding", "without .cpg"),
     ]:
         with pytest.raises(GeoTwinError) as err:
             await run_import(imp_db, path, **options)
@@ -168,7 +171,7 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
     for path, options in [(excel, {"crs": "EPSG:25832", "encoding": "cp1252"}),
                           (excel, {"crs": "EPSG:25832", "encoding": "Windows-1252"}),
                           (unicode, {"crs": "EPSG:25832", "encoding": "utf-16"}),
-                          (old_zip, {"mapping": SHP_MAPPING, "encoding": "cp1252"})]:
+                          (old_zip, {"encoding": "cp1252"})]:
         report = await run_import(imp_db, path, **options)
         assert report.imported == len(original), (path.name, options)
         assert await collection_state(imp_db) == original, (path.name, options)
@@ -204,9 +207,9 @@ async def test_a_file_of_several_layers_needs_layer_and_qgis_styles_do_not_count
     for options, message in [({}, "2 Shapefiles ('flaechen', 'zweite'): give layer"),
                              ({"layer": "dritte"}, "no Shapefile 'dritte'")]:
         with pytest.raises(GeoTwinError) as err:
-            await run_import(imp_db, both, mapping=SHP_MAPPING, **options)
+            await run_import(imp_db, both, **options)
         assert message in err.value.description and err.value.where["parameter"] == "layer", err.value.body()
-    assert (await run_import(imp_db, both, mapping=SHP_MAPPING, layer="zweite")).imported == len(original)
+    assert (await run_import(imp_db, both, layer="zweite")).imported == len(original)
     assert await collection_state(imp_db) == original
 
 
@@ -234,6 +237,51 @@ async def test_one_bad_feature_means_nothing_is_written_and_every_problem_is_rep
     assert {(i["index"], i["property"]) for i in issues} == {(1, "area_gross_ha"), (3, "zoning"), (4, "geometry")}
     assert "Self-intersection" in next(i["message"] for i in issues if i["index"] == 4)
     assert await collection_state(imp_db) == before
+
+
+async def test_arcs_are_read_as_straight_segments(imp_db, files, tmp_path):
+    """Cadastre and CAD data keep circular arcs (CurvePolygon, CompoundCurve in a MultiSurface). The importer
+    reads them as GDAL approximates them (at most 4° of arc per segment) and counts them in the report; the
+    properties come through unchanged."""
+    original = await collection_state(imp_db)
+    rows = list(csv.DictReader(io.StringIO(files["csv"].read_text())))
+    expected = {}
+    for i, row in enumerate(rows):
+        x, y = 706000 + 400 * i, 5707000
+        if i % 2:  # a circle of radius 100 m
+            row["WKT"] = (f"CURVEPOLYGON(CIRCULARSTRING({x} {y},{x + 100} {y + 100},{x + 200} {y},"
+                          f"{x + 100} {y - 100},{x} {y}))")
+            expected[row["id"]] = 3.14159265 * 100 ** 2
+        else:  # a square of 100 m with a half disc of radius 50 m on its east side
+            row["WKT"] = (f"MULTISURFACE(CURVEPOLYGON(COMPOUNDCURVE(({x} {y},{x} {y + 100},{x + 100} {y + 100}),"
+                          f"CIRCULARSTRING({x + 100} {y + 100},{x + 150} {y + 50},{x + 100} {y}),"
+                          f"({x + 100} {y},{x} {y}))))")
+            expected[row["id"]] = 100 ** 2 + 3.14159265 * 50 ** 2 / 2
+    curved_csv, curved_gpkg = tmp_path / "bogen.csv", tmp_path / "bogen.gpkg"
+    with curved_csv.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    ogr("-f", "GPKG", str(curved_gpkg), str(curved_csv), "-nln", "flurstuecke", "-a_srs", "EPSG:25832", "-nlt",
+        "MULTISURFACE", "-oo", "GEOM_POSSIBLE_NAMES=WKT", "-oo", "KEEP_GEOM_COLUMNS=NO", "-oo", "AUTODETECT_TYPE=YES")
+    for path, options in ((curved_gpkg, {}), (curved_csv, {"crs": "EPSG:25832"})):
+        report = await run_import(imp_db, path, **options)
+        assert (report.imported, report.linearized) == (len(rows), len(rows)), path.name
+        conn = await asyncpg.connect(imp_db)
+        try:
+            areas = dict(await conn.fetch(
+                "SELECT f.fid, ST_Area(f.geom) FROM feature f JOIN collection c ON c.id = f.collection_id "
+                "JOIN municipality m ON m.id = c.municipality_id WHERE m.slug = 'halle' AND c.slug = $1",
+                "commercial-sites"))
+        finally:
+            await conn.close()
+        assert areas.keys() == expected.keys()
+        for fid, area in expected.items():
+            assert abs(areas[fid] - area) < 0.001 * area, (path.name, fid, areas[fid], area)
+        now = await collection_state(imp_db)
+        assert {fid: props for fid, (_, props) in now.items()} == {fid: p for fid, (_, p) in original.items()}
+    await run_import(imp_db, files["gpkg"])
+    assert await collection_state(imp_db) == original
 
 
 async def test_append_refuses_ids_that_exist_and_replace_replaces(imp_db, files):
@@ -407,6 +455,10 @@ async def test_api_import_job_reports_progress_and_result(api, files):
     job = await _wait(client, r.headers["location"], auth)
     assert job["error"].startswith("Gewerbeflächen Nord.csv: nothing imported"), job["error"]
     assert job["report"]["source"] == "Gewerbeflächen Nord.csv"
+    assert job["report"]["issues"][0]["message"].startswith("coordinates lie outside")
+    assert not await openapi_misfits(client, doc, "get", items + "/{jobId}", "200", job)
+    assert await openapi_misfits(client, doc, "get", items + "/{jobId}", "200",
+                                 {**job, "report": {**job["report"], "linearized": "none"}}), "the report is described"
     assert (await client.get(r.headers["location"])).status_code == 401, "job reports are for editors"
     for params, parameter in (({"filename": "x.doc"}, "filename"), ({"filename": "x.gpkg", "mode": "merge"}, "mode"),
                               ({"filename": "x.gpkg", "mapping": "[1]"}, "mapping"),
@@ -474,18 +526,30 @@ async def test_api_upload_limit(cluster, imp_db):
         assert r.status_code == 413
 
 
-def test_cli_import_shows_progress_and_reports(cluster, imp_db, files):
+def test_cli_import_shows_progress_and_reports(cluster, imp_db, files, tmp_path):
+    """A file that has a property under another name fails, naming the property and the field it left unread;
+    `--map` reads it. A Shapefile's shortened names are read by themselves, and the CLI says so."""
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_imp",
            "PATH": "/usr/bin:/bin", "COLUMNS": "120"}
     command = [str(ROOT / ".venv" / "bin" / "geotwin"), "import", "--municipality", "halle"]
-    ok = subprocess.run([*command, str(files["csv"]), "--collection", "sites-from-csv", "--layer-type",
-                         "commercial-site", "--crs", "EPSG:25832"], capture_output=True, text=True, env=env,
-                        timeout=120)
+    renamed = tmp_path / "renamed.csv"
+    header, rest = files["csv"].read_text().split("\n", 1)
+    renamed.write_text(header.replace("availability", "Verfügbarkeit") + "\n" + rest)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *args, "--collection", "sites-from-csv", "--crs", "EPSG:25832"],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    bad = run(str(renamed), "--layer-type", "commercial-site")
+    assert bad.returncode == 1 and "nothing imported" in bad.stdout, bad.stdout + bad.stderr
+    assert "availability: 'availability' is a required property" in bad.stdout
+    assert "fields not in the layer type, not read (--map property=field reads one): Verfügbarkeit" in bad.stdout
+    ok = run(str(renamed), "--layer-type", "commercial-site", "--map", "availability=Verfügbarkeit")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "6 features imported into halle/sites-from-csv" in ok.stdout
-    bad = subprocess.run([*command, str(files["zip"]), "--collection", "sites-from-csv"], capture_output=True,
-                         text=True, env=env, timeout=120)
-    assert bad.returncode == 1 and "nothing imported" in bad.stdout and "area_gross_ha" in bad.stdout
+    shp = run(str(files["zip"]))
+    assert shp.returncode == 0, shp.stdout + shp.stderr
+    assert "Shapefile fields read as the layer type's: area_gross → area_gross_ha," in shp.stdout
 
 
 async def test_a_file_where_every_feature_fails_is_counted_whole_and_listed_in_part(imp_db, tmp_path):
