@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from service.settings import DatabaseSettings
+from service.settings import DatabaseSettings, settings_problems, unknown_settings
 
 
 def connection_problem(exc: BaseException) -> str | None:
@@ -42,11 +43,19 @@ def connection_problem(exc: BaseException) -> str | None:
 
 
 class _Commands(typer.Typer):
-    """Typer, with a database that cannot be reached reported in one line instead of a traceback."""
+    """Typer, with a database that cannot be reached, or a setting that cannot be read, reported in a line
+    instead of a traceback."""
 
     def __call__(self, *args, **kwargs):
         try:
             return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            lines = settings_problems(exc)
+            if lines is None:
+                raise
+            Console(stderr=True).print("[red]" + "\n".join(lines) + "[/]\nThe settings come from the environment "
+                                       "and .env; .env.example explains each.", highlight=False)
+            raise SystemExit(2) from None
         except Exception as exc:
             problem = connection_problem(exc)
             if problem is None:
@@ -448,6 +457,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
     from service.observability import log_config
 
     logging.config.dictConfig(log_config(log_level.upper(), access_log))
+    for warning in unknown_settings(os.environ):
+        logging.getLogger("geotwin").warning(warning)
     _warn_if_connections_short(workers)
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import SplitResult, quote, urlsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.crs import DEFAULT_CRS, resolve
@@ -171,3 +175,55 @@ class Settings(BaseSettings):
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Public base URL when behind a proxy (used in links); empty = derive from the request.
     public_url: str = ""
+
+
+# ---------------------------------------------------------------- what an admin mistypes
+
+def setting_names() -> list[str]:
+    """Every environment variable (or `.env` line) a setting is read from."""
+    names = [f.alias or f"PG{name.upper()}" for name, f in DatabaseSettings.model_fields.items()]
+    for name, f in Settings.model_fields.items():
+        if name == "db":
+            continue
+        group = f.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            names += [f"GEOTWIN_{name.upper()}__{sub.upper()}" for sub in group.model_fields]
+        else:
+            names.append(f"GEOTWIN_{name.upper()}")
+    return names
+
+
+def unknown_settings(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:
+    """A warning for each `GEOTWIN_` variable, in the environment or `.env`, that no setting reads: a typo
+    would otherwise leave the default in force without a word."""
+    known = {n.upper() for n in setting_names()}
+    groups = {n.split("__")[0] for n in known if "__" in n}  # a whole group as JSON: GEOTWIN_API='{…}'
+    given = [n for n in environ if n.upper().startswith("GEOTWIN_")]
+    if env_file.is_file():
+        given += [n for n in dotenv_values(env_file) if n.upper().startswith("GEOTWIN_") and n not in given]
+    warnings = []
+    for name in given:
+        if name.upper() in known or name.upper() in groups:
+            continue
+        close = difflib.get_close_matches(name.upper().removeprefix("GEOTWIN_"),
+                                          sorted(k.removeprefix("GEOTWIN_") for k in known), n=1, cutoff=0.75)
+        warnings.append(f"{name} is not a setting and is ignored" + (
+            f"; did you mean GEOTWIN_{close[0]}?" if close else " (.env.example lists them all)"))
+    return warnings
+
+
+def settings_problems(exc: ValidationError) -> list[str] | None:
+    """One line per wrong setting, naming the variable and the value; None for other validation errors."""
+    if exc.title not in (Settings.__name__, DatabaseSettings.__name__):
+        return None
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if exc.title == DatabaseSettings.__name__:
+            name = loc[0] if loc[0].upper().startswith("GEOTWIN_") else f"PG{loc[0].upper()}"
+        else:
+            name = "GEOTWIN_" + "__".join(loc[:2]).upper()
+        value = error.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) else ""
+        lines.append(f"{name}{shown}: {error['msg']}")
+    return lines

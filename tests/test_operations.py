@@ -200,6 +200,42 @@ def test_commands_that_cannot_reach_the_database_say_so_in_a_line(primary, setti
         assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 2, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("setting, says, commands", [
+    ({"GEOTWIN_API__MAX_LIMIT": "zehntausend"},
+     "GEOTWIN_API__MAX_LIMIT='zehntausend': Input should be a valid integer", ["serve"]),
+    ({"PGPORT": "5432x"}, "PGPORT='5432x': Input should be a valid integer", ["migrate", "serve"]),
+    ({"GEOTWIN_DB_POOL_MAX": "viele"}, "GEOTWIN_DB_POOL_MAX='viele': Input should be a valid integer",
+     ["migrate", "serve"]),
+])
+def test_a_setting_that_cannot_be_read_is_named_in_a_line(setting, says, commands, tmp_path):
+    """A wrong value stops the command that reads it (serve reads them all) with the variable and the value it
+    was given."""
+    env = {**os.environ, "COLUMNS": "200", **setting}
+    for command in ([c, *(["--port", str(free_port())] if c == "serve" else [])] for c in commands):
+        result = subprocess.run([str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "geotwin"), *command],
+                                env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert says in result.stderr and ".env.example explains each" in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 2, result.stderr[-2000:]
+
+
+def test_serve_warns_of_settings_it_does_not_know(primary, tmp_path):
+    """A mistyped variable would leave the default in force without a word: serve names it at start, from the
+    environment or from .env, with the setting it probably meant."""
+    (tmp_path / ".env").write_text("GEOTWIN_CACHE_TILE_CACHE_MB=512\n")
+    env = {"GEOTWIN_API__MAX_LIMT": "500", "GEOTWIN_API__MAX_LIMIT": "500"}
+    base, proc = serve_cli("geotwin_ops", primary, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           text=True, cwd=tmp_path)
+    assert httpx.get(f"{base}/ready").status_code == 200
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    warned = [json.loads(line)["message"] for line in err.splitlines() if "is not a setting" in line]
+    assert warned == [
+        "GEOTWIN_API__MAX_LIMT is not a setting and is ignored; did you mean GEOTWIN_API__MAX_LIMIT?",
+        "GEOTWIN_CACHE_TILE_CACHE_MB is not a setting and is ignored; did you mean GEOTWIN_CACHE__TILE_CACHE_MB?",
+    ], err[-2000:]
+
+
 async def test_anonymous_reads_use_a_fresh_replica_and_fall_back_to_the_primary(primary, replica):
     replica_url = replica.url("geotwin_ops")
     key = await new_key(primary.url("geotwin_ops"), "halle", "editor", "Ops")
