@@ -193,17 +193,22 @@ def setting_names() -> list[str]:
     return names
 
 
+# Read by docker-compose.yml (ports, workers, Varnish's memory), not by the service; they reach it through
+# the compose file's `env_file: .env`.
+COMPOSE_VARIABLES = ("GEOTWIN_PORT", "GEOTWIN_WORKERS", "GEOTWIN_CACHE_PORT", "GEOTWIN_CACHE_SIZE")
+
+
 def unknown_settings(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:
     """A warning for each `GEOTWIN_` variable, in the environment or `.env`, that no setting reads: a typo
     would otherwise leave the default in force without a word."""
-    known = {n.upper() for n in setting_names()}
+    known = {n.upper() for n in setting_names() if n.upper().startswith("GEOTWIN_")}
     groups = {n.split("__")[0] for n in known if "__" in n}  # a whole group as JSON: GEOTWIN_API='{…}'
     given = [n for n in environ if n.upper().startswith("GEOTWIN_")]
     if env_file.is_file():
         given += [n for n in dotenv_values(env_file) if n.upper().startswith("GEOTWIN_") and n not in given]
     warnings = []
     for name in given:
-        if name.upper() in known or name.upper() in groups:
+        if name.upper() in known or name.upper() in groups or name.upper() in COMPOSE_VARIABLES:
             continue
         close = difflib.get_close_matches(name.upper().removeprefix("GEOTWIN_"),
                                           sorted(k.removeprefix("GEOTWIN_") for k in known), n=1, cutoff=0.75)

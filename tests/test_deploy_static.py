@@ -12,7 +12,14 @@ import yaml
 from typer.main import get_command
 
 from service.cli import app as cli_app
-from service.settings import DatabaseSettings, LimitSettings, Settings, setting_names
+from service.settings import (
+    COMPOSE_VARIABLES,
+    DatabaseSettings,
+    LimitSettings,
+    Settings,
+    setting_names,
+    unknown_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +71,15 @@ def test_env_example_documents_every_setting():
     assert "PGHOST" in names and "GEOTWIN_API__MAX_LIMIT" in names and "GEOTWIN_DB_REPLICAS" in names
     example = (ROOT / ".env.example").read_text()
     assert [n for n in names if not re.search(rf"^#? ?{n}=", example, re.M)] == []
+
+
+def test_serve_warns_of_no_variable_that_compose_or_env_example_uses():
+    """Every GEOTWIN_ variable the compose file or .env.example names is a setting or one compose itself reads:
+    the warning about unknown settings stays for real typos."""
+    used = set(re.findall(r"\$\{(GEOTWIN_[A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    used |= set(re.findall(r"^#? ?(GEOTWIN_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert set(COMPOSE_VARIABLES) <= used
+    assert unknown_settings(dict.fromkeys(used, "1"), ROOT / "no.env") == []
 
 
 def test_cache_profile_mounts_a_vcl_that_follows_the_service_headers():
