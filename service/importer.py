@@ -1,4 +1,4 @@
-"""File import: GeoJSON, GeoPackage, zipped Shapefile, CSV (WKT or x/y columns) into a collection.
+"""File import: GeoJSON, GeoPackage, FlatGeobuf, zipped Shapefile, CSV (WKT or x/y columns) into a collection.
 
 All or nothing, in bounded memory, whatever the file's size:
 1. the file is checked before GDAL sees it (`service.sources`: size, UTF-8 for text formats, a zip's entries:
@@ -433,6 +433,11 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                 moving.cancel()
                 with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
                     await moving
+        if driver == "FlatGeobuf" and report.processed != total:
+            # GDAL stops quietly where a cut FlatGeobuf ends between two features; its header says how many
+            # there are.
+            raise InvalidData(f"the file cannot be read to its end: it holds {report.processed:,} of the {total:,} "
+                              "features its header announces; is it complete?", parameter="file")
         report.total = report.processed
         if collided and not issues:  # a unique id refused a batch: which ids, and why
             for fid, count in await conn.fetch(

@@ -24,7 +24,11 @@ from service.errors import InvalidData, InvalidParameter, PayloadTooLarge
 WORK_PREFIX = "geotwin-import-"
 MAX_ZIP_ENTRIES = 1_000
 MAX_ZIP_RATIO = 200
-FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV"}
+FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV",
+           ".fgb": "FlatGeobuf"}
+# How binary formats begin: anything else is refused before GDAL guesses at it.
+MAGIC = {"GPKG": (b"SQLite format 3\x00", "not a GeoPackage (no SQLite header)"),
+         "FlatGeobuf": (b"fgb\x03", "not a FlatGeobuf (no FlatGeobuf header)")}
 CSV_OPTIONS = {"GEOM_POSSIBLE_NAMES": "wkt,WKT,geometry,geom", "KEEP_GEOM_COLUMNS": "NO", "AUTODETECT_TYPE": "YES",
                "X_POSSIBLE_NAMES": "x,X,lon,lng,longitude,rechtswert,easting",
                "Y_POSSIBLE_NAMES": "y,Y,lat,latitude,hochwert,northing"}
@@ -72,7 +76,7 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
         raise InvalidData("the file is empty", parameter="file")
     driver = FORMATS.get(path.suffix.lower())
     if driver is None:
-        raise InvalidParameter(f"unknown file type {path.suffix!r}: send .geojson, .gpkg, .zip (a zipped "
+        raise InvalidParameter(f"unknown file type {path.suffix!r}: send .geojson, .gpkg, .fgb, .zip (a zipped "
                                "Shapefile) or .csv", parameter="file")
     encoding = text_encoding(options.encoding)
     if driver in ("GeoJSON", "CSV"):
@@ -82,10 +86,12 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
             path = _utf8_copy(path, encoding)
     if driver == "ESRI Shapefile":
         return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
-    if driver == "GPKG":
+    if driver in MAGIC:
         with path.open("rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                raise InvalidData("not a GeoPackage (no SQLite header)", parameter="file")
+            head = handle.read(16)
+        magic, what = MAGIC[driver]
+        if not head.startswith(magic):
+            raise InvalidData(what, parameter="file")
     return str(path), driver, path
 
 

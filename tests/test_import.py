@@ -41,7 +41,9 @@ def ogr(*args: str) -> None:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("import-files")
-    out = {"geojson": d / "sites.geojson", "gpkg": d / "sites.gpkg", "csv": d / "sites.csv", "zip": d / "sites.zip"}
+    out = {"geojson": d / "sites.geojson", "gpkg": d / "sites.gpkg", "csv": d / "sites.csv", "zip": d / "sites.zip",
+           "fgb": d / "sites.fgb"}
+    ogr("-f", "FlatGeobuf", str(out["fgb"]), str(DEMO))  # as GeoTwin exports it, too
     ogr("-f", "GeoJSON", str(out["geojson"]), str(DEMO), "-t_srs", "EPSG:25833")  # 25833, said in the file
     ogr("-f", "GPKG", str(out["gpkg"]), str(DEMO), "-nln", "gewerbe")
     ogr("-f", "CSV", str(out["csv"]), str(DEMO), "-lco", "GEOMETRY=AS_WKT")  # a CSV says no CRS
@@ -104,6 +106,7 @@ SHP_NAMES = {"area_gross_ha": "area_gross", "area_net_ha": "area_net_h", "availa
     ("geojson", {}),
     ("csv", {"crs": "EPSG:25832"}),
     ("zip", {}),
+    ("fgb", {}),
 ])
 async def test_each_format_imports_the_demo_sites_exactly(imp_db, files, fmt, options):
     original = await collection_state(imp_db)
@@ -386,6 +389,8 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "notzip.zip": tmp_path / "notzip.zip",
         "truncated.gpkg": tmp_path / "truncated.gpkg",
         "fake.gpkg": tmp_path / "fake.gpkg",
+        "truncated.fgb": tmp_path / "truncated.fgb",
+        "fake.fgb": tmp_path / "fake.fgb",
         "latin1.geojson": tmp_path / "latin1.geojson",
         "broken.geojson": tmp_path / "broken.geojson",
         "empty.csv": tmp_path / "empty.csv",
@@ -394,12 +399,24 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["notzip.zip"].write_bytes(b"PK\x03\x04 not really")
     cases["truncated.gpkg"].write_bytes(gpkg[: len(gpkg) // 3])
     cases["fake.gpkg"].write_bytes(b"<html>not a database</html>")
+    fgb = files["fgb"].read_bytes()
+    cases["truncated.fgb"].write_bytes(fgb[: len(fgb) * 2 // 3])
+    cases["cut.fgb"] = tmp_path / "cut.fgb"  # cut between two features: GDAL reads the first ones without a word
+    ogr("-f", "FlatGeobuf", str(tmp_path / "plain.fgb"), str(DEMO), "-lco", "SPATIAL_INDEX=NO")
+    plain = (tmp_path / "plain.fgb").read_bytes()
+    starts = [12 + int.from_bytes(plain[8:12], "little")]  # magic, header size, header; then size + feature each
+    while starts[-1] < len(plain):
+        starts.append(starts[-1] + 4 + int.from_bytes(plain[starts[-1]:starts[-1] + 4], "little"))
+    cases["cut.fgb"].write_bytes(plain[:starts[-2]])
+    cases["fake.fgb"].write_bytes(b"<html>not a FlatGeobuf</html>")
     cases["latin1.geojson"].write_bytes(DEMO.read_text().encode("latin-1", errors="replace"))
     cases["broken.geojson"].write_bytes(DEMO.read_bytes()[:-500])
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
                "notzip.zip": "not a zip", "truncated.gpkg": "cannot be read", "fake.gpkg": "not a GeoPackage",
+               "truncated.fgb": "cannot be read", "fake.fgb": "not a FlatGeobuf",
+               "cut.fgb": f"holds 5 of the {len(json.loads(DEMO.read_text())['features'])} features its header",
                "latin1.geojson": "not UTF-8", "broken.geojson": "cannot be read", "empty.csv": "empty",
                "sites.txt": "unknown file type"}
     for name, path in cases.items():
