@@ -45,6 +45,16 @@ python_env() {
   fi
 }
 
+tool_env() {
+  local stamp=".tools/.installed-$(sha1sum < tests/tools.txt | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    say "installing the programs the tests run (tests/tools.txt) into .tools"
+    [ -x .tools/bin/python ] || python3 -m venv .tools
+    .tools/bin/python -m pip install -q -r tests/tools.txt
+    touch "$stamp"
+  fi
+}
+
 web_assets() {
   if [ ! -f node_modules/maplibre-gl/dist/maplibre-gl.js ] || [ package-lock.json -nt node_modules ]; then
     say "installing MapLibre GL JS and Swagger UI (npm)"
@@ -58,7 +68,7 @@ case "${1:-}" in
     exec .venv/bin/geotwin demo --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
     ;;
   test)
-    need_packages tests; python_env "[test]"; web_assets
+    need_packages tests; python_env "[test]"; tool_env; web_assets
     shift
     exec .venv/bin/python -m pytest "$@"
     ;;

@@ -205,8 +205,9 @@ def root_openapi(app: FastAPI, dataset: Dataset, root_url: str, prefix: str) -> 
         paths[path[len(prefix):] or "/"] = item
     generic = paths.get("/collections/{collectionId}/items", {}).get("get")
     if generic:
+        schemas = full["components"]["schemas"]
         for cid, c in sorted(dataset.collections.items()):
-            paths[f"/collections/{cid}/items"] = {"get": _collection_items(generic, cid, c)}
+            paths[f"/collections/{cid}/items"] = {"get": _collection_items(generic, cid, c, schemas)}
     return {
         "openapi": "3.0.3",
         "info": {**full["info"], "title": f"{full['info']['title']} – {dataset.title}",
@@ -217,7 +218,23 @@ def root_openapi(app: FastAPI, dataset: Dataset, root_url: str, prefix: str) -> 
     }
 
 
-def _collection_items(generic: dict[str, Any], cid: str, c: Collection) -> dict[str, Any]:
+def _flat(schemas: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """An object schema with its references and `allOf` parts merged into one (a copy). Client generators
+    (openapi-python-client) cannot merge two definitions of one property, such as a feature's general
+    `properties` and a layer type's, so a collection's own schemas are written out whole."""
+    if "$ref" in schema:
+        return _flat(schemas, schemas[schema["$ref"].rsplit("/", 1)[-1]])
+    out = copy.deepcopy({k: v for k, v in schema.items() if k != "allOf"})
+    for part in schema.get("allOf", []):
+        part = _flat(schemas, part)
+        out.setdefault("type", part.get("type"))
+        out["properties"] = {**out.get("properties", {}), **part.get("properties", {})}
+        if part.get("required"):
+            out["required"] = sorted({*out.get("required", []), *part["required"]})
+    return out
+
+
+def _collection_items(generic: dict[str, Any], cid: str, c: Collection, schemas: dict[str, Any]) -> dict[str, Any]:
     """The items operation of one collection, with each of its properties as an equality query parameter:
     GDAL's OAPIF driver reads these to send `-where name = 'x'` to the server instead of filtering locally."""
     op = copy.deepcopy(generic)
@@ -238,8 +255,9 @@ def _collection_items(generic: dict[str, Any], cid: str, c: Collection) -> dict[
     if c.regional:
         properties = {**properties, "properties": {**properties.get("properties", {}), "municipality": specs[
             "municipality"]}}
-    feature = {"allOf": [apischemas.ref("Feature"), {"type": "object", "properties": {"properties": properties}}]}
-    op["responses"]["200"]["content"]["application/geo+json"] = {"schema": {"allOf": [
-        apischemas.ref("Items"), {"type": "object", "properties": {"features": {"type": "array",
-                                                                               "items": feature}}}]}}
+    feature = _flat(schemas, apischemas.ref("Item"))
+    feature["properties"]["properties"] = properties
+    items = _flat(schemas, apischemas.ref("Items"))
+    items["properties"]["features"] = {"type": "array", "items": feature}
+    op["responses"]["200"]["content"]["application/geo+json"] = {"schema": items}
     return op

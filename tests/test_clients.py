@@ -1,7 +1,9 @@
-"""Real clients against a live server: GDAL/OGR (ogrinfo, ogr2ogr) and OWSLib."""
+"""Real clients against a live server: GDAL/OGR (ogrinfo, ogr2ogr), OWSLib, QGIS, and a client generated from the
+OpenAPI document by openapi-python-client, as a neighbour's developer would make one."""
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -145,3 +147,39 @@ def test_qgis_places_features_in_etrs89_utm_where_the_server_does(live_server, t
         x, y = feature["geometry"]["coordinates"][0][0][0]
         qx, qy = qgis["features"][feature["id"]]["first"]
         assert abs(x - qx) < 0.05 and abs(y - qy) < 0.05, (feature["id"], (x, y), (qx, qy))
+
+
+GENERATED_CLIENT_READS = """
+import sys
+from halle_api import Client
+from halle_api.api.municipality import municipality_get_features_commercial_sites as sites
+from halle_api.models import MunicipalityGetFeaturesCommercialSitesAvailability as Availability
+
+answer = sites.sync(client=Client(base_url=sys.argv[1]), availability=Availability("verfuegbar"), limit=2)
+first = answer.features[0]
+print(answer.number_matched, len(answer.features), first.id, first.properties.name, first.properties.area_net_ha,
+      type(first.geometry).__name__, sep="|")
+"""
+
+
+def test_a_client_generated_from_a_root_openapi_document_reads_typed_features(live_server, tmp_path):
+    """openapi-python-client makes a typed client of a municipality's OpenAPI document without a warning (each
+    collection's items answer carries its layer type's properties), and that client reads the sites."""
+    root = f"{live_server}/municipalities/halle"
+    doc = tmp_path / "halle.json"
+    doc.write_bytes(httpx.get(f"{root}/api").content)
+    tools = HERE.parent / ".tools" / "bin"  # ./dev.sh test installs tests/tools.txt there
+    assert (tools / "openapi-python-client").exists(), "run ./dev.sh test: it installs the test tools into .tools"
+    made = subprocess.run([str(tools / "openapi-python-client"), "generate", "--path", str(doc), "--output-path",
+                           str(tmp_path / "halle_api"), "--meta", "none"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PATH": f"{tools}:/usr/bin:/bin"})
+    assert made.returncode == 0 and "Warning" not in made.stdout + made.stderr, made.stdout + made.stderr
+    read = subprocess.run([str(tools / "python"), "-c", GENERATED_CLIENT_READS, root], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert read.returncode == 0, read.stderr
+    api = httpx.get(f"{root}/collections/commercial-sites/items",
+                    params={"availability": "verfuegbar", "limit": 2}).json()
+    first = api["features"][0]
+    assert read.stdout.strip().split("|") == [
+        str(api["numberMatched"]), "2", first["id"], first["properties"]["name"],
+        str(first["properties"]["area_net_ha"]), first["geometry"]["type"]]
