@@ -71,6 +71,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_PORT = 54329
 
 
+def option_variables() -> list[str]:
+    """The environment variables the commands' options read (`geotwin mirror --key`: GEOTWIN_MIRROR_KEY)."""
+    found: list[str] = []
+    todo = [typer.main.get_command(app)]
+    while todo:
+        command = todo.pop()
+        todo += getattr(command, "commands", {}).values()  # a group's (typer's own click classes)
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            found += [envvar] if isinstance(envvar, str) else list(envvar or [])
+    return found
+
+
 def _dsn(url: str | None) -> str:
     return url or os.environ.get("DATABASE_URL") or DatabaseSettings().dsn()
 
@@ -458,7 +471,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
     from service.observability import log_config
 
     logging.config.dictConfig(log_config(log_level.upper(), access_log))
-    for warning in unknown_settings(os.environ):
+    for warning in unknown_settings(os.environ, also=option_variables()):
         logging.getLogger("geotwin").warning(warning)
     _warn_if_connections_short(workers)
     metrics_dir = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import SplitResult, quote, urlsplit
 
@@ -198,10 +198,11 @@ def setting_names() -> list[str]:
 COMPOSE_VARIABLES = ("GEOTWIN_PORT", "GEOTWIN_WORKERS", "GEOTWIN_CACHE_PORT", "GEOTWIN_CACHE_SIZE")
 
 
-def unknown_settings(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:
-    """A warning for each `GEOTWIN_` variable, in the environment or `.env`, that no setting reads: a typo
-    would otherwise leave the default in force without a word."""
-    known = {n.upper() for n in setting_names() if n.upper().startswith("GEOTWIN_")}
+def unknown_settings(environ: Mapping[str, str], env_file: Path = Path(".env"),
+                     also: Iterable[str] = ()) -> list[str]:
+    """A warning for each `GEOTWIN_` variable, in the environment or `.env`, that no setting reads (nor one of
+    the command-line options, `also`): a typo would otherwise leave the default in force without a word."""
+    known = {n.upper() for n in [*setting_names(), *also] if n.upper().startswith("GEOTWIN_")}
     groups = {n.split("__")[0] for n in known if "__" in n}  # a whole group as JSON: GEOTWIN_API='{…}'
     given = [n for n in environ if n.upper().startswith("GEOTWIN_")]
     if env_file.is_file():

@@ -12,6 +12,7 @@ import yaml
 from typer.main import get_command
 
 from service.cli import app as cli_app
+from service.cli import option_variables
 from service.settings import (
     COMPOSE_VARIABLES,
     DatabaseSettings,
@@ -80,6 +81,8 @@ def test_serve_warns_of_no_variable_that_compose_or_env_example_uses():
     used |= set(re.findall(r"^#? ?(GEOTWIN_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert set(COMPOSE_VARIABLES) <= used
     assert unknown_settings(dict.fromkeys(used, "1"), ROOT / "no.env") == []
+    assert "GEOTWIN_MIRROR_KEY" in option_variables(), "the key a mirror's cron job keeps in .env is no typo"
+    assert unknown_settings({"GEOTWIN_MIRROR_KEY": "gt_x"}, ROOT / "no.env", also=option_variables()) == []
 
 
 def test_cache_profile_mounts_a_vcl_that_follows_the_service_headers():
