@@ -8,6 +8,7 @@ Then apply the rules by path and method:
 | any method on `/admin/…`                         | platform administrator         |
 | any method on `/municipalities/{m}/keys…`         | admin of m                     |
 | POST on `/municipalities/{m}/collections`         | admin of m                     |
+| PATCH/DELETE on `/municipalities/{m}/collections/{c}` | admin of m                 |
 | any method on `/municipalities/{m}/…/imports…`    | editor of m                    |
 | POST/PUT/PATCH/DELETE on `/municipalities/{m}/…`  | editor of m                    |
 | POST on `/processes/{id}/execution`               | nothing: read-only analyses    |
@@ -52,6 +53,7 @@ SAFE = {"GET", "HEAD", "OPTIONS"}
 PROCESS_EXECUTION = re.compile(r"^/processes/[^/]+/execution$")
 JOB = re.compile(r"^/jobs/[^/]+$")
 MUNICIPALITY_PATH = re.compile(r"^/municipalities/(?P<m>[^/]+)(?P<rest>/.*)?$")
+COLLECTION = re.compile(r"^/collections(/[^/]+)?/?$")  # creating one, or changing or deleting one
 
 
 def required(method: str, path: str) -> tuple[str, str | None] | None:
@@ -60,7 +62,7 @@ def required(method: str, path: str) -> tuple[str, str | None] | None:
         return "platform", None
     match = MUNICIPALITY_PATH.match(path)
     rest = (match["rest"] or "") if match else ""
-    if match and (rest.startswith("/keys") or (rest.rstrip("/") == "/collections" and method not in SAFE)):
+    if match and (rest.startswith("/keys") or (method not in SAFE and COLLECTION.match(rest))):
         return "admin", match["m"]
     if match and "/imports" in rest:  # job reports list rejected features: editors only
         return "editor", match["m"]

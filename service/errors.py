@@ -161,9 +161,15 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ())]
-        where = {"parameter": loc[-1]} if loc and loc[0] in ("query", "path", "header") else {}
-        return _json(400, {"code": "InvalidParameterValue",
-                           "description": first.get("msg", "invalid request"), **where})
+        message = first.get("msg", "invalid request")
+        if loc and loc[0] in ("query", "path", "header"):
+            where = {"parameter": loc[-1]}
+        elif loc and loc[0] == "body" and len(loc) > 1:  # a JSON body's member, e.g. `keywords.2`
+            where = {"property": ".".join(loc[1:])}
+            message = f"{where['property']}: {message}"
+        else:
+            where = {}
+        return _json(400, {"code": "InvalidParameterValue", "description": message, **where})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -36,11 +36,15 @@ ANSWERS = {
     "413": "The body is larger than the configured limit",
     "415": "The body's Content-Type is not one this accepts",
     "422": "The feature or file does not fit the collection's layer type; the body names where",
-    "428": "Changing a feature needs If-Match with its current ETag",
+    "428": "Changing a feature or a collection needs If-Match with its current ETag",
     "429": "Over the rate limit for writes or expensive requests; see Retry-After",
     "503": "The database is not reachable or the request took too long; see Retry-After",
 }
 WRITES = {"post", "put", "patch"}
+# Declared, so that a generated client asks for it; the service answers 428 without it.
+IF_MATCH = {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
+            "description": "The ETag of the feature or collection as you last read it (`*`: whatever it is now); "
+                           "412 when it has changed since"}
 
 
 def _to_30(node: Any) -> Any:
@@ -133,11 +137,14 @@ def _document_answers(doc: dict[str, Any]) -> None:
                 codes |= {"304", "406"}
             if method in WRITES:
                 codes |= {"408", "413", "415", "422"}
-            if method in ("put", "patch", "delete") and "/items/" in path:
+            if method in ("put", "patch", "delete") and ("/items/" in path or path.endswith("/{collectionId}")):
                 codes |= {"412", "428"}
+                params = op.setdefault("parameters", [])
+                if not any(p.get("name") == "If-Match" for p in params):
+                    params.append(IF_MATCH)
             if method == "get" and path.endswith(("/items", "/export", "/changes")):
                 codes.add("410")  # asOf, after or since before the history's cut
-            if method == "post" or (method == "delete" and "/items/" not in path):
+            if method == "post" or (method in ("delete", "patch") and "/items/" not in path):
                 codes.add("409")
             if needs is not None or (method == "delete" and path.startswith("/jobs/")):
                 codes.add("403")

@@ -180,6 +180,64 @@ async def test_platform_admin_onboards_a_municipality_whose_admin_then_works(pub
     assert r.status_code == 400
 
 
+async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
+    """A municipality's admin fixes a title, makes an internal collection public (and back), and deletes a
+    collection with its features, each with the ETag last read; editors and neighbours may not."""
+    _, client = pub
+    admin, editor = auth(keys["halle_admin"]), auth(keys["halle_editor"])
+    path = "/municipalities/halle/collections/entwurf"
+    r = await client.post("/municipalities/halle/collections", headers=admin, json={
+        "id": "entwurf", "title": "Gewerbeflachen (Entwurf)", "layer_type": "commercial-site",
+        "visibility": "internal", "keywords": ["Entwurf"]})
+    assert r.status_code == 201, r.text
+    r = await client.post(f"{path}/items", headers={**editor, **GEOJSON}, content=json.dumps(site("e-1", 11.95, 51.47)))
+    assert r.status_code == 201, r.text
+    assert (await client.get(path)).status_code == 404, "internal: not for the public"
+    seen = await client.get(path, headers=admin)
+    etag = seen.headers["etag"]
+
+    refused = [
+        (editor, {"If-Match": etag}, {"title": "x"}, 403, None),
+        (auth(keys["leipzig_editor"]), {"If-Match": etag}, {"title": "x"}, 403, None),
+        ({}, {"If-Match": etag}, {"title": "x"}, 401, None),
+        (admin, {}, {"title": "x"}, 428, "If-Match"),
+        (admin, {"If-Match": '"0123"'}, {"title": "x"}, 412, "If-Match"),
+        (admin, {"If-Match": etag}, {"layer_type": "planning-zone"}, 400, "layer_type"),
+        (admin, {"If-Match": etag}, {"id": "anders"}, 400, "id"),
+        (admin, {"If-Match": etag}, {"title": None}, 400, "title"),
+        (admin, {"If-Match": etag}, {"visibility": "geheim"}, 400, "visibility"),
+        (admin, {"If-Match": etag}, {"colour": "rot"}, 400, "colour"),
+    ]
+    for who, headers, body, status, where in refused:
+        r = await client.patch(path, headers={**who, **headers}, json=body)
+        assert r.status_code == status, (body, r.text)
+        if where:
+            assert where in (r.json().get("parameter"), r.json().get("property")), (body, r.json())
+    assert (await client.get(path, headers=admin)).headers["etag"] == etag, "nothing changed"
+
+    r = await client.patch(path, headers={**admin, "If-Match": etag}, json={
+        "title": "Gewerbeflächen (Entwurf)", "visibility": "public", "keywords": None, "id": "entwurf",
+        "layer_type": "commercial-site"})
+    assert r.status_code == 204, r.text
+    public = await client.get(path)
+    assert public.status_code == 200 and public.headers["etag"] == r.headers["etag"] != etag
+    assert public.json()["title"] == "Gewerbeflächen (Entwurf)" and public.json()["keywords"] == []
+    assert public.json()["description"] == "" and (await count(client, path)) == 1
+    assert (await client.get(path, headers={"If-None-Match": etag})).status_code == 200, "the old copy is stale"
+    r = await client.patch(path, headers={**admin, "If-Match": etag}, json={"visibility": "internal"})
+    assert r.status_code == 412, "the ETag before the change no longer matches"
+
+    for who, headers, status in ((editor, {"If-Match": public.headers["etag"]}, 403), (admin, {}, 428)):
+        assert (await client.delete(path, headers={**who, **headers})).status_code == status
+    r = await client.delete(path, headers={**admin, "If-Match": public.headers["etag"]})
+    assert r.status_code == 204, r.text
+    for url in (path, f"{path}/items", f"{path}/items/e-1"):
+        assert (await client.get(url, headers=admin)).status_code == 404, url
+    listing = (await client.get("/municipalities/halle/collections", headers=admin)).json()
+    assert "entwurf" not in {c["id"] for c in listing["collections"]}
+    assert (await client.delete(path, headers={**admin, "If-Match": "*"})).status_code == 404
+
+
 # ---------------------------------------------------------------- editing
 
 async def test_create_read_replace_patch_delete_with_etags_and_a_change_log(pub, keys, pub_db):

@@ -65,7 +65,7 @@ def expected(method: str, path: str, role: str) -> set[int] | str:
     if path.startswith("/admin"):
         return "allowed" if role == "platform" else {403}
     if path.startswith("/municipalities/{municipality}"):
-        if "/keys" in path or (path.endswith("/collections") and method in WRITES):
+        if "/keys" in path or (path.endswith(("/collections", "/collections/{collectionId}")) and method in WRITES):
             need = {"admin", "platform"}
         elif "/imports" in path or method in WRITES:
             need = {"editor", "admin", "platform"}

@@ -1,21 +1,26 @@
-"""Administration: onboarding municipalities (platform administrators), collections and API keys
-(a municipality's admins). Who may call what is enforced in service.access, below these routes."""
+"""Administration: onboarding municipalities (platform administrators), collections (created, described
+anew, deleted) and API keys (a municipality's admins). Who may call what is enforced in service.access, below
+these routes."""
 
 
 from typing import Annotated, Literal
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from service.cache import etag_for
+from service.catalog import Collection
 from service.db import connection
-from service.deps import Scope, municipality_scope
-from service.errors import Conflict, NotFound
+from service.deps import CollectionId, Scope, municipality_scope
+from service.errors import Conflict, InvalidParameter, NotFound, PreconditionFailed, PreconditionRequired
 from service.layertypes import registry
 from service.models import SLUG_PATTERN
+from service.responses import base_url
 from service.sql.keys import create_key, list_keys, revoke_key
-from service.sql.write import upsert_collection, upsert_municipality
+from service.sql.write import act_as, upsert_collection, upsert_municipality
 
 router = APIRouter(tags=["administration"])
 ScopeDep = Annotated[Scope, Depends(municipality_scope)]
@@ -44,6 +49,26 @@ class NewCollection(BaseModel):
     visibility: Literal["public", "internal"] = "public"
 
 
+class CollectionChange(BaseModel):
+    """A JSON merge patch of a collection's description: the members given change, the others stay. `id` and
+    `layer_type` may be given only as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    layer_type: str | None = None
+    title: Text | None = Field(default=None, min_length=1, max_length=300)
+    description: Text | None = None
+    licence: Text | None = None
+    attribution: Text | None = None
+    keywords: list[Text] | None = None
+    visibility: Literal["public", "internal"] | None = None
+
+
+# What a patch may change, and what `null` (remove) leaves: the title cannot be removed.
+CHANGEABLE = {"title": None, "description": "", "licence": "", "attribution": "", "keywords": [],
+              "visibility": "public"}
+
+
 class NewKey(BaseModel):
     role: Literal["viewer", "editor", "admin"]
     label: Text = Field(default="", max_length=200, description="who or what uses it; recorded in the change log")
@@ -57,7 +82,8 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-@router.post("/admin/municipalities", status_code=201, summary="Onboard a municipality (platform admins)",
+@router.post("/admin/municipalities", operation_id="platform.onboardMunicipality",
+             status_code=201, summary="Onboard a municipality (platform admins)",
              response_class=Response)
 async def onboard(request: Request, body: NewMunicipality) -> Response:
     async with connection(request.app.state.pool) as conn:
@@ -69,14 +95,16 @@ async def onboard(request: Request, body: NewMunicipality) -> Response:
     return _json(body.model_dump(), 201, {"Location": f"/municipalities/{body.slug}"})
 
 
-@router.post("/admin/keys", status_code=201, summary="A platform administrator key (shown once)",
+@router.post("/admin/keys", operation_id="platform.createKey",
+             status_code=201, summary="A platform administrator key (shown once)",
              response_class=Response)
 async def platform_key(request: Request, body: NewPlatformKey) -> Response:
     async with connection(request.app.state.pool) as conn:
         return _json(await create_key(conn, None, "platform", body.label), 201)
 
 
-@router.post("/municipalities/{municipality}/collections", status_code=201, response_class=Response,
+@router.post("/municipalities/{municipality}/collections", operation_id="municipality.createCollection",
+             status_code=201, response_class=Response,
              summary="Create a collection (a municipality's admins)")
 async def create_collection(request: Request, scope: ScopeDep, body: NewCollection) -> Response:
     if body.layer_type not in registry():
@@ -93,7 +121,75 @@ async def create_collection(request: Request, scope: ScopeDep, body: NewCollecti
     return _json(body.model_dump(), 201, {"Location": f"{scope.dataset.path}/collections/{body.id}"})
 
 
-@router.post("/municipalities/{municipality}/keys", status_code=201, response_class=Response,
+@router.patch("/municipalities/{municipality}/collections/{collectionId}", operation_id="municipality.changeCollection",
+              status_code=204, response_class=Response,
+              summary="Change a collection's title, description, licence, attribution, keywords or visibility "
+                      "(a municipality's admins; If-Match required)",
+              description="A JSON merge patch (RFC 7396) of the collection's description; `If-Match` takes its "
+                          "ETag as `GET …/collections/{collectionId}` gave it. Answers 204 with the new ETag. The "
+                          "layer type cannot change: every feature was checked against it.")
+async def change_collection(request: Request, scope: ScopeDep, collection_id: CollectionId,
+                            body: CollectionChange) -> Response:
+    c = scope.collection(collection_id)
+    given = body.model_fields_set
+    for fixed, now in (("id", c.id), ("layer_type", c.layer_type.name)):
+        if fixed in given and getattr(body, fixed) != now:
+            raise InvalidParameter(f"{fixed} cannot be changed (it is {now!r}): create a collection and import into "
+                                   "it instead", property=fixed)
+    if "title" in given and body.title is None:
+        raise InvalidParameter("title cannot be removed", property="title")
+    changes = {name: CHANGEABLE[name] if getattr(body, name) is None else getattr(body, name)
+               for name in CHANGEABLE if name in given}
+    async with connection(scope.pool) as conn, conn.transaction():
+        await _locked_current(request, scope, conn, c)
+        sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
+        version = await conn.fetchval(
+            f"UPDATE collection SET {sets}{', ' if sets else ''}version = version + 1, updated_at = now() "
+            "WHERE id = $1 RETURNING version", c.members[0][0], *changes.values())
+    request.app.state.catalog_cache.invalidate()
+    return Response(status_code=204, headers={"ETag": _collection_etag(request, scope, c, version)})
+
+
+@router.delete("/municipalities/{municipality}/collections/{collectionId}",
+               operation_id="municipality.deleteCollection", status_code=204, response_class=Response,
+               summary="Delete a collection with its features and history (a municipality's admins; If-Match "
+                       "required)",
+               description="`If-Match` takes the collection's ETag as `GET …/collections/{collectionId}` gave "
+                           "it: what is deleted is what was last looked at. Mirrors of it get 404 from then on.")
+async def delete_collection(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
+    c = scope.collection(collection_id)
+    async with connection(scope.pool) as conn, conn.transaction():
+        await _locked_current(request, scope, conn, c)
+        await conn.execute("DELETE FROM collection WHERE id = $1", c.members[0][0])
+    request.app.state.catalog_cache.invalidate()
+    return Response(status_code=204)
+
+
+def _collection_etag(request: Request, scope: Scope, c: Collection, version: int, fmt: str = "json") -> str:
+    """The ETag `GET …/collections/{id}` gives (service.routers.ogc.describe_collection) at this version."""
+    return etag_for(base_url(request) + scope.dataset.path, c.id, str(version), fmt)
+
+
+async def _locked_current(request: Request, scope: Scope, conn: asyncpg.Connection, c: Collection) -> None:
+    """Lock the collection against every other writer (imports and edits take the same row first) and check
+    that If-Match names its current version, in JSON or HTML."""
+    given = request.headers.get("if-match")
+    if given is None:
+        raise PreconditionRequired("If-Match is required: send the collection's ETag as you last read it",
+                                   parameter="If-Match")
+    principal = scope.principal
+    await act_as(conn, principal.subject if principal else "anonymous")
+    version = await conn.fetchval("SELECT version FROM collection WHERE id = $1 FOR UPDATE", c.members[0][0])
+    current = {_collection_etag(request, scope, c, version, fmt) for fmt in ("json", "html")}
+    tags = {t.strip() for t in given.split(",")}
+    if "*" not in tags and not tags & current:
+        raise PreconditionFailed(f"collection {c.id!r} was changed since you read it (its ETag is now "
+                                 f"{_collection_etag(request, scope, c, version)}): read it again",
+                                 parameter="If-Match")
+
+
+@router.post("/municipalities/{municipality}/keys", operation_id="municipality.createKey",
+             status_code=201, response_class=Response,
              summary="Create an API key for this municipality; the key is shown only in this answer")
 async def new_municipality_key(request: Request, scope: ScopeDep, body: NewKey) -> Response:
     async with connection(scope.pool) as conn:
@@ -101,14 +197,16 @@ async def new_municipality_key(request: Request, scope: ScopeDep, body: NewKey) 
     return _json(created, 201, {"Cache-Control": "no-store"})
 
 
-@router.get("/municipalities/{municipality}/keys", summary="This municipality's API keys (without secrets)",
+@router.get("/municipalities/{municipality}/keys", operation_id="municipality.getKeys",
+            summary="This municipality's API keys (without secrets)",
             response_class=Response)
 async def municipality_keys(scope: ScopeDep) -> Response:
     async with connection(scope.pool) as conn:
         return _json({"keys": await list_keys(conn, scope.dataset.slug)}, headers={"Cache-Control": "no-store"})
 
 
-@router.delete("/municipalities/{municipality}/keys/{keyId}", status_code=204, response_class=Response,
+@router.delete("/municipalities/{municipality}/keys/{keyId}", operation_id="municipality.revokeKey",
+               status_code=204, response_class=Response,
                summary="Revoke an API key (effective at once)")
 async def revoke(scope: ScopeDep, key_id: Annotated[int, Path(alias="keyId", ge=1, le=2**31 - 1)]) -> Response:
     async with connection(scope.pool) as conn:
