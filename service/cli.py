@@ -136,6 +136,9 @@ municipality_app = typer.Typer(help="Municipalities: onboard one.", no_args_is_h
 app.add_typer(municipality_app, name="municipality")
 history_app = typer.Typer(help="The change log: prune what is older than you keep.", no_args_is_help=True)
 app.add_typer(history_app, name="history")
+collections_app = typer.Typer(help="Collections: list, describe anew (title, visibility, …), delete.",
+                              no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
 
 
 async def _with_conn(dsn: str, work):
@@ -213,6 +216,93 @@ def municipality_add(slug: str, name: str, ags: str, state: str,
     pk = asyncio.run(_with_conn(_dsn(url), lambda conn: upsert_municipality(conn, slug, name, ags, state, crs)))
     console.print(f"[green]municipality {slug} ({pk}) ready; create its first key with "
                   f"`geotwin keys create --municipality {slug} --role admin`[/]")
+
+
+CollectionRef = Annotated[str, typer.Argument(help="municipality/collection, e.g. halle/commercial-sites")]
+
+
+async def _collection_row(conn, ref: str):
+    municipality, _, collection = ref.partition("/")
+    row = await conn.fetchrow(
+        "SELECT c.id, c.slug, c.title, c.feature_count FROM collection c JOIN municipality m "
+        "ON m.id = c.municipality_id WHERE m.slug = $1 AND c.slug = $2", municipality, collection)
+    if row is None:
+        raise typer.BadParameter(f"no collection {ref!r} (give municipality/collection; `geotwin collections "
+                                 "list` shows them)")
+    return row
+
+
+@collections_app.command("list")
+def collections_list(municipality: Annotated[str | None, typer.Option(help="slug; default: all")] = None,
+                     url: UrlOpt = None) -> None:
+    """The collections with their layer type, visibility, feature count and version."""
+    from rich.table import Table
+
+    rows = asyncio.run(_with_conn(_dsn(url), lambda conn: conn.fetch(
+        "SELECT m.slug AS m, c.slug, c.title, c.layer_type, c.visibility, c.feature_count, c.version "
+        "FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+        "WHERE $1::text IS NULL OR m.slug = $1 ORDER BY m.slug, c.slug", municipality)))
+    table = Table("collection", "title", "layer type", "visibility", "features", "version")
+    for r in rows:
+        table.add_row(f"{r['m']}/{r['slug']}", r["title"], r["layer_type"], r["visibility"],
+                      f"{r['feature_count']:,}", str(r["version"]))
+    console.print(table)
+
+
+@collections_app.command("set")
+def collections_set(
+    collection: CollectionRef,
+    title: Annotated[str | None, typer.Option(help="the new title")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    licence: Annotated[str | None, typer.Option()] = None,
+    attribution: Annotated[str | None, typer.Option()] = None,
+    keyword: Annotated[list[str] | None, typer.Option(help="replaces the keywords; repeatable")] = None,
+    visibility: Annotated[str | None, typer.Option(help="public or internal")] = None,
+    url: UrlOpt = None,
+) -> None:
+    """Describe a collection anew, as PATCH …/collections/{id} does: what is given changes, the rest stays."""
+    from service.sql.write import describe_collection, lock_collection
+
+    if visibility is not None and visibility not in ("public", "internal"):
+        raise typer.BadParameter("public or internal", param_hint="--visibility")
+    if title is not None and not title.strip():
+        raise typer.BadParameter("a title cannot be empty", param_hint="--title")
+    changes = {k: v for k, v in {"title": title, "description": description, "licence": licence,
+                                 "attribution": attribution, "keywords": keyword,
+                                 "visibility": visibility}.items() if v is not None}
+    if not changes:
+        raise typer.BadParameter("give at least one of --title, --description, --licence, --attribution, "
+                                 "--keyword, --visibility")
+
+    async def work(conn):
+        row = await _collection_row(conn, collection)
+        async with conn.transaction():
+            await lock_collection(conn, "cli", row["id"])
+            return await describe_collection(conn, row["id"], changes)
+
+    version = asyncio.run(_with_conn(_dsn(url), work))
+    console.print(f"[green]{collection} changed ({', '.join(changes)}); version {version}[/]")
+
+
+@collections_app.command("delete")
+def collections_delete(collection: CollectionRef,
+                       yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+                       url: UrlOpt = None) -> None:
+    """Delete a collection with its features and history (asks first, unless --yes)."""
+    from service.sql.write import delete_collection, lock_collection
+
+    async def work(conn):
+        row = await _collection_row(conn, collection)
+        if not yes and not typer.confirm(f"Delete {collection} ({row['title']}) with its {row['feature_count']:,} "
+                                         "features and their history?"):
+            raise typer.Exit(1)
+        async with conn.transaction():
+            await lock_collection(conn, "cli", row["id"])
+            await delete_collection(conn, row["id"])
+        return row["feature_count"]
+
+    count = asyncio.run(_with_conn(_dsn(url), work))
+    console.print(f"[green]{collection} deleted with {count:,} features[/]")
 
 
 @history_app.command("prune")
@@ -348,7 +438,7 @@ def import_cmd(
 
     async def run():
         from service.db import connect
-        from service.sql.write import upsert_collection
+        from service.sql.write import delete_collection, upsert_collection
 
         conn = await connect(_dsn(url))
         try:
@@ -357,7 +447,7 @@ def import_cmd(
                 "ON c.municipality_id = m.id AND c.slug = $2 WHERE m.slug = $1", municipality, collection)
             if row is None:
                 raise typer.BadParameter(f"no municipality {municipality!r}")
-            pk, kind = row["id"], row["layer_type"]
+            pk, kind, created = row["id"], row["layer_type"], False
             if pk is None:
                 if layer_type not in registry():
                     known = ", ".join(sorted(registry()))
@@ -365,16 +455,21 @@ def import_cmd(
                                              f"no collection {collection!r}: give --layer-type ({known}) to create it")
                 pk = await upsert_collection(conn, row["m_pk"], collection, collection, "", layer_type, "", "", [],
                                              "public")
-                kind = layer_type
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console) as progress:
-                task = progress.add_task(f"checking {file.name}", total=None)
+                kind, created = layer_type, True
+            try:
+                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), console=console) as progress:
+                    task = progress.add_task(f"checking {file.name}", total=None)
 
-                async def step(report) -> None:
-                    progress.update(task, completed=report.processed, total=report.total or None)
+                    async def step(report) -> None:
+                        progress.update(task, completed=report.processed, total=report.total or None)
 
-                report = await import_file(conn, pk, registry()[kind], file, options, step, "cli")
-                progress.update(task, description=f"imported {file.name}")
+                    report = await import_file(conn, pk, registry()[kind], file, options, step, "cli")
+                    progress.update(task, description=f"imported {file.name}")
+            except BaseException:
+                if created:  # all or nothing: the collection made for this import goes with it
+                    await delete_collection(conn, pk)
+                raise
             return report
         finally:
             await conn.close()

@@ -559,6 +559,10 @@ def test_cli_import_shows_progress_and_reports(cluster, imp_db, files, tmp_path)
 
     bad = run(str(renamed), "--layer-type", "commercial-site")
     assert bad.returncode == 1 and "nothing imported" in bad.stdout, bad.stdout + bad.stderr
+    listed = subprocess.run([command[0], "collections", "list", "--municipality", "halle"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert "halle/commercial-sites" in listed.stdout and "sites-from-csv" not in listed.stdout, \
+        "all or nothing: the collection made for the failed import is gone too"
     assert "availability: 'availability' is a required property" in bad.stdout
     assert "fields not in the layer type, not read (--map property=field reads one): Verfügbarkeit" in bad.stdout
     ok = run(str(renamed), "--layer-type", "commercial-site", "--map", "availability=Verfügbarkeit")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 from urllib.parse import quote, urlsplit
@@ -236,6 +237,36 @@ async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
     listing = (await client.get("/municipalities/halle/collections", headers=admin)).json()
     assert "entwurf" not in {c["id"] for c in listing["collections"]}
     assert (await client.delete(path, headers={**admin, "If-Match": "*"})).status_code == 404
+
+
+async def test_the_cli_lists_describes_anew_and_deletes_collections(cluster, pub, keys):
+    _, client = pub
+    admin = auth(keys["halle_admin"])
+    r = await client.post("/municipalities/halle/collections", headers=admin, json={
+        "id": "probe", "title": "Probe", "layer_type": "generic", "visibility": "internal"})
+    assert r.status_code == 201, r.text
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_pub",
+           "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ROOT / ".venv" / "bin" / "geotwin"), "collections", *args], input=stdin,
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    listed = cli("list", "--municipality", "halle")
+    assert re.search(r"halle/probe\s+│ Probe\s+│ generic\s+│ internal\s+│ 0 ", listed.stdout), listed.stdout
+    done = cli("set", "halle/probe", "--title", "Probe 2027", "--visibility", "public", "--keyword", "a",
+               "--keyword", "b")
+    assert done.returncode == 0 and "halle/probe changed (title, keywords, visibility)" in done.stdout, done.stdout
+    public = (await client.get("/municipalities/halle/collections/probe")).json()
+    assert (public["title"], public["keywords"]) == ("Probe 2027", ["a", "b"])
+    assert cli("set", "halle/probe", "--visibility", "geheim").returncode == 2
+    assert cli("set", "halle/nix", "--title", "x").returncode == 2
+    kept = cli("delete", "halle/probe", stdin="n\n")
+    assert kept.returncode == 1 and "with its 0 features" in kept.stdout
+    assert (await client.get("/municipalities/halle/collections/probe")).status_code == 200
+    gone = cli("delete", "halle/probe", "--yes")
+    assert gone.returncode == 0 and "halle/probe deleted" in gone.stdout, gone.stdout + gone.stderr
+    assert (await client.get("/municipalities/halle/collections/probe", headers=admin)).status_code == 404
 
 
 # ---------------------------------------------------------------- editing

@@ -20,7 +20,14 @@ from service.layertypes import registry
 from service.models import SLUG_PATTERN
 from service.responses import base_url
 from service.sql.keys import create_key, list_keys, revoke_key
-from service.sql.write import act_as, upsert_collection, upsert_municipality
+from service.sql.write import (
+    DESCRIBABLE,
+    delete_collection,
+    describe_collection,
+    lock_collection,
+    upsert_collection,
+    upsert_municipality,
+)
 
 router = APIRouter(tags=["administration"])
 ScopeDep = Annotated[Scope, Depends(municipality_scope)]
@@ -62,11 +69,6 @@ class CollectionChange(BaseModel):
     attribution: Text | None = None
     keywords: list[Text] | None = None
     visibility: Literal["public", "internal"] | None = None
-
-
-# What a patch may change, and what `null` (remove) leaves: the title cannot be removed.
-CHANGEABLE = {"title": None, "description": "", "licence": "", "attribution": "", "keywords": [],
-              "visibility": "public"}
 
 
 class NewKey(BaseModel):
@@ -138,14 +140,11 @@ async def change_collection(request: Request, scope: ScopeDep, collection_id: Co
                                    "it instead", property=fixed)
     if "title" in given and body.title is None:
         raise InvalidParameter("title cannot be removed", property="title")
-    changes = {name: CHANGEABLE[name] if getattr(body, name) is None else getattr(body, name)
-               for name in CHANGEABLE if name in given}
+    changes = {name: DESCRIBABLE[name] if getattr(body, name) is None else getattr(body, name)
+               for name in DESCRIBABLE if name in given}
     async with connection(scope.pool) as conn, conn.transaction():
         await _locked_current(request, scope, conn, c)
-        sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
-        version = await conn.fetchval(
-            f"UPDATE collection SET {sets}{', ' if sets else ''}version = version + 1, updated_at = now() "
-            "WHERE id = $1 RETURNING version", c.members[0][0], *changes.values())
+        version = await describe_collection(conn, c.members[0][0], changes)
     request.app.state.catalog_cache.invalidate()
     return Response(status_code=204, headers={"ETag": _collection_etag(request, scope, c, version)})
 
@@ -156,11 +155,11 @@ async def change_collection(request: Request, scope: ScopeDep, collection_id: Co
                        "required)",
                description="`If-Match` takes the collection's ETag as `GET …/collections/{collectionId}` gave "
                            "it: what is deleted is what was last looked at. Mirrors of it get 404 from then on.")
-async def delete_collection(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
+async def remove_collection(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
     c = scope.collection(collection_id)
     async with connection(scope.pool) as conn, conn.transaction():
         await _locked_current(request, scope, conn, c)
-        await conn.execute("DELETE FROM collection WHERE id = $1", c.members[0][0])
+        await delete_collection(conn, c.members[0][0])
     request.app.state.catalog_cache.invalidate()
     return Response(status_code=204)
 
@@ -178,8 +177,9 @@ async def _locked_current(request: Request, scope: Scope, conn: asyncpg.Connecti
         raise PreconditionRequired("If-Match is required: send the collection's ETag as you last read it",
                                    parameter="If-Match")
     principal = scope.principal
-    await act_as(conn, principal.subject if principal else "anonymous")
-    version = await conn.fetchval("SELECT version FROM collection WHERE id = $1 FOR UPDATE", c.members[0][0])
+    version = await lock_collection(conn, principal.subject if principal else "anonymous", c.members[0][0])
+    if version is None:
+        raise NotFound(f"no collection {c.id!r} in {scope.dataset.title}", parameter="collectionId")
     current = {_collection_etag(request, scope, c, version, fmt) for fmt in ("json", "html")}
     tags = {t.strip() for t in given.split(",")}
     if "*" not in tags and not tags & current:

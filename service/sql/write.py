@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date
+from typing import Any
 
 import asyncpg
 
@@ -60,6 +61,33 @@ async def upsert_collection(conn: asyncpg.Connection, municipality_pk: int, slug
                             keywords: Sequence[str], visibility: str) -> int:
     return await conn.fetchval(UPSERT_COLLECTION, municipality_pk, slug, title, description, layer_type,
                                licence, attribution, list(keywords), visibility)
+
+
+# What an admin may change of a collection, and what `null` (remove) leaves: the title cannot be removed.
+DESCRIBABLE = {"title": None, "description": "", "licence": "", "attribution": "", "keywords": [],
+               "visibility": "public"}
+
+
+async def lock_collection(conn: asyncpg.Connection, subject: str, collection_pk: int) -> int | None:
+    """Hold the collection's row against every other writer (imports and edits take it first) until commit,
+    recording `subject` as the actor; its version, None when it is gone."""
+    await act_as(conn, subject)
+    return await conn.fetchval("SELECT version FROM collection WHERE id = $1 FOR UPDATE", collection_pk)
+
+
+async def describe_collection(conn: asyncpg.Connection, collection_pk: int, changes: dict[str, Any]) -> int:
+    """Change what DESCRIBABLE names; the version moves on, so ETags, tiles and caches follow. The new version."""
+    unknown = set(changes) - set(DESCRIBABLE)
+    if unknown:
+        raise ValueError(f"not describable: {sorted(unknown)}")
+    sets = "".join(f"{name} = ${i}, " for i, name in enumerate(changes, start=2))
+    return await conn.fetchval(f"UPDATE collection SET {sets}version = version + 1, updated_at = now() "
+                               "WHERE id = $1 RETURNING version", collection_pk, *changes.values())
+
+
+async def delete_collection(conn: asyncpg.Connection, collection_pk: int) -> None:
+    """The collection with its features, history and jobs (the foreign keys cascade)."""
+    await conn.execute("DELETE FROM collection WHERE id = $1", collection_pk)
 
 
 async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Iterable[FeatureRow],
