@@ -89,7 +89,8 @@ def test_the_readme_self_hosting_commands_work(host):
             dump = re.search(r"< (\S+)$", line).group(1)
             assert (host["work"] / dump).stat().st_size > 10_000
         out = run(host, line)
-        for key in ("municipality add", "keys create", "keys list", "import ", "load-demo", "pg_dump"):
+        for key in ("municipality add", "keys create", "keys list", "import ", "load-demo", "pg_dump",
+                    "collections list"):
             if key in line:
                 ran[key] = out
         if line.startswith("docker compose exec -T db pg_restore"):
@@ -102,7 +103,10 @@ def test_the_readme_self_hosting_commands_work(host):
                          "c.slug = 'commercial-sites'", db)
     assert int(sites) == 6  # Halle's demo sites, imported under Saalekreis
     assert cluster.psql("SELECT revoked_at IS NOT NULL FROM api_key ORDER BY id LIMIT 1", db) == "t"
-    assert {"municipality add", "keys create", "keys list", "import ", "pg_dump"} <= set(ran)
+    assert {"municipality add", "keys create", "keys list", "import ", "pg_dump", "collections list"} <= set(ran)
+    assert "saalekreis/" in ran["collections list"]  # a table, wrapped at 80 columns
+    assert host["cluster"].psql("SELECT c.title FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+                                "WHERE m.slug = 'saalekreis'", host["db"]) == "Gewerbeflächen Saalekreis"
 
 
 def test_the_readme_shows_the_current_migration_head():
