@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +52,14 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
         await page.mouse.click(box["x"] + point[0], box["y"] + point[1])
         popup = page.locator(".maplibregl-popup")
         await popup.wait_for(timeout=10_000)
-        assert "Star Park – Teilfläche A" in await popup.inner_text()
+        shown = await popup.inner_text()
+        assert "Star Park – Teilfläche A" in shown
+        # As the legend does: the layer type's titles and code labels (the name stays in the tooltip).
+        assert re.search(r"Zoning\s+Industriegebiet \(GI\)", shown), shown
+        assert re.search(r"Net area \(ha\)\s+38\.5", shown), shown
+        assert await popup.locator("th[title=area_net_ha]").count() >= 1
+        close = await popup.locator(".maplibregl-popup-close-button").bounding_box()
+        assert close["width"] < 40, "the close button is a button in the corner, not a bar over the caption"
 
         # The region: Leipzig's and Magdeburg's layers draw too.
         await page.select_option("#root-select", "/region")
