@@ -100,6 +100,17 @@ class LayerType:
         """True for a layer type that accepts properties it does not name (generic)."""
         return self.schema.get("additionalProperties") is not False
 
+    def display_fields(self) -> dict[str, dict[str, Any]]:
+        """What each property is called and what its codes mean, in the layer type's order, for people: the
+        viewer's popups and the HTML pages show `Zoning: Industriegebiet (GI)`, not `zoning: GI`."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, spec in self.schema.get("properties", {}).items():
+            entry: dict[str, Any] = {"title": spec.get("title", name)}
+            if spec.get("x-labels"):
+                entry["labels"] = spec["x-labels"]
+            out[name] = entry
+        return out
+
     def property_kinds(self) -> dict[str, str]:
         """Each named property with its kind: string, number, integer, boolean or date."""
         kinds = {}

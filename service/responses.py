@@ -37,7 +37,14 @@ def segment(value: object) -> str:
     return quote(str(value), safe=":@")
 
 
+def _coded(value: object, field: dict[str, Any] | None) -> str:
+    """A value as `_shown` gives it, a code with its label first (`Industriegebiet (GI)`)."""
+    label = (field or {}).get("labels", {}).get(value) if isinstance(value, str) else None
+    return f"{label} ({value})" if label else _shown(value)
+
+
 TEMPLATES.env.filters["shown"] = _shown
+TEMPLATES.env.filters["coded"] = _coded
 TEMPLATES.env.filters["segment"] = segment
 GEOJSON = "application/geo+json"
 JSON = "application/json"

@@ -33,18 +33,6 @@ def legend(layer: LayerType) -> dict[str, Any]:
             "items": [{"value": v, "label": labels.get(v, v), "colour": c} for v, c in colours.items()]}
 
 
-def fields(layer: LayerType) -> dict[str, dict[str, Any]]:
-    """What a feature's properties are called and what their codes mean, in the layer type's order: the
-    viewer's popups show `Zoning: Industriegebiet (GI)`, not `zoning: GI`."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, spec in layer.schema.get("properties", {}).items():
-        entry: dict[str, Any] = {"title": spec.get("title", name)}
-        if spec.get("x-labels"):
-            entry["labels"] = spec["x-labels"]
-        out[name] = entry
-    return out
-
-
 def _fill_colour(layer: LayerType) -> Any:
     if layer.name not in PALETTES:
         return DEFAULT_COLOUR
@@ -88,7 +76,7 @@ def style(name: str, tilejson_url: str, entries: list[tuple[str, LayerType, str,
         "layers": layers,
         "metadata": {
             "geotwin:legend": {source_layer: {"title": title, "layerType": layer.name, **legend(layer),
-                                              "fields": fields(layer)}
+                                              "fields": layer.display_fields()}
                                for source_layer, layer, title, _ in entries},
             "geotwin:basemap": basemap or None,
         },

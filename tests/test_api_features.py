@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 import pytest
 
@@ -86,6 +87,9 @@ async def test_html_for_browsers_with_map(client):
         assert r.headers["content-type"].startswith("text/html"), path
     page = (await client.get(f"{SITES}/items/gs-003?f=html")).text
     assert 'class="map"' in page and "Gewerbegebiet Halle-Ost, Dieselstraße" in page
+    # The layer type's titles, the property's name in the tooltip, and codes with their labels.
+    assert '<th title="area_net_ha">Net area (ha)</th>' in page
+    assert re.search(r'<th title="zoning">Zoning</th><td>\w+gebiet[^<]* \(G[EI]\)</td>', page), page[-3000:]
     collection_page = (await client.get(f"{SITES}?f=html")).text
     assert 'class="map"' in collection_page
     landing = (await client.get("/municipalities/leipzig?f=html")).text

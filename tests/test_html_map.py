@@ -3,6 +3,7 @@ shows the feature's properties."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,7 +85,7 @@ async def test_a_table_of_many_properties_scrolls_by_itself_and_reads_as_text(li
                                  " document.querySelector('.wide').scrollWidth]")
     assert widths[0] <= widths[1] < widths[2], "the page keeps its width; only the table scrolls"
     rail = await page.evaluate("""() => { const head = [...document.querySelectorAll('.wide th')]
-        .map(th => th.textContent), i = head.indexOf('rail_siding');
+        .map(th => th.title || th.textContent), i = head.indexOf('rail_siding');
         return [...document.querySelectorAll('.wide tr')].slice(1).map(tr => tr.children[i].textContent); }""")
     assert set(rail) <= {"yes", "no", ""} and "yes" in rail and "no" in rail
 
@@ -102,6 +103,7 @@ async def test_click_on_a_feature_shows_its_properties(live_server, page):
     await popup.wait_for(timeout=10_000)
     text = await popup.inner_text()
     assert "Star Park – Teilfläche A" in text and "vermarktet" in text
+    assert re.search(r"Availability\s+vermarktet \(sold or let\) \(vermarktet\)", text), text
 
 
 async def generic_collection(conn, slug: str) -> int:

@@ -1,0 +1,23 @@
+// A feature's properties as a table for a map popup, shared by the viewer and the HTML pages' maps. `fields` is
+// a layer type's display fields (LayerType.display_fields): the properties come in its order, under their
+// titles (the name stays in the tooltip), codes with their labels: "Zoning  Industriegebiet (GI)". Values are
+// data, never markup: the table is built from text nodes.
+function geotwinPropertyTable(properties, fields, caption) {
+  const known = fields || {};
+  const table = document.createElement("table");
+  if (caption) table.createCaption().textContent = caption;
+  const names = [...new Set(["id", "municipality", ...Object.keys(known), ...Object.keys(properties)])];
+  for (const name of names.filter((n) => n in properties)) {
+    const field = known[name] || {};
+    const value = properties[name];
+    const row = table.insertRow();
+    const th = document.createElement("th");
+    th.textContent = field.title || name;
+    th.title = name;  // as filters and the API name it
+    row.appendChild(th);
+    const label = (field.labels || {})[value];
+    row.insertCell().textContent = label ? `${label} (${value})`
+      : typeof value === "boolean" ? (value ? "yes" : "no") : value;
+  }
+  return table;
+}
