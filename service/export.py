@@ -1,4 +1,5 @@
-"""Downloads of a collection (or a filtered selection) as GeoJSON, CSV, GeoPackage or FlatGeobuf, streamed.
+"""Downloads of a collection (or a filtered selection) as GeoJSON, CSV, GeoPackage, FlatGeobuf or a zipped
+Shapefile, streamed.
 
 Rows come from a server-side cursor in batches, so memory stays flat whatever the size. GeoJSON and CSV are
 written to the response as the batches arrive. GeoPackage and FlatGeobuf are written by GDAL (pyogrio's
@@ -16,6 +17,7 @@ import os
 import queue
 import tempfile
 import threading
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +30,7 @@ import pyogrio
 
 from service.catalog import Collection
 from service.db import connection
+from service.errors import InvalidParameter
 from service.models import STORAGE_SRID
 from service.responses import link
 from service.sql.features import Args, ItemsQuery, feature_json, order_by, scope_predicate, source_of, where_clause
@@ -49,6 +52,7 @@ FORMATS = {
     "fgb": Format("application/flatgeobuf", "fgb", "FlatGeobuf", "FlatGeobuf"),
     "geojson": Format("application/geo+json", "geojson", "GeoJSON"),
     "csv": Format("text/csv; charset=utf-8", "csv", "CSV (WKT geometry)"),
+    "shp": Format("application/zip", "zip", "Shapefile (zipped)", "ESRI Shapefile"),
 }
 
 
@@ -61,7 +65,9 @@ def download_links(collection_url: str, params: list[tuple[str, str]], what: str
 # GeoPackage keeps its R-tree (SQLite builds it on disk: +40 MB for 500,000 features). GDAL's FlatGeobuf writer
 # holds its spatial index in memory (+155 MB for 500,000 features, +13 MB without): without it, memory stays
 # flat at any size, and the file is still a valid FlatGeobuf that QGIS and GDAL read.
-LAYER_OPTIONS = {"GPKG": {"SPATIAL_INDEX": "YES"}, "FlatGeobuf": {"SPATIAL_INDEX": "NO"}}
+LAYER_OPTIONS = {"GPKG": {"SPATIAL_INDEX": "YES"}, "FlatGeobuf": {"SPATIAL_INDEX": "NO"},
+                 # UTF-8 with a .cpg saying so: GDAL's default, ISO-8859-1, loses every character beyond it (–, €).
+                 "ESRI Shapefile": {"ENCODING": "UTF-8"}}
 # GeoPackage 1.2, as GDAL before 3.7 writes it: the 1.4 that newer GDAL writes makes Debian 12's GDAL 3.6 (and the
 # QGIS 3.22 on it) warn on every open that the file "may only be partially supported". Nothing here needs 1.4.
 DATASET_OPTIONS = {"GPKG": {"VERSION": "1.2"}}
@@ -149,11 +155,50 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _schema(q: ItemsQuery, cols: list[tuple[str, str]]) -> pa.Schema:
+def _zip_parts(directory: str, layer: str) -> str:
+    """The Shapefile's parts in one zip beside them (written from the files: memory stays flat)."""
+    parts = sorted(os.listdir(directory))
+    path = os.path.join(directory, f"{layer}.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in parts:
+            archive.write(os.path.join(directory, name), name)
+    return path
+
+
+# A Shapefile holds one kind of geometry: the layer type's, or for a layer type that names none (generic) what
+# the collection holds, when that is one kind.
+SHAPE_TYPES = {"ST_Point": "Point", "ST_MultiPoint": "MultiPoint", "ST_LineString": "MultiLineString",
+               "ST_MultiLineString": "MultiLineString", "ST_Polygon": "MultiPolygon", "ST_MultiPolygon": "MultiPolygon"}
+
+
+async def shapefile_geometry(pool: Any, c: Collection) -> str:
+    """The geometry type a Shapefile of the collection gets; InvalidParameter (naming `f`) when the
+    collection holds several kinds, which no Shapefile can."""
+    if c.layer_type.multi_polygon:
+        return "MultiPolygon"
+    async with connection(pool) as conn:
+        found = {r[0] for r in await conn.fetch(
+            "SELECT DISTINCT ST_GeometryType(geom) FROM feature WHERE collection_id = ANY($1::int[])",
+            [pk for pk, _ in c.members])}
+    kinds = {SHAPE_TYPES.get(t, t) for t in found}
+    if kinds == {"Point", "MultiPoint"}:
+        kinds = {"MultiPoint"}
+    if len(kinds) > 1:
+        raise InvalidParameter(f"a Shapefile holds one kind of geometry; {c.id} has {', '.join(sorted(kinds))}: "
+                               "choose f=gpkg or f=fgb", parameter="f")
+    return kinds.pop() if kinds else "Point"
+
+
+# A Shapefile's booleans as 0/1: GDAL writes them as DBF logicals otherwise, which Debian 12's GDAL and QGIS
+# read as the text "T"/"F" and ArcGIS as text.
+SHAPEFILE_TYPES = {**ARROW_TYPES, "boolean": pa.int32()}
+
+
+def _schema(q: ItemsQuery, cols: list[tuple[str, str]], types: dict[str, pa.DataType] = ARROW_TYPES) -> pa.Schema:
     fields = [pa.field("id", pa.string())]
     if q.regional:
         fields.append(pa.field("municipality", pa.string()))
-    fields += [pa.field(n, ARROW_TYPES.get(k, pa.string())) for n, k in cols]
+    fields += [pa.field(n, types.get(k, pa.string())) for n, k in cols]
     fields.append(pa.field("geometry", pa.binary(), metadata={b"ARROW:extension:name": b"geoarrow.wkb"}))
     return pa.schema(fields)
 
@@ -179,7 +224,9 @@ def _record_batch(schema: pa.Schema, q: ItemsQuery, cols: list[tuple[str, str]],
     if q.regional:
         arrays.append(pa.array([r["muni"] for r in rows], pa.string()))
     for name, kind in cols:
-        arrays.append(pa.array([_value(p.get(name), kind) for p in props], ARROW_TYPES.get(kind, pa.string())))
+        values = pa.array([_value(p.get(name), kind) for p in props], ARROW_TYPES.get(kind, pa.string()))
+        target = schema.field(name).type
+        arrays.append(values if values.type == target else values.cast(target))
     arrays.append(pa.array([r["wkb"] for r in rows], pa.binary()))
     return pa.record_batch(arrays, schema=schema)
 
@@ -188,12 +235,13 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
                       geometry_type: str) -> AsyncIterator[bytes]:
     """GDAL writes the file in a thread while batches come from the database; then the file is streamed."""
     sql, args = export_sql(q, geojson=False)
-    schema = _schema(q, cols)
+    shapefile = fmt.driver == "ESRI Shapefile"  # written as .shp, .shx, .dbf, .prj, .cpg; sent as one zip
+    schema = _schema(q, cols, SHAPEFILE_TYPES if shapefile else ARROW_TYPES)
     srid = q.output.crs.srid if q.output.crs else 4326
     handoff: queue.Queue = queue.Queue(maxsize=4)
     done = object()
     directory = tempfile.mkdtemp(prefix="geotwin-export-")
-    path = os.path.join(directory, f"{layer}.{fmt.extension}")
+    path = os.path.join(directory, f"{layer}.{'shp' if shapefile else fmt.extension}")
     failure: list[BaseException] = []
 
     def feed() -> Iterator[pa.RecordBatch]:
@@ -234,6 +282,8 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
         await loop.run_in_executor(None, writer.join)
         if failure:
             raise failure[0]
+        if shapefile:
+            path = await loop.run_in_executor(None, _zip_parts, directory, layer)
         with open(path, "rb") as handle:
             while chunk := await loop.run_in_executor(None, handle.read, CHUNK):
                 yield chunk

@@ -484,6 +484,43 @@ async def test_api_import_job_reports_progress_and_result(api, files):
         assert r.status_code == 400 and r.json()["parameter"] == parameter
 
 
+async def test_a_shapefile_export_imports_back_as_it_was(api, imp_db, tmp_path):
+    """The planner's round trip: download the sites as a zipped Shapefile, (edit it in a GIS,) import it again:
+    the same collection, though the Shapefile cut every longer field name to 10 characters. A layer of points and
+    polygons cannot be one Shapefile: that export is refused, naming `f`."""
+    client, auth = api
+    original = await collection_state(imp_db)
+    r = await client.get(f"{COLLECTION}/export",
+                         params={"f": "shp", "crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip", r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+        assert sorted(Path(n).suffix for n in archive.namelist()) == [".cpg", ".dbf", ".prj", ".shp", ".shx"]
+        assert archive.read("commercial-sites.cpg").strip() == b"UTF-8"
+    path = tmp_path / "halle-commercial-sites.zip"
+    path.write_bytes(r.content)
+    report = await run_import(imp_db, path)
+    assert report.imported == len(original) and len(report.shortened_fields) == 9 and not report.ignored_fields
+    assert await collection_state(imp_db) == original
+
+    conn = await asyncpg.connect(imp_db)
+    try:
+        pk = await conn.fetchval("INSERT INTO collection (municipality_id, slug, title, layer_type) SELECT id, "
+                                 "'gemischt', 'gemischt', 'generic' FROM municipality WHERE slug = 'halle' "
+                                 "RETURNING id")
+        await conn.execute("INSERT INTO feature (collection_id, fid, geom, properties) VALUES "
+                           "($1, 'p', ST_SetSRID(ST_MakePoint(706000, 5707000), 25832), '{}'), "
+                           "($1, 'f', ST_Buffer(ST_SetSRID(ST_MakePoint(706000, 5707000), 25832), 10), '{}')", pk)
+        mixed = await client.get("/municipalities/halle/collections/gemischt/export", params={"f": "shp"})
+        assert mixed.status_code == 400 and mixed.json()["parameter"] == "f", mixed.text
+        assert "MultiPolygon, Point" in mixed.json()["description"]
+        await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid = 'f'", pk)
+        points = await client.get("/municipalities/halle/collections/gemischt/export", params={"f": "shp"})
+        assert points.status_code == 200
+    finally:
+        await conn.execute("DELETE FROM collection WHERE slug = 'gemischt'")
+        await conn.close()
+
+
 async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, files, tmp_path):
     """`curl -F file=@…` and HTML forms send multipart/form-data: the file part is the file, its name the
     file's name, and the options may come as form fields. What is wrong is a 400 naming it, and the upload is

@@ -210,7 +210,10 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         elif name == "csv":
             body = export.csv_stream(scope.pool, query, cols)
         else:
-            geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
+            if name == "shp":
+                geometry = await export.shapefile_geometry(scope.pool, c)
+            else:
+                geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
             body = export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry)
         headers = {"Content-Disposition": f'attachment; filename="{label}.{fmt.extension}"'}
         response = StreamingResponse(body, media_type=fmt.media_type, headers=headers)
