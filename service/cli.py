@@ -172,7 +172,21 @@ def mirror_cmd(
         finally:
             await conn.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except httpx.HTTPStatusError as exc:  # the source answered, but not with the collection
+        status = exc.response.status_code
+        why = {401: "it wants a key (--key, GEOTWIN_MIRROR_KEY)", 403: "the key may not read it",
+               404: "no such collection there (deleted, renamed, or internal without --key)"}.get(
+            status, exc.response.text[:200])
+        Console(stderr=True).print(f"[red]the source answered {status} for {exc.request.url}: {why}[/]",
+                                   highlight=False)
+        raise SystemExit(1) from None
+    except httpx.HTTPError as exc:  # before the database's own errors: this is about the source
+        Console(stderr=True).print(f"[red]the source {source} cannot be reached ({exc.__class__.__name__}: "
+                                   f"{exc}); the pages applied before stay, and the next run goes on from there[/]",
+                                   highlight=False)
+        raise SystemExit(1) from None
     console.print(f"[green]{applied} change(s) applied; {municipality}/{target} is up to date[/]")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 
 import asyncpg
@@ -170,12 +171,23 @@ def test_the_mirror_command_shows_progress_and_resumes(cluster, hist_db, empty_d
                    "--url", target]
         first = subprocess.run(command, capture_output=True, text=True, timeout=120)
         second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        gone = subprocess.run([*command[:2], f"{url}{SITES}-alt", *command[3:]], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "COLUMNS": "300"})
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+    unreachable = subprocess.run([*command[:2], "http://127.0.0.1:9/x", *command[3:]], capture_output=True,
+                                 text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
     assert first.returncode == 0, first.stderr
     assert int(first.stdout.split("change(s) applied")[0].split()[-1]) > 0
     assert "0 change(s) applied" in second.stdout
+    # What the admin reads in cron's mail: the source's answer in a line, not a traceback or the database's
+    # settings (a refused connection to the source is no database problem).
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr, gone.stderr
+    assert f"the source answered 404 for {url}{SITES}-alt: no such collection there" in gone.stderr, gone.stderr
+    assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr, unreachable.stderr
+    assert "the source http://127.0.0.1:9/x cannot be reached (ConnectError" in unreachable.stderr
+    assert "PGHOST" not in unreachable.stderr
     assert asyncio.run(_features_of(target, "leipzig", "commercial-sites")) == asyncio.run(_features(hist_db, "halle"))
 
 
