@@ -166,6 +166,22 @@ def _zip_parts(directory: str, layer: str) -> str:
     return path
 
 
+def dbf_names(names: list[str]) -> list[str]:
+    """Field names as a Shapefile keeps them, cut to 10 characters as GDAL cuts them (`availabili`; a second
+    name cut alike gets `_1`, `_2`, …). Cut here, GDAL has nothing to warn about: its warnings go to stderr
+    past the service's JSON log lines."""
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        cut, n = name[:10], 1
+        while cut.lower() in taken:
+            suffix = f"_{n}"
+            cut, n = name[:10 - len(suffix)] + suffix, n + 1
+        taken.add(cut.lower())
+        out.append(cut)
+    return out
+
+
 # A Shapefile holds one kind of geometry: the layer type's, or for a layer type that names none (generic) what
 # the collection holds, when that is one kind.
 SHAPE_TYPES = {"ST_Point": "Point", "ST_MultiPoint": "MultiPoint", "ST_LineString": "MultiLineString",
@@ -226,7 +242,7 @@ def _record_batch(schema: pa.Schema, q: ItemsQuery, cols: list[tuple[str, str]],
         arrays.append(pa.array([r["muni"] for r in rows], pa.string()))
     for name, kind in cols:
         values = pa.array([_value(p.get(name), kind) for p in props], ARROW_TYPES.get(kind, pa.string()))
-        target = schema.field(name).type
+        target = schema.field(len(arrays)).type  # by position: a Shapefile's names are cut (dbf_names)
         arrays.append(values if values.type == target else values.cast(target))
     arrays.append(pa.array([r["wkb"] for r in rows], pa.binary()))
     return pa.record_batch(arrays, schema=schema)
@@ -238,6 +254,9 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
     sql, args = export_sql(q, geojson=False)
     shapefile = fmt.driver == "ESRI Shapefile"  # written as .shp, .shx, .dbf, .prj, .cpg; sent as one zip
     schema = _schema(q, cols, SHAPEFILE_TYPES if shapefile else ARROW_TYPES)
+    if shapefile:
+        names = dbf_names(schema.names[:-1]) + [schema.names[-1]]  # not the geometry's
+        schema = pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)])
     srid = q.output.crs.srid if q.output.crs else 4326
     handoff: queue.Queue = queue.Queue(maxsize=4)
     done = object()

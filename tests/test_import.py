@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from service.errors import GeoTwinError
+from service.export import dbf_names
 from service.importer import MOVE, import_file
 from service.importer import check_batch as real_check_batch
 from service.jobs import UPLOAD_PREFIX, sweep_uploads
@@ -484,7 +485,7 @@ async def test_api_import_job_reports_progress_and_result(api, files):
         assert r.status_code == 400 and r.json()["parameter"] == parameter
 
 
-async def test_a_shapefile_export_imports_back_as_it_was(api, imp_db, tmp_path):
+async def test_a_shapefile_export_imports_back_as_it_was(api, imp_db, tmp_path, capfd):
     """The planner's round trip: download the sites as a zipped Shapefile, (edit it in a GIS,) import it again:
     the same collection, though the Shapefile cut every longer field name to 10 characters. A layer of points and
     polygons cannot be one Shapefile: that export is refused, naming `f`."""
@@ -493,6 +494,9 @@ async def test_a_shapefile_export_imports_back_as_it_was(api, imp_db, tmp_path):
     r = await client.get(f"{COLLECTION}/export",
                          params={"f": "shp", "crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip", r.text
+    assert "Warning" not in capfd.readouterr().err, "names are cut before GDAL would warn past the JSON log"
+    assert dbf_names(["area_gross_ha", "area_gross_net", "area_gross_x"]) == ["area_gross", "area_gro_1",
+                                                                               "area_gro_2"]
     with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
         assert sorted(Path(n).suffix for n in archive.namelist()) == [".cpg", ".dbf", ".prj", ".shp", ".shx"]
         assert archive.read("commercial-sites.cpg").strip() == b"UTF-8"
