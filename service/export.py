@@ -30,7 +30,7 @@ import pyogrio
 
 from service.catalog import Collection
 from service.db import connection
-from service.errors import InvalidParameter
+from service.errors import InvalidParameter, ServiceUnavailable
 from service.models import STORAGE_SRID
 from service.responses import link
 from service.sql.features import Args, ItemsQuery, feature_json, order_by, scope_predicate, source_of, where_clause
@@ -248,6 +248,22 @@ def _record_batch(schema: pa.Schema, q: ItemsQuery, cols: list[tuple[str, str]],
     return pa.record_batch(arrays, schema=schema)
 
 
+async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream with its first chunk already there: GDAL's file is written before the first byte goes out, so
+    a failure is an error answer (its status and JSON) and not a download cut short after `200 OK`."""
+    first = await anext(chunks, b"")
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:  # a client that leaves early: the temporary file goes now, not when the collector finds it
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    return rest()
+
+
 async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt: Format, layer: str,
                       geometry_type: str) -> AsyncIterator[bytes]:
     """GDAL writes the file in a thread while batches come from the database; then the file is streamed."""
@@ -301,6 +317,9 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
         await loop.run_in_executor(None, put, done)
         await loop.run_in_executor(None, writer.join)
         if failure:
+            if isinstance(failure[0], OSError):  # the disk, not the data: a full temporary directory, say
+                raise ServiceUnavailable(f"the {fmt.title} file could not be written ({failure[0]}); try again "
+                                         "later", parameter="f") from failure[0]
             raise failure[0]
         if shapefile:
             path = await loop.run_in_executor(None, _zip_parts, directory, layer)

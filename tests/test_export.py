@@ -108,3 +108,23 @@ def test_the_collection_and_its_pages_link_their_downloads(live_server, tmp_path
 def test_an_internal_collection_is_not_exported_to_strangers(live_server):
     r = httpx.get(f"{live_server}/municipalities/halle/collections/internal-notes/export", params={"f": "csv"})
     assert r.status_code == 404
+
+
+def test_an_export_gdal_cannot_write_is_an_error_answer_not_a_cut_download(live_server, monkeypatch):
+    """A full temporary directory while GDAL writes: 503 with the reason in JSON, before any byte of a file
+    went out, and nothing left behind."""
+    import tempfile
+    from pathlib import Path
+
+    import pyogrio
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    before = set(Path(tempfile.gettempdir()).glob("geotwin-export-*"))
+    monkeypatch.setattr(pyogrio, "write_arrow", full)
+    for fmt in ("gpkg", "shp"):
+        r = httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": fmt})
+        assert r.status_code == 503 and r.headers["content-type"] == "application/json", (fmt, r.text[:200])
+        assert "No space left on device" in r.json()["description"] and r.json()["parameter"] == "f"
+    assert set(Path(tempfile.gettempdir()).glob("geotwin-export-*")) <= before

@@ -214,7 +214,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                 geometry = await export.shapefile_geometry(scope.pool, c)
             else:
                 geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
-            body = export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry)
+            body = await export.started(export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry))
         headers = {"Content-Disposition": f'attachment; filename="{label}.{fmt.extension}"'}
         response = StreamingResponse(body, media_type=fmt.media_type, headers=headers)
         return _content_crs(response, query.output)
