@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -256,7 +257,9 @@ def import_cmd(
                     progress.update(task, description=f"imported {file.name}")
             except BaseException:
                 if created:  # all or nothing: the collection made for this import goes with it
-                    await delete_collection(conn, pk)
+                    # ... unless the connection is what failed: then the import's own error is the one to show
+                    with contextlib.suppress(Exception):
+                        await delete_collection(conn, pk)
                 raise
             return report
         finally:
