@@ -12,8 +12,22 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from service.i18n import N_
 from service.layertypes import REGIONAL_IDS, LayerType, registry
 from service.sql.catalog import fetch_catalog
+
+REGION_SUFFIX = " – region"  # a regional collection's title: its layer type's, and this (pages translate both)
+# The descriptions the catalog writes itself: English in the JSON; the pages translate them (service/i18n.py)
+# with their values, kept beside them (`description_text`).
+REGION_DESCRIPTION = N_("All municipalities' public layers, one collection per layer type.")
+MUNICIPALITY_DESCRIPTION = N_("Layers published by %(name)s (%(state)s, AGS %(ags)s).")
+REGIONAL_DESCRIPTION = N_("%(layer)s of every municipality that publishes them (%(names)s).")
+NONE_YET = N_("none yet")
+
+
+def _written(message: str, **values: str) -> tuple[str, tuple[str, dict[str, str]]]:
+    """A description in English and what a page needs to say it in its language."""
+    return message % values, (message, values)
 
 REGION_SLUG = "region"
 
@@ -52,6 +66,7 @@ class Collection:
     # changes up to `history_pruned_through` (a reader behind it starts again from 0).
     history_from: dt.datetime | None = None
     history_pruned_through: int = 0
+    description_text: tuple[str, dict[str, str]] | None = None  # when the catalog wrote the description
 
 
 @dataclass
@@ -62,6 +77,7 @@ class Dataset:
     regional: bool
     collections: dict[str, Collection] = field(default_factory=dict)
     municipality: Municipality | None = None
+    description_text: tuple[str, dict[str, str]] | None = None  # the description's message and values
 
     @property
     def path(self) -> str:
@@ -96,16 +112,17 @@ def _union_temporal(spans: list) -> tuple[dt.date | None, dt.date | None] | None
 
 
 def _regional(collections_by_type: dict[str, list[tuple[Municipality, Collection]]]) -> Dataset:
-    region = Dataset(REGION_SLUG, "Region", "All municipalities' public layers, one collection per layer type.",
-                     regional=True)
+    description, text = _written(REGION_DESCRIPTION)
+    region = Dataset(REGION_SLUG, "Region", description, regional=True, description_text=text)
     types = registry()
     for layer_name, cid in REGIONAL_IDS.items():
         parts = collections_by_type.get(layer_name, [])
         layer = types[layer_name]
+        description, text = _written(REGIONAL_DESCRIPTION, layer=layer.title,
+                                     names=", ".join(sorted({m.name for m, _ in parts})) or NONE_YET)
         region.collections[cid] = Collection(
-            id=cid, title=f"{layer.title} – region", layer_type=layer, regional=True,
-            description=f"{layer.title} of every municipality that publishes them "
-                        f"({', '.join(sorted({m.name for m, _ in parts})) or 'none yet'}).",
+            id=cid, title=f"{layer.title}{REGION_SUFFIX}", layer_type=layer, regional=True,
+            description=description, description_text=text,
             licence="; ".join(sorted({c.licence for _, c in parts if c.licence})),
             attribution="; ".join(sorted({c.attribution for _, c in parts if c.attribution})),
             keywords=sorted({k for _, c in parts for k in c.keywords}), visibility="public",
@@ -135,9 +152,11 @@ def build_catalog(rows: list[asyncpg.Record]) -> Catalog:
             m = Municipality(r["m_pk"], slug, r["m_name"], r["m_ags"], r["m_state"], r["m_crs"],
                              tuple(r["m_bbox"]) if r["m_bbox"] else None)
             municipalities[slug] = m
-            description = f"Layers published by {m.name} ({m.state}, AGS {m.ags})."
-            datasets[slug] = Dataset(slug, m.name, description, regional=False, municipality=m)
-            members[slug] = Dataset(slug, m.name, description, regional=False, municipality=m)
+            description, text = _written(MUNICIPALITY_DESCRIPTION, name=m.name, state=m.state, ags=m.ags)
+            datasets[slug] = Dataset(slug, m.name, description, regional=False, municipality=m,
+                                     description_text=text)
+            members[slug] = Dataset(slug, m.name, description, regional=False, municipality=m,
+                                    description_text=text)
         m = municipalities[slug]
         if r["pk"] is None or r["layer_type"] not in types:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
@@ -10,10 +11,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from service import i18n
 from service.errors import InvalidParameter
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -25,10 +28,23 @@ def _shown(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return i18n.gettext_(i18n.YES if value else i18n.NO)
     if isinstance(value, list | dict):
         return orjson.dumps(value).decode()
+    if isinstance(value, float):  # 38,5 on a German page; every digit kept, no grouping (codes, years)
+        return format_decimal(value, locale=i18n.current(), decimal_quantization=False, group_separator=False)
     return str(value)
+
+
+def _count(value: object) -> str:
+    """A count as the page's language writes it: 200,000 or 200.000."""
+    return format_decimal(value, locale=i18n.current()) if isinstance(value, int) else str(value)
+
+
+def _hectares(value: object) -> str:
+    """An area in hectares, two decimals: 3,870.25 or 3.870,25."""
+    return format_decimal(value, format="#,##0.00", locale=i18n.current()) if isinstance(value, int | float) \
+        else str(value)
 
 
 def segment(value: object) -> str:
@@ -43,9 +59,65 @@ def _coded(value: object, field: dict[str, Any] | None) -> str:
     return f"{label} ({value})" if label else _shown(value)
 
 
+def _display_fields(layer_type: Any) -> dict[str, dict[str, Any]]:
+    """The layer type's display fields with their titles in the page's language."""
+    return {name: {**field, "title": i18n.gettext_(field["title"])}
+            for name, field in layer_type.display_fields().items()}
+
+
+def _titled(title: str) -> str:
+    """A collection's title in the page's language: a regional one ("<layer type> – region") is made of parts
+    the catalog translates; a municipality's own collection has its own words."""
+    from service.catalog import REGION_SUFFIX
+
+    if title.endswith(REGION_SUFFIX):
+        return f"{i18n.gettext_(title.removesuffix(REGION_SUFFIX))} – {i18n.gettext_(i18n.REGION)}"
+    return title
+
+
+def _describe(item: Any) -> str:
+    """A dataset's or collection's description in the page's language when the catalog wrote it (its values,
+    a layer type's title among them, translated too); a municipality's own description as it is."""
+    if item.description_text is None:
+        return item.description
+    message, values = item.description_text
+    return i18n.gettext_(message) % {k: i18n.gettext_(v) for k, v in values.items()}
+
+
+def _download_label(link_: dict[str, str]) -> str:
+    """An export link's format, as a page names it: `GeoPackage`, `Excel (ein Punkt je Objekt als x/y)`."""
+    from service.export import FORMATS
+
+    titles = [f.title for f in FORMATS.values() if f.media_type == link_.get("type")]
+    return i18n.gettext_(titles[0]) if titles else link_.get("title", "")
+
+
+@functools.cache
+def _script_words(language: str) -> dict[str, str]:
+    """What the pages' scripts show in `language` (the one being rendered): yes/no, every layer type's title
+    (the viewer's legend) and property titles (its popups, static/properties.js). The viewer takes them from
+    the style, which is the same in every language. Once per language: the layer types are fixed at start."""
+    from service.catalog import REGION_SUFFIX
+    from service.layertypes import registry
+
+    titles = {f["title"] for lt in registry().values() for f in lt.display_fields().values()}
+    titles |= {lt.title for lt in registry().values()}
+    words = i18n.words([i18n.YES, i18n.NO, *sorted(titles)])
+    return words | {lt.title + REGION_SUFFIX: _titled(lt.title + REGION_SUFFIX) for lt in registry().values()}
+
+
 TEMPLATES.env.filters["shown"] = _shown
 TEMPLATES.env.filters["coded"] = _coded
 TEMPLATES.env.filters["segment"] = segment
+TEMPLATES.env.filters["count"] = _count
+TEMPLATES.env.filters["hectares"] = _hectares
+TEMPLATES.env.filters["titled"] = _titled
+TEMPLATES.env.add_extension("jinja2.ext.i18n")
+TEMPLATES.env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
+TEMPLATES.env.globals["tr"] = i18n.gettext_  # data's own texts (titles): translated, never %-formatted
+TEMPLATES.env.globals["display_fields"] = _display_fields
+TEMPLATES.env.globals["download_label"] = _download_label
+TEMPLATES.env.globals["describe"] = _describe
 GEOJSON = "application/geo+json"
 JSON = "application/json"
 HTML = "text/html"
@@ -114,13 +186,15 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 def not_modified(request: Request, etag: str) -> Response | None:
     """304 when the client's copy (If-None-Match) is the current one."""
     if etag_matches(request.headers.get("if-none-match", ""), etag):
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": DATA_CACHE})
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": DATA_CACHE,
+                                                  "Vary": "Accept, Accept-Language"})
     return None
 
 
 def with_etag(response: Response, etag: str) -> Response:
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = DATA_CACHE
+    response.headers.setdefault("Vary", "Accept")  # JSON or HTML by Accept; HTML pages add Accept-Language
     return response
 
 
@@ -133,14 +207,30 @@ def html_response(request: Request, template: str, **context: Any) -> HTMLRespon
     scripts (inline ones carry this answer's nonce), no MIME sniffing, no referrer beyond the origin."""
     settings = request.app.state.settings
     nonce = secrets.token_urlsafe(16)
-    response = TEMPLATES.TemplateResponse(
-        request, template,
-        {"base": base_url(request), "api_title": settings.api.title,
-         "basemap": settings.api.basemap_style_url, "maplibre": request.app.state.maplibre_available,
-         "csp_nonce": nonce, **context},
-    )
+    language = page_language(request)
+    token = i18n.use(language)
+    try:  # the template is rendered here, in the page's language
+        response = TEMPLATES.TemplateResponse(
+            request, template,
+            {"base": base_url(request), "api_title": settings.api.title,
+             "basemap": settings.api.basemap_style_url, "maplibre": request.app.state.maplibre_available,
+             "csp_nonce": nonce, "language": language, "page_words": _script_words(language), **context},
+        )
+    finally:
+        i18n.reset(token)
     response.headers.update(security_headers(nonce, settings.api.basemap_style_url, settings.api.basemap_origins))
+    response.headers["Content-Language"] = language
+    response.headers["Vary"] = "Accept, Accept-Language"
     return response
+
+
+def page_language(request: Request) -> str:
+    return i18n.negotiate_language(request.headers.get("accept-language", ""))
+
+
+def variant(request: Request, fmt: str) -> str:
+    """What a negotiated representation depends on, for its ETag: the format, and for HTML the language."""
+    return f"html-{page_language(request)}" if fmt == "html" else fmt
 
 
 def security_headers(nonce: str, basemap: str = "", origins: Sequence[str] = ()) -> dict[str, str]:

@@ -95,6 +95,8 @@ def test_cache_profile_mounts_a_vcl_that_follows_the_service_headers():
     vcl = (ROOT / "deploy" / "varnish" / "default.vcl").read_text()
     assert '.host = "app"' in vcl and "no-cache" in vcl and "private|no-store" in vcl
     assert "Authorization" in vcl and "X-API-Key" in vcl
+    # one stored page per language the service speaks, whatever the browser's header says
+    assert 'set req.http.Accept-Language = "de"' in vcl and "unset req.http.Accept-Language" in vcl
     assert "/ready" in " ".join(doc["services"]["app"]["healthcheck"]["test"])
 
 

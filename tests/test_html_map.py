@@ -35,11 +35,12 @@ DRAWN_SHARE = """() => {
 
 
 @asynccontextmanager
-async def browser_page(width: int = 1100, height: int = 900) -> AsyncIterator:
-    """A page in headless Chromium; on leaving, no script error and nothing the CSP blocked."""
+async def browser_page(width: int = 1100, height: int = 900, locale: str = "en-US") -> AsyncIterator:
+    """A page in headless Chromium (its language `locale`, sent as Accept-Language); on leaving, no script error
+    and nothing the CSP blocked."""
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = await browser.new_page(viewport={"width": width, "height": height})
+        page = await browser.new_page(viewport={"width": width, "height": height}, locale=locale)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         # A script or worker the Content-Security-Policy blocks shows only as a console error.
@@ -168,7 +169,7 @@ async def test_a_collection_page_says_when_its_map_shows_only_part(live_server, 
         async with httpx.AsyncClient() as client:
             many = (await client.get(f"{live_server}/municipalities/halle/collections/many?f=html")).text
             few = (await client.get(f"{live_server}/municipalities/halle/collections/commercial-sites?f=html")).text
-        assert "The map shows the first 1,000 of 1001 features" in many
+        assert "The map shows the first 1,000 of 1,001 features" in many
         assert f'href="{live_server}/viewer?root=/municipalities/halle"' in many
         assert "map-subset" not in few
     finally:

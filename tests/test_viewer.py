@@ -20,6 +20,20 @@ async def open_viewer(page, url: str) -> None:
     await wait_until(page, "window.geotwinViewerReady === true")
 
 
+async def click_star_park(page):
+    """Zoom the viewer onto Star Park, click its first site, and return the popup once it shows."""
+    await page.evaluate("window.geotwinMap.jumpTo({center: [12.0505, 51.5107], zoom: 15})")
+    await wait_until(page, "window.geotwinMap.loaded() && window.geotwinMap.areTilesLoaded()")
+    await page.wait_for_timeout(500)
+    point = await page.evaluate("(() => { const p = window.geotwinMap.project([12.0505, 51.5107]);"
+                                " return [p.x, p.y]; })()")
+    box = await page.locator("#map").bounding_box()
+    await page.mouse.click(box["x"] + point[0], box["y"] + point[1])
+    popup = page.locator(".maplibregl-popup")
+    await popup.wait_for(timeout=10_000)
+    return popup
+
+
 async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
     async with browser_page(1280, 900) as page:
         await open_viewer(page, f"{live_server}/viewer?root=/municipalities/halle")
@@ -43,15 +57,7 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
             await box.check()
 
         # Zoom onto Star Park and click a site: its properties appear.
-        await page.evaluate("window.geotwinMap.jumpTo({center: [12.0505, 51.5107], zoom: 15})")
-        await wait_until(page, "window.geotwinMap.loaded() && window.geotwinMap.areTilesLoaded()")
-        await page.wait_for_timeout(500)
-        point = await page.evaluate("(() => { const p = window.geotwinMap.project([12.0505, 51.5107]);"
-                                    " return [p.x, p.y]; })()")
-        box = await page.locator("#map").bounding_box()
-        await page.mouse.click(box["x"] + point[0], box["y"] + point[1])
-        popup = page.locator(".maplibregl-popup")
-        await popup.wait_for(timeout=10_000)
+        popup = await click_star_park(page)
         shown = await popup.inner_text()
         assert "Star Park – Teilfläche A" in shown
         # As the legend does: the layer type's titles and code labels (the name stays in the tooltip).

@@ -4,6 +4,7 @@ vcl 4.1;
 #   If-None-Match, so a changed collection is never served stale; an unchanged one costs the service a 304.
 # - `private` / `no-store` (anything asked with a key or token, admin answers): never stored.
 # - requests with credentials and every write go straight through.
+# - pages vary by language: Accept-Language is cut down to the page's language before the lookup.
 
 backend geotwin {
     .host = "app";
@@ -22,6 +23,13 @@ sub vcl_recv {
         return (pass);
     }
     unset req.http.Cookie;
+    # Pages come in German or English (Vary: Accept-Language): one stored copy per language, not one per
+    # browser's way of saying it ("de-DE,de;q=0.9,en-US;q=0.8" and "de" alike). The first language named wins.
+    if (req.http.Accept-Language ~ "^\s*de") {
+        set req.http.Accept-Language = "de";
+    } else {
+        unset req.http.Accept-Language;
+    }
     return (hash);
 }
 

@@ -43,6 +43,7 @@ from service.responses import (
     negotiate,
     not_modified,
     segment,
+    variant,
     with_etag,
 )
 from service.routers.history import parse_instant
@@ -97,7 +98,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
     async def collections(request: Request, scope: ScopeDep, f: F = None) -> Response:
         check_known(request.query_params, {"f"})
         fmt, root = negotiate(request), _root(request, scope)
-        etag = etag_for(root, "collections", fmt, [(c.id, c.version) for c in scope.dataset.collections.values()])
+        etag = etag_for(root, "collections", variant(request, fmt),
+                        [(c.id, c.version) for c in scope.dataset.collections.values()])
         if (cached := not_modified(request, etag)) is not None:
             return cached
         doc = documents.collections(root, base_url(request), scope.dataset, request.app.state.crs.uris, fmt)
@@ -113,7 +115,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         check_known(request.query_params, {"f"})
         c = scope.collection(collection_id)
         fmt, root = negotiate(request), _root(request, scope)
-        etag = etag_for(root, c.id, c.version, fmt)
+        etag = etag_for(root, c.id, c.version, variant(request, fmt))
         if (cached := not_modified(request, etag)) is not None:
             return cached
         doc = documents.collection(root, base_url(request), c, request.app.state.crs.uris, fmt)
@@ -243,7 +245,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             raise NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
         # The ETag is the feature's change id (what If-Match on a write compares), tagged per representation.
         params = sorted(request.query_params.items())
-        etag = feature_etag(row[1], "" if fmt == "json" and not params else f"{fmt}|{params}")
+        etag = feature_etag(row[1], "" if fmt == "json" and not params else f"{variant(request, fmt)}|{params}")
         if (cached := not_modified(request, etag)) is not None:
             return cached
         row = row[0]
@@ -331,7 +333,8 @@ async def _items_query(request: Request, scope: Scope, c: Collection, for_export
 
 async def _serve_items(request: Request, scope: Scope, c: Collection, query: ItemsQuery) -> Response:
     fmt = negotiate(request)
-    etag = etag_for(scope.dataset.path, c.id, c.version, sorted(request.query_params.multi_items()), fmt)
+    etag = etag_for(scope.dataset.path, c.id, c.version, sorted(request.query_params.multi_items()),
+                    variant(request, fmt))
     if (cached := not_modified(request, etag)) is not None:
         return cached
     rows: list[Any] = []

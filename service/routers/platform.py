@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from service.deps import current_catalog
 from service.errors import NotFound
+from service.i18n import N_
 from service.layertypes import registry
 from service.openapi import service_openapi
 from service.params import check_known
@@ -27,6 +28,10 @@ from service.responses import (
 router = APIRouter(tags=["platform"])
 F = Annotated[str | None, Query(description="json or html", pattern="^(json|geojson|html)$")]
 
+# N_: the root page shows it in the page's language (service/i18n.py); the JSON keeps it as it is.
+DESCRIPTION = N_("Planning, commercial-land and ecology layers of the municipalities, as OGC API – Features. Each "
+                 "municipality has its own API root; the region combines them.")
+
 
 PROCESSES_CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
@@ -44,8 +49,7 @@ async def root(request: Request, f: F = None) -> Response:
     base, fmt = base_url(request), negotiate(request)
     doc = {
         "title": request.app.state.settings.api.title,
-        "description": "Planning, commercial-land and ecology layers of the municipalities, as OGC API – "
-                       "Features. Each municipality has its own API root; the region combines them.",
+        "description": DESCRIPTION,
         "links": [
             *self_links(base + "/", fmt, title="service root"),
             link(f"{base}/api", "service-desc", OPENAPI, "the whole service (OpenAPI 3.0)"),

@@ -26,6 +26,7 @@ from service.crs import CRS84
 from service.db import connection
 from service.deps import current_catalog, principal_of, visible_dataset
 from service.errors import InvalidParameter, NotFound
+from service.layertypes import registry
 from service.models import STORAGE_SRID
 from service.params import check_known, parse_int
 from service.responses import base_url, html_response, link
@@ -265,8 +266,10 @@ async def statistics_chart(
     wanted = [m.strip() for m in municipalities.split(",") if m.strip()] if municipalities else None
     sites, zones = await _statistics_members(request, wanted)
     stats = await statistics(request.app.state.pool, sites, zones)
+    types = registry()  # the tables name codes with their labels: "vermarktet (sold or let) (vermarktet)"
     return html_response(request, "statistics.html", stats=stats, wanted=wanted,
-                         charts=request.app.state.charts_available)
+                         charts=request.app.state.charts_available, site_type=types["commercial-site"],
+                         zone_type=types["ecological-zone"])
 
 
 @router.get("/processes/conflicts/map", summary="The conflict analysis as an HTML page with a map",
