@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import orjson
@@ -15,10 +17,26 @@ from service.settings import DatabaseSettings
 log = logging.getLogger("geotwin.db")
 
 
+def _integer(text: str) -> int | float:
+    value = int(text)
+    return value if -2**63 <= value < 2**64 else float(text)  # beyond what orjson writes: a float (maybe inf)
+
+
+def stored_json(text: str | bytes) -> Any:
+    """JSON the database holds, as Python: orjson, or the standard library for the numbers orjson refuses.
+    jsonb keeps any numeric (1e400 from psql, which PostgreSQL writes out as 401 digits); orjson will not read
+    beyond a double, while `json` reads it, here as a float, infinity if need be, which orjson writes as null.
+    One odd value must not break every read of its feature (pages, exports, history, edits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text, parse_int=_integer)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSON arrives as text from the hot paths; these codecs are for the few places that want Python objects.
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+        await conn.set_type_codec(typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=stored_json,
                                   schema="pg_catalog")
 
 

@@ -4,9 +4,11 @@ what the API serves: same features, same attributes, same places."""
 from __future__ import annotations
 
 import html as html_lib
+import io
 import json
 import re
 import subprocess
+import zipfile
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ import shapely
 from shapely.geometry import shape
 
 REGION_SITES = "/region/collections/commercial-sites"
+EPSG_25832 = "http://www.opengis.net/def/crs/EPSG/0/25832"
 
 
 def via_gdal(path, fmt: str, tmp_path) -> list[dict]:
@@ -84,7 +87,8 @@ def test_the_collection_and_its_pages_link_their_downloads(live_server, tmp_path
     doc = httpx.get(f"{live_server}{REGION_SITES}").json()
     enclosures = {link["type"]: link["href"] for link in doc["links"] if link["rel"] == "enclosure"}
     assert set(enclosures) == {"application/geopackage+sqlite3", "application/flatgeobuf", "application/geo+json",
-                               "text/csv; charset=utf-8", "application/zip"}
+                               "text/csv; charset=utf-8", "application/zip",
+                               "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
     assert enclosures["application/zip"].endswith("f=shp")
     whole = httpx.get(enclosures["application/flatgeobuf"])
     assert whole.status_code == 200 and whole.headers["content-type"] == "application/flatgeobuf"
@@ -110,6 +114,45 @@ def test_an_internal_collection_is_not_exported_to_strangers(live_server):
     assert r.status_code == 404
 
 
+def test_a_spreadsheet_export_holds_the_properties_and_a_point_of_each_feature(live_server, tmp_path, monkeypatch):
+    """Excel for the list of sites a planner sends on: typed cells (numbers, dates, no decimal-comma trouble),
+    and x/y of a point inside each site, lon/lat unless `crs` says otherwise; Debian's GDAL reads it back."""
+    api = httpx.get(f"{live_server}{REGION_SITES}/items", params={"limit": 1000}).json()["features"]
+    r = httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": "xlsx"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    assert r.headers["content-disposition"] == 'attachment; filename="region-commercial-sites.xlsx"'
+    path = tmp_path / "sites.xlsx"
+    path.write_bytes(r.content)
+    rows = {f["properties"]["id"]: f["properties"] for f in via_gdal(path, "xlsx", tmp_path)}
+    assert set(rows) == {f["id"] for f in api}
+    for feature in api:
+        row = rows[feature["id"]]
+        for key, value in feature["properties"].items():
+            if isinstance(value, float):
+                assert row[key] == pytest.approx(value), key
+            elif isinstance(value, bool):
+                assert row[key] in (value, int(value)), key
+            else:
+                assert row[key] == value, (feature["id"], key, row[key], value)
+        assert shape(feature["geometry"]).contains(shapely.Point(row["x"], row["y"]))
+
+    utm = httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": "xlsx", "crs": EPSG_25832})
+    path.write_bytes(utm.content)
+    xs = [f["properties"]["x"] for f in via_gdal(path, "xlsx", tmp_path)]
+    assert all(600_000 < x < 800_000 for x in xs), "metres of UTM zone 32N"
+
+    # More features than a worksheet has rows: a 400 naming f, before any file is written.
+    from service import export
+
+    monkeypatch.setattr(export, "XLSX_MAX_ROWS", 3)
+    r = httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": "xlsx"})
+    assert r.status_code == 400 and r.json()["parameter"] == "f" and "f=csv" in r.json()["description"]
+    star_park = {"bbox": "12.04,51.50,12.07,51.52"}  # a selection that fits is counted and written
+    assert httpx.get(f"{live_server}{REGION_SITES}/items", params=star_park).json()["numberMatched"] <= 3
+    assert httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": "xlsx", **star_park}).status_code == 200
+
+
 def test_an_export_gdal_cannot_write_is_an_error_answer_not_a_cut_download(live_server, monkeypatch):
     """A full temporary directory while GDAL writes: 503 with the reason in JSON, before any byte of a file
     went out, and nothing left behind."""
@@ -121,10 +164,57 @@ def test_an_export_gdal_cannot_write_is_an_error_answer_not_a_cut_download(live_
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    from service import export
+
     before = set(Path(tempfile.gettempdir()).glob("geotwin-export-*"))
     monkeypatch.setattr(pyogrio, "write_arrow", full)
-    for fmt in ("gpkg", "shp"):
+    monkeypatch.setattr(export._Sheet, "close", full)
+    for fmt in ("gpkg", "shp", "xlsx"):
         r = httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": fmt})
         assert r.status_code == 503 and r.headers["content-type"] == "application/json", (fmt, r.text[:200])
         assert "No space left on device" in r.json()["description"] and r.json()["parameter"] == "f"
     assert set(Path(tempfile.gettempdir()).glob("geotwin-export-*")) <= before
+
+
+async def test_values_written_from_outside_that_miss_their_type_export_as_empty_not_as_an_error(live_server,
+                                                                                                   tmp_path, db_url):
+    """psql or QGIS on the table can write what the API would refuse: 3.5 storeys, 2^63, 1e400, a number as
+    text. The export still answers, each such value empty (3.0 is 3), the rest as it is."""
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'halle'")
+        c_pk = await conn.fetchval("INSERT INTO collection (municipality_id, slug, title, layer_type) VALUES "
+                                   "($1, 'odd-values', 'odd values', 'planning-zone') RETURNING id", m_pk)
+        odd = ['{"plan_number": "B 1", "max_storeys": 3.5, "grz": "0,4"}',
+               '{"plan_number": 12, "max_storeys": 9223372036854775808, "grz": true, "gfz": 1e400}',
+               '{"plan_number": "B 3", "max_storeys": 3.0, "grz": 0.4, "in_force_from": "2025-12-31", '
+               '"plan_name": "=HYPERLINK(\\"http://example.org\\")"}']
+        for i, props in enumerate(odd):
+            await conn.execute("INSERT INTO feature (collection_id, fid, geom, properties) VALUES ($1, $2, "
+                               "ST_Buffer(ST_SetSRID(ST_MakePoint(706193, 5707666), 25832), 50), $3::jsonb)",
+                               c_pk, f"z{i}", props)
+        for fmt in ("gpkg", "fgb", "shp", "csv", "geojson", "xlsx"):
+            r = httpx.get(f"{live_server}/municipalities/halle/collections/odd-values/export", params={"f": fmt})
+            assert r.status_code == 200, (fmt, r.text)
+        # In Excel a text is a text: no formula runs when a planner opens the list.
+        with zipfile.ZipFile(io.BytesIO(r.content)) as book:
+            cells = book.read("xl/worksheets/sheet1.xml").decode()  # strings inline, as written row by row
+        assert "<f>" not in cells and '<t>=HYPERLINK("http://example.org")</t>' in cells
+        # 1e400 is beyond a double: the pages, the history and the items read it as well (as no number).
+        base = f"{live_server}/municipalities/halle/collections/odd-values"
+        for url in (f"{base}/items/z1?f=html", f"{base}/items?f=html", f"{base}/items/z1", f"{base}/items",
+                    f"{base}/items/z1/versions", f"{base}/changes"):
+            assert httpx.get(url).status_code == 200, url
+        path = tmp_path / "odd.gpkg"
+        path.write_bytes(httpx.get(f"{live_server}/municipalities/halle/collections/odd-values/export",
+                                   params={"f": "gpkg"}).content)
+        back = {f["properties"]["id"]: f["properties"] for f in via_gdal(path, "gpkg", tmp_path)}
+        assert back["z0"]["max_storeys"] is None and back["z0"]["grz"] is None
+        assert back["z1"]["max_storeys"] is None and back["z1"]["grz"] is None and back["z1"]["plan_number"] == "12"
+        assert back["z2"]["max_storeys"] == 3 and back["z2"]["grz"] == 0.4 and back["z2"]["in_force_from"] == \
+            "2025-12-31"
+    finally:
+        await conn.execute("DELETE FROM collection WHERE slug = 'odd-values'")
+        await conn.close()

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from service.bodies import json_body
 from service.catalog import Collection
 from service.crs import Crs
-from service.db import connection
+from service.db import connection, stored_json
 from service.deps import CollectionId, FeatureId, Scope
 from service.errors import (
     Conflict,
@@ -197,7 +197,7 @@ async def _current(scope: Scope, c: Collection, fid: str) -> dict[str, Any]:
         row = await conn.fetchrow(sql, *args)
     if row is None:
         raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
-    return orjson.loads(row[0])
+    return stored_json(row[0])
 
 
 async def _update(request: Request, scope: Scope, c: Collection, fid: str, expected: int, row: Any, srid: int,

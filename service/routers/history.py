@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from service.db import connection
+from service.db import connection, stored_json
 from service.deps import CollectionId, FeatureId, Scope
 from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
@@ -120,5 +120,5 @@ def _entry(row: Any, member: bool) -> dict[str, Any]:
         entry["id"] = row["fid"]
     if member:
         entry["actor"] = row["actor"]
-    entry["feature"] = orjson.loads(row["feature"]) if row["feature"] else None
+    entry["feature"] = stored_json(row["feature"]) if row["feature"] else None
     return entry

@@ -13,7 +13,7 @@ from service import cql, documents, export, queryables
 from service.cache import etag_for
 from service.catalog import Collection
 from service.crs import CRS84
-from service.db import connection
+from service.db import connection, stored_json
 from service.deps import CollectionId, FeatureId, Scope
 from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.openapi import root_openapi
@@ -187,9 +187,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
 
     @router.get("/collections/{collectionId}/export", operation_id=f"{kind}.exportFeatures",
                 summary="Download the collection (or a selection) as one file",
-                description="`f`: geojson, csv (WKT geometry), gpkg (GeoPackage) or fgb (FlatGeobuf). Takes the "
-                            "items parameters (`bbox`, `filter`, `datetime`, `crs`, `properties`, `sortby`, "
-                            "`asOf`, `name=value`), without paging. Streamed: any size.",
+                description="`f`: " + ", ".join(f"{k} ({f.title})" for k, f in export.FORMATS.items())
+                            + ". Takes the items parameters (`bbox`, `filter`, `datetime`, `crs`, `properties`, "
+                            "`sortby`, `asOf`, `name=value`), without paging. Streamed: any size.",
                 response_class=Response, responses={200: {"content": {f.media_type.split(";")[0]: {}
                                                                       for f in export.FORMATS.values()}}})
     async def export_features(
@@ -211,6 +211,14 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
             body = export.geojson_stream(scope.pool, query)
         elif name == "csv":
             body = export.csv_stream(scope.pool, query, cols)
+        elif name == "xlsx":
+            async with connection(scope.pool) as conn:
+                matched = await _number_matched(request, conn, c, query, 0)
+            if matched > export.XLSX_MAX_ROWS:
+                raise InvalidParameter(
+                    f"a worksheet holds at most {export.XLSX_MAX_ROWS:,} rows and this selection has "
+                    f"{matched:,} features: filter it (bbox, filter) or choose f=csv or f=gpkg", parameter="f")
+            body = await export.started(export.xlsx_stream(scope.pool, query, cols, fmt, c.id))
         else:
             if name == "shp":
                 geometry = await export.shapefile_geometry(scope.pool, c)
@@ -254,7 +262,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         links = [link(f"{url}?f=json", "self" if fmt == "json" else "alternate", GEOJSON, "this feature"),
                  link(f"{url}?f=html", "self" if fmt == "html" else "alternate", HTML, "this feature as HTML"),
                  link(f"{root}/collections/{c.id}", "collection", "application/json", c.title)]
-        feature = orjson.loads(row)
+        feature = stored_json(row)
         feature["links"] = links
         if fmt == "html":
             keys = c.layer_type.ordered_keys(set(feature["properties"]))
@@ -348,7 +356,7 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
     meta = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": len(rows),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "links": links}
     if fmt == "html":
-        features = orjson.loads("[" + ",".join(rows) + "]")
+        features = stored_json("[" + ",".join(rows) + "]")
         present = {k for f in features for k in f["properties"]} - {"municipality"}
         columns = (["municipality"] if c.regional else []) + c.layer_type.ordered_keys(present)
         root = _root(request, scope)
