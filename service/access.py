@@ -75,6 +75,12 @@ def required(method: str, path: str) -> tuple[str, str | None] | None:
     return "platform", None
 
 
+def permitted(principal: Principal | None, method: str, path: str) -> bool:
+    """Whether the rules let `principal` (None: anonymous) send `method` to `path`."""
+    need = required(method, path)
+    return need is None or (principal is not None and principal.can(*need))
+
+
 def credential(headers: dict[bytes, bytes]) -> str | None:
     auth = headers.get(b"authorization", b"").decode("latin-1").strip()
     if auth[:7].lower() == "bearer ":
@@ -151,7 +157,7 @@ class Access:
                 return
         scope.setdefault("state", {})["principal"] = principal
         need = required(scope["method"], scope["path"])
-        if need is not None:
+        if need is not None:  # the same rule as `permitted`, with the reason when it says no
             role, municipality = need
             if principal is None:
                 await _deny(send, 401, "Unauthorized", "this request needs an API key or token "

@@ -173,6 +173,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405 and request.method == "OPTIONS":
+            # What the resource takes from this caller (RFC 9110 §9.3.7): QGIS asks so before it offers to
+            # edit an OGC API - Features layer, so only an editor of the municipality is offered editing.
+            # Preflights from browsers (with Origin) are the CORS middleware's.
+            from service.access import permitted
+
+            allowed = [m for m in allowed_methods(request.app, request.url.path)
+                       if permitted(getattr(request.state, "principal", None), m, request.url.path)]
+            return Response(status_code=204, headers={"Allow": ", ".join([*allowed, "OPTIONS"])})
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # every method of the path, not just those of the first route matching it

@@ -45,6 +45,10 @@ WRITES = {"post", "put", "patch"}
 IF_MATCH = {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
             "description": "The ETag of the feature or collection as you last read it (`*`: whatever it is now); "
                            "412 when it has changed since"}
+# GEOTWIN_API__IF_MATCH=optional: features may be changed without it (QGIS's editing); the last writer wins.
+IF_MATCH_OPTIONAL = {**IF_MATCH, "required": False,
+                     "description": IF_MATCH["description"] + "; without it, the change is made whatever the "
+                                                               "feature is now (this deployment allows that)"}
 
 
 def _to_30(node: Any) -> Any:
@@ -98,14 +102,14 @@ def service_openapi(app: FastAPI) -> dict[str, Any]:
     if app.state.openapi_30 is None:
         doc = _to_30(copy.deepcopy(app.openapi()))
         doc["openapi"] = "3.0.3"
-        _document_answers(doc)
+        _document_answers(doc, app.state.settings.api.if_match == "optional")
         _document_shapes(doc)
         _document_crs(doc, app.state.crs.uris)
         app.state.openapi_30 = doc
     return app.state.openapi_30
 
 
-def _document_answers(doc: dict[str, Any]) -> None:
+def _document_answers(doc: dict[str, Any], if_match_optional: bool = False) -> None:
     """Every answer an operation can give, as the service gives them: errors are 400 with the OGC exception
     body (FastAPI documents 422 for its validation; the service answers those 400), 401 for a bad credential
     anywhere, 403 where service.access asks for a role, 429 where it counts requests, and the credentials
@@ -138,10 +142,11 @@ def _document_answers(doc: dict[str, Any]) -> None:
             if method in WRITES:
                 codes |= {"408", "413", "415", "422"}
             if method in ("put", "patch", "delete") and ("/items/" in path or path.endswith("/{collectionId}")):
-                codes |= {"412", "428"}
+                optional = "/items/" in path and if_match_optional
+                codes |= {"412"} if optional else {"412", "428"}
                 params = op.setdefault("parameters", [])
                 if not any(p.get("name") == "If-Match" for p in params):
-                    params.append(IF_MATCH)
+                    params.append(IF_MATCH_OPTIONAL if optional else IF_MATCH)
             if method == "get" and path.endswith(("/items", "/export", "/changes")):
                 codes.add("410")  # asOf, after or since before the history's cut
             if method == "post" or (method in ("delete", "patch") and "/items/" not in path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Literal
 from urllib.parse import SplitResult, quote, urlsplit
 
 from dotenv import dotenv_values
@@ -73,6 +74,10 @@ class ApiSettings(BaseModel):
     max_body_mb: int = 64
     # A client that sends nothing of its body for this long is answered 408 (slow or stalled uploads).
     body_timeout_s: float = 30
+    # Replacing, changing or deleting a feature: `required` answers 428 without If-Match, so nobody's change is
+    # overwritten unseen. `optional` also takes such writes from clients that send none (QGIS's OGC API -
+    # Features editing, from QGIS 3.32): without the header the last writer wins; a stale one is still 412.
+    if_match: Literal["required", "optional"] = "required"
 
     @field_validator("basemap_style_url")
     @classmethod

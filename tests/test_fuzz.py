@@ -55,12 +55,17 @@ def test_api(case, fuzz_target):
     STATUSES[response.status_code] += 1
 
 
-def test_405_lists_every_method_of_the_path(fuzz_target):
+def test_405_and_options_list_every_method_of_the_path(fuzz_target):
     import httpx
 
     base, key = fuzz_target
-    r = httpx.request("OPTIONS", f"{base}/jobs/x", headers={"X-API-Key": key})
+    r = httpx.request("POST", f"{base}/jobs/x", headers={"X-API-Key": key})
     assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET, HEAD", r.headers.get("Allow")
+    r = httpx.request("OPTIONS", f"{base}/jobs/x", headers={"X-API-Key": key})
+    assert r.status_code == 204 and r.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS", r.headers.get("Allow")
+    r = httpx.request("OPTIONS", f"{base}/municipalities/halle/collections/commercial-sites/items/gs-001")
+    assert r.status_code == 204 and r.headers["Allow"] == "GET, HEAD, OPTIONS", "what an anonymous caller may do"
     r = httpx.request("OPTIONS", f"{base}/municipalities/halle/collections/commercial-sites/items/gs-001",
                       headers={"X-API-Key": key})
-    assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET, HEAD, PATCH, PUT", r.headers.get("Allow")
+    assert r.status_code == 204 and r.headers["Allow"] == "DELETE, GET, HEAD, PATCH, PUT, OPTIONS", \
+        r.headers.get("Allow")

@@ -336,6 +336,49 @@ async def test_two_planners_updating_one_feature_one_wins_the_other_gets_412(pub
     assert (await client.get(f"{SITES}/items/race-1")).json()["properties"]["name"] == winner
 
 
+async def test_qgis_editing_through_ogc_api_features_asks_options_then_patches_without_if_match(cluster, pub,
+                                                                                                 keys):
+    """What QGIS (3.32 and later) does to edit an OAPIF layer: OPTIONS on the items and on one item, and it
+    offers editing for what `Allow` names; then POST, PATCH (a merge patch of what changed) and DELETE, with no
+    If-Match. By default such a PATCH is 428; with GEOTWIN_API__IF_MATCH=optional it goes through, and a stale
+    If-Match is still 412."""
+    _, client = pub
+    editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    r = await client.options(f"{SITES}/items", headers=auth(keys["halle_editor"]))
+    assert r.status_code == 204 and r.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    r = await client.options(f"{SITES}/items/unknown_id", headers=auth(keys["halle_editor"]))
+    assert r.status_code == 204 and r.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT, OPTIONS"
+    # Only an editor of the municipality is offered editing: QGIS greys the pencil out for everybody else.
+    for who in ({}, auth(keys["halle_viewer"]), auth(keys["leipzig_editor"])):
+        r = await client.options(f"{SITES}/items/unknown_id", headers=who)
+        assert r.status_code == 204 and r.headers["allow"] == "GET, HEAD, OPTIONS", who
+    r = await client.options("/region/collections/commercial-sites/items", headers=auth(keys["platform"]))
+    assert r.status_code == 204 and "POST" not in r.headers["allow"], "the region is read-only"
+    assert (await client.options("/nowhere")).status_code == 404
+
+    await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("qgis-1")))
+    patch = {**auth(keys["halle_editor"]), "Content-Type": "application/merge-patch+json"}
+    body = json.dumps({"properties": {"name": "aus QGIS"}})
+    r = await client.patch(f"{SITES}/items/qgis-1", headers=patch, content=body)
+    assert r.status_code == 428 and r.json()["parameter"] == "If-Match"
+
+    app = create_app(settings_for(cluster, "geotwin_pub", if_match="optional"))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver") as lenient:
+        r = await lenient.patch(f"{SITES}/items/qgis-1", headers=patch, content=body)
+        assert r.status_code == 200, r.text
+        assert (await lenient.get(f"{SITES}/items/qgis-1")).json()["properties"]["name"] == "aus QGIS"
+        r = await lenient.patch(f"{SITES}/items/qgis-1", headers={**patch, "If-Match": '"1"'}, content=body)
+        assert r.status_code == 412
+        api = (await lenient.get("/municipalities/halle/api")).json()
+        if_match = [p for p in api["paths"]["/collections/{collectionId}/items/{featureId}"]["patch"]["parameters"]
+                    if p.get("name") == "If-Match"]
+        assert if_match and if_match[0]["required"] is False
+        assert (await lenient.delete(f"{SITES}/items/qgis-1", headers=auth(keys["halle_editor"]))).status_code == 204
+        assert (await lenient.delete(f"{SITES}/items/qgis-1",
+                                     headers=auth(keys["leipzig_editor"]))).status_code == 403
+
+
 async def test_a_batch_with_one_bad_feature_writes_nothing_and_names_it(pub, keys):
     _, client = pub
     before = await count(client)

@@ -159,7 +159,11 @@ def _items_url(request: Request, scope: Scope, c: Collection) -> str:
 
 
 def _if_match(request: Request) -> int:
+    """The change id the client last read (-1: any); without If-Match, 428, or any when the deployment takes
+    writes without it (GEOTWIN_API__IF_MATCH=optional, for QGIS's editing)."""
     expected = if_match_change(request.headers.get("if-match"))
+    if expected is None and request.app.state.settings.api.if_match == "optional":
+        return -1
     if expected is None:
         raise PreconditionRequired("If-Match is required: send the ETag of the feature as you last read it, "
                                    "so nobody's change is overwritten unseen", parameter="If-Match")
