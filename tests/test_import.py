@@ -675,12 +675,28 @@ async def test_batches_already_moved_are_undone_when_a_later_one_fails(imp_db, t
 
 
 class SlowMove(PausedAtMove):
-    """The importer's real connection, whose moves take 5 s longer in PostgreSQL."""
+    """The importer's real connection, whose moves take 30 s longer in PostgreSQL. It says it is at the move
+    only once PostgreSQL runs the sleep: PostgreSQL ignores a cancel request that reaches a backend still
+    waiting to read its next statement, so a stop sent earlier would wait the 30 s out (CI's busy machine once
+    did; in the service the window is the time between sending the move and the server reading it)."""
+
+    def __init__(self, conn, dsn):
+        super().__init__(conn)
+        self.dsn = dsn
 
     async def execute(self, sql, *args):
         if sql == MOVE:
+            sleeping = asyncio.ensure_future(self.conn.execute("SELECT pg_sleep(30)"))
+            watcher = await asyncpg.connect(self.dsn)
+            try:
+                while not await watcher.fetchval(
+                        "SELECT state = 'active' AND query = 'SELECT pg_sleep(30)' FROM pg_stat_activity "
+                        "WHERE pid = $1", self.conn.get_server_pid()):
+                    await asyncio.sleep(0.01)
+            finally:
+                await watcher.close()
             self.at_move.set()
-            await self.conn.execute("SELECT pg_sleep(5)")
+            await sleeping  # a cancellation of the move cancels the sleep with it
         return await self.conn.execute(sql, *args)
 
 
@@ -705,7 +721,7 @@ async def test_an_import_stopped_while_a_batch_moves_writes_nothing_and_frees_it
     monkeypatch.setattr("service.importer.check_batch", check_batch)
     doc, path = renamed_demo(tmp_path, "stopped")
     before = await collection_state(imp_db)
-    conn = SlowMove(await asyncpg.connect(imp_db))
+    conn = SlowMove(await asyncpg.connect(imp_db), imp_db)
     try:
         pk = await conn.fetchval(SITES_PK, "commercial-sites")
         started = time.monotonic()
@@ -714,8 +730,8 @@ async def test_an_import_stopped_while_a_batch_moves_writes_nothing_and_frees_it
         if stop == "cancelled":
             importing.cancel()
         with pytest.raises(asyncio.CancelledError if stop == "cancelled" else RuntimeError):
-            await asyncio.wait_for(importing, 10)
-        assert time.monotonic() - started < 4  # the 5 s statement was stopped, not waited for
+            await asyncio.wait_for(importing, 60)
+        assert time.monotonic() - started < 20  # the 30 s statement was stopped, not waited for
         assert not conn.conn.is_in_transaction()
         assert await conn.conn.fetchval("SELECT count(*) FROM feature WHERE fid LIKE 'stopped-%'") == 0
     finally:
