@@ -88,12 +88,18 @@ YES, NO, REGION = N_("yes"), N_("no"), N_("region")
 
 
 def extract_schema_titles(fileobj, keywords, comment_tags, options):  # noqa: ANN001, ANN201, ARG001
-    """A Babel extractor (babel.cfg): a layer type's title and its properties' titles, which the pages show."""
+    """A Babel extractor (babel.cfg): a layer type's title, its properties' titles and their codes' labels
+    (`x-labels`), which the pages show. The labels are partly German, partly English, partly both
+    ("vermarktet (sold or let)"); a German page shows them in German."""
     schema = json.load(fileobj)
     name = Path(getattr(fileobj, "name", "schemas")).name
-    for title in [schema.get("title"), *(p.get("title") for p in schema.get("properties", {}).values())]:
+    properties = schema.get("properties", {}).values()
+    for title in [schema.get("title"), *(p.get("title") for p in properties)]:
         if title:
             yield 0, None, title, [f"a title in schemas/{name}"]
+    for spec in properties:
+        for code, label in (spec.get("x-labels") or {}).items():
+            yield 0, None, label, [f"the label of the code {code} in schemas/{name}"]
 
 
 def words(messages: list[str]) -> dict[str, str]:

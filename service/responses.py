@@ -60,9 +60,13 @@ def _coded(value: object, field: dict[str, Any] | None) -> str:
 
 
 def _display_fields(layer_type: Any) -> dict[str, dict[str, Any]]:
-    """The layer type's display fields with their titles in the page's language."""
-    return {name: {**field, "title": i18n.gettext_(field["title"])}
-            for name, field in layer_type.display_fields().items()}
+    """The layer type's display fields with their titles and code labels in the page's language."""
+    out = {}
+    for name, field in layer_type.display_fields().items():
+        out[name] = {**field, "title": i18n.gettext_(field["title"])}
+        if "labels" in field:
+            out[name]["labels"] = {code: i18n.gettext_(label) for code, label in field["labels"].items()}
+    return out
 
 
 def _titled(title: str) -> str:
@@ -95,12 +99,14 @@ def _download_label(link_: dict[str, str]) -> str:
 @functools.cache
 def _script_words(language: str) -> dict[str, str]:
     """What the pages' scripts show in `language` (the one being rendered): yes/no, every layer type's title
-    (the viewer's legend) and property titles (its popups, static/properties.js). The viewer takes them from
-    the style, which is the same in every language. Once per language: the layer types are fixed at start."""
+    (the viewer's legend), property titles and code labels (its popups and legend, static/properties.js). The
+    viewer takes them from the style, which is the same in every language. Once per language: the layer types
+    are fixed at start."""
     from service.catalog import REGION_SUFFIX
     from service.layertypes import registry
 
-    titles = {f["title"] for lt in registry().values() for f in lt.display_fields().values()}
+    fields = [f for lt in registry().values() for f in lt.display_fields().values()]
+    titles = {f["title"] for f in fields} | {label for f in fields for label in f.get("labels", {}).values()}
     titles |= {lt.title for lt in registry().values()}
     words = i18n.words([i18n.YES, i18n.NO, *sorted(titles)])
     return words | {lt.title + REGION_SUFFIX: _titled(lt.title + REGION_SUFFIX) for lt in registry().values()}

@@ -203,6 +203,9 @@ async def test_statistics_page_charts_what_its_tables_say(live_server, page):
                 expected[r["municipality"]] = expected.get(r["municipality"], 0) + r["areaHa"]
         assert charted[f"chart-{dim}"] == pytest.approx(expected), dim
     assert set(charted["chart-protection"]) == {r["municipality"] for r in stats["protection"]}
+    # The legends name the codes as the tables do: "Naturschutzgebiet (nature reserve) (NSG)", not "NSG".
+    named = await page.evaluate("window.geotwinCharts['chart-protection'].data.datasets.map(d => d.label)")
+    assert "Naturschutzgebiet (nature reserve) (NSG)" in named, named
     # and they are drawn: every canvas has painted pixels
     painted = await page.evaluate("""() => [...document.querySelectorAll('canvas')].map(c => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

@@ -39,8 +39,10 @@ async def test_a_german_browser_gets_german_pages_and_an_english_one_english(cli
     assert german.headers["content-language"] == "de"
     assert {"Accept", "Accept-Language"} <= {v.strip() for v in german.headers["vary"].split(",")}
     assert '<html lang="de">' in german.text
-    # The layer type's titles in German, its code labels as they are, the property's name in the tooltip.
+    # The layer type's titles and code labels in German, the property's name in the tooltip.
     assert re.search(r'<th title="zoning">Gebietsart</th><td>Industriegebiet \(GI\)</td>', german.text)
+    assert '<th title="availability">Verfügbarkeit</th><td>vermarktet (vermarktet)</td>' in german.text
+    assert '<th title="ownership">Eigentum</th><td>kommunal (kommunal)</td>' in german.text
     assert re.search(r'<th title="rail_siding">Gleisanschluss</th><td>(ja|nein)</td>', german.text)
     assert '<th title="area_net_ha">Nettofläche (ha)</th><td>38,5</td>' in german.text
     assert ">Objekte</a>" in german.text and "offene Planungsdaten" in german.text
@@ -49,6 +51,7 @@ async def test_a_german_browser_gets_german_pages_and_an_english_one_english(cli
     assert english.headers["content-language"] == "en" and '<html lang="en">' in english.text
     assert re.search(r'<th title="zoning">Zoning</th><td>Industriegebiet \(GI\)</td>', english.text)
     assert '<th title="area_net_ha">Net area (ha)</th><td>38.5</td>' in english.text
+    assert '<td>vermarktet (sold or let) (vermarktet)</td>' in english.text  # the schema's label, as it is
 
     # Each language is its own representation: its own ETag, so a cached English page is never shown as German.
     assert german.headers["etag"] != english.headers["etag"]
@@ -118,12 +121,15 @@ async def test_the_viewer_speaks_german_in_a_german_browser(live_server):
         assert "Region (alle Kommunen)" in await page.locator("#root-select").inner_text()
         await page.select_option("#root-select", "/region")
         await wait_until(page, "window.geotwinViewerReady === true")
-        assert "Schutzgebiet – Region" in await page.locator("#layers").inner_text()
+        legend = await page.locator("#layers").inner_text()
+        assert "Schutzgebiet – Region" in legend
+        assert "Naturschutzgebiet\n" in legend + "\n" and "nature reserve" not in legend  # the codes' labels
         await open_viewer(page, f"{live_server}/viewer?root=/municipalities/halle")
         shown = await (await click_star_park(page)).inner_text()
         assert re.search(r"Gebietsart\s+Industriegebiet \(GI\)", shown), shown
         assert re.search(r"Nettofläche \(ha\)\s+38,5", shown), shown  # a German decimal comma
         assert re.search(r"Gleisanschluss\s+(ja|nein)", shown), shown
+        assert re.search(r"Verfügbarkeit\s+vermarktet \(vermarktet\)", shown), shown
 
 
 @pytest.mark.parametrize(("language", "expected"), [
@@ -161,7 +167,7 @@ async def test_downloads_and_columns_are_named_in_the_pages_language(client):
     assert "Jede Kommune hat ihre eigene API-Adresse" in page
     page = (await client.get("/processes/statistics/chart", headers=GERMAN)).text  # codes with their labels
     assert '<th title="availability">Verfügbarkeit</th>' in page
-    assert "<td>vermarktet (sold or let) (vermarktet)</td>" in page
-    assert "<td>Naturschutzgebiet (nature reserve) (NSG)</td>" in page
+    assert "<td>vermarktet (vermarktet)</td>" in page and "<td>Naturschutzgebiet (NSG)</td>" in page
+    assert '"NSG": "Naturschutzgebiet"' in page  # the chart's legend names the codes as the tables do
     root = (await client.get("/?f=json", headers=GERMAN)).json()
     assert root["description"].startswith("Planning, commercial-land")  # the JSON is the same in any language

@@ -1,8 +1,8 @@
 // A feature's properties as a table for a map popup, shared by the viewer and the HTML pages' maps. `fields` is
 // a layer type's display fields (LayerType.display_fields): the properties come in its order, under their
 // titles (the name stays in the tooltip), codes with their labels: "Zoning  Industriegebiet (GI)". Values are
-// data, never markup: the table is built from text nodes. Titles, yes and no come in the page's language
-// (window.geotwinWords, which base.html sets from the translations).
+// data, never markup: the table is built from text nodes. Titles, code labels, yes and no come in the page's
+// language (window.geotwinWords, which base.html sets from the translations).
 function geotwinPropertyTable(properties, fields, caption) {
   const known = fields || {};
   const words = window.geotwinWords || {};
@@ -19,7 +19,7 @@ function geotwinPropertyTable(properties, fields, caption) {
     th.title = name;  // as filters and the API name it
     row.appendChild(th);
     const label = (field.labels || {})[value];
-    row.insertCell().textContent = label ? `${label} (${value})`
+    row.insertCell().textContent = label ? `${say(label)} (${value})`
       : typeof value === "boolean" ? say(value ? "yes" : "no")
       // 38,5 on a German page: the page's language, every digit, no grouping (codes and years stay 1998)
       : typeof value === "number" ? value.toLocaleString(document.documentElement.lang || undefined,
