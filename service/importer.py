@@ -37,7 +37,7 @@ import shapely
 from service.crs import Crs, to_lonlat
 from service.errors import Conflict, InvalidData, InvalidParameter
 from service.layertypes import LayerType
-from service.loader import FeatureIssue
+from service.loader import FeatureIssue, id_problem
 from service.models import STORAGE_SRID
 from service.sources import (
     ImportOptions,
@@ -286,6 +286,8 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
             issues.append(FeatureIssue(start + i, fid, "geometry", problem))
         if not fid:
             issues.append(FeatureIssue(start + i, fid, "id", "no feature id"))
+        elif wrong_id := id_problem(fid):
+            issues.append(FeatureIssue(start + i, fid[:50], "id", wrong_id))
         issues += [FeatureIssue(start + i, fid, p.property, p.message) for p in layer.check(props)]
         if len(issues) == before:
             vf, vt = layer.validity_of(props)

@@ -35,6 +35,22 @@ class FeatureIssue:
     message: str
 
 
+MAX_ID_LENGTH = 200
+ID_RULE = (f"an id is a non-empty string or integer of at most {MAX_ID_LENGTH} characters, not ending in "
+           "'/versions' (that path lists a feature's versions)")
+
+
+def id_problem(raw_id: Any) -> str | None:
+    """What is wrong with a feature id (None: nothing), the same for the API and imports: it is the last
+    segment of the feature's URL (`/` inside is fine, sent as `%2F`)."""
+    if not isinstance(raw_id, str | int) or isinstance(raw_id, bool):
+        return ID_RULE
+    text = str(raw_id)
+    if not text or "\x00" in text or len(text) > MAX_ID_LENGTH or text.endswith("/versions"):
+        return ID_RULE
+    return None
+
+
 def file_crs(srid: int) -> Crs:
     """The CRS of a file's coordinates: GeoJSON files are x/y (lon/lat) whatever EPSG:4326 would say."""
     return resolve(CRS84 if srid == 4326 else f"EPSG:{srid}")
@@ -61,10 +77,8 @@ def prepare(features: list[Any], layer: LayerType, crs: Crs | None = None, repai
             issues.append(FeatureIssue(i, "", "type", "not a GeoJSON Feature (\"type\": \"Feature\")"))
             continue
         raw_id = feat.get("id")
-        if raw_id is not None and (not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or raw_id == ""
-                                   or "\x00" in str(raw_id) or len(str(raw_id)) > 200):
-            issues.append(FeatureIssue(i, str(raw_id)[:50], "id", "an id is a non-empty string or integer "
-                                                                  "of at most 200 characters"))
+        if raw_id is not None and (problem := id_problem(raw_id)):
+            issues.append(FeatureIssue(i, str(raw_id)[:50], "id", problem))
             continue
         fid = str(raw_id) if raw_id is not None else (new_id(i) if new_id else str(i + 1))
         if fid in seen:

@@ -243,6 +243,23 @@ async def test_one_bad_feature_means_nothing_is_written_and_every_problem_is_rep
     assert await collection_state(imp_db) == before
 
 
+@pytest.mark.parametrize("bad", ["x" * 201, "Nr. 12/versions"])
+async def test_a_file_holds_to_the_apis_rule_for_ids(imp_db, tmp_path, bad):
+    """An id is the last segment of its feature's URL. The API refuses one of more than 200 characters or
+    ending in `/versions` (that path lists a feature's versions); an import did not, and wrote features nobody
+    could then read by their URL."""
+    doc, path = renamed_demo(tmp_path, "ids")
+    doc["features"][2]["id"] = bad
+    path.write_text(json.dumps(doc))
+    before = await collection_state(imp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, path, mode="append")
+    issues = err.value.where["report"]["issues"]
+    assert [(i["index"], i["property"]) for i in issues] == [(2, "id")], issues
+    assert "'/versions'" in issues[0]["message"] and "200 characters" in issues[0]["message"]
+    assert await collection_state(imp_db) == before
+
+
 async def test_arcs_are_read_as_straight_segments(imp_db, files, tmp_path):
     """Cadastre and CAD data keep circular arcs (CurvePolygon, CompoundCurve in a MultiSurface). The importer
     reads them as GDAL approximates them (at most 4° of arc per segment) and counts them in the report; the

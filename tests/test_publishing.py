@@ -453,6 +453,9 @@ async def test_any_feature_id_gets_links_that_lead_back_to_it(pub, keys):
     (json.dumps(site()).encode(), {"Content-Crs": "<http://www.opengis.net/def/crs/EPSG/0/2056>"}, 400,
      {"parameter": "Content-Crs"}),
     (json.dumps(site(colour="rot")).encode(), {}, 422, {"property": "colour"}),
+    (json.dumps(site("x" * 201)).encode(), {}, 422, {"property": "id"}),
+    # /items/Nr. 12%2Fversions would be the versions of "Nr. 12": such a feature could never be read
+    (json.dumps(site("Nr. 12/versions")).encode(), {}, 422, {"property": "id"}),
     (b"{" + b'"a":' * 1 + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, 400, {}),
     (json.dumps({"type": "FeatureCollection", "features": []}).encode(), {}, 400, {}),
     (b"x" * (1024 * 1024 + 10), {}, 413, {}),
