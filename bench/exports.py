@@ -7,8 +7,10 @@ PostGIS into the same format, in one run; the service's memory is sampled while 
 GeoTwin runs as `geotwin serve` (one worker) and each export is downloaded whole with httpx and checked: the
 file GDAL reads back holds every feature. ogr2ogr reads the same rows through a SQL statement that spreads the
 properties into columns and transforms to WGS 84, as the export does, and writes the format GDAL's way
-(a zipped Shapefile as `.shp.zip`). Both write the file to the same disk. Memory is the worker's resident
-set, read from /proc every 50 ms: its growth over the worker's resident set just before the export began.
+(a zipped Shapefile as `.shp.zip`). Both write the file to the same disk. Memory is the resident set of the
+worker and its children (the process GDAL writes in), read from /proc every 50 ms: its growth over the value
+just before the export began. Meanwhile a neighbour asks the same worker for a page of 10 items every 100 ms:
+its latencies show whether an export holds the worker up for everybody else.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 import httpx
@@ -88,25 +90,17 @@ def features_in(path: Path, fmt: str) -> int:
     return pyogrio.read_info(name, force_feature_count=True)["features"]
 
 
-class Memory:
-    """The resident set of one process, sampled in a thread: `peak` over the value at the start."""
+class Sampler:
+    """Work in a thread while the export runs: `run` until `stop` is set."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.stop, self.peak = pid, threading.Event(), 0
-        self.start = self.peak = self.rss()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def rss(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+    def run(self) -> None:
+        raise NotImplementedError
 
-    def sample(self) -> None:
-        while not self.stop.wait(0.05):
-            self.peak = max(self.peak, self.rss())
-
-    def __enter__(self) -> Memory:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -115,9 +109,66 @@ class Memory:
         self.thread.join()
 
 
+class Memory(Sampler):
+    """The resident set of one process, sampled in a thread: `peak` over the value at the start."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+        self.start = self.peak = self.rss()
+
+    def rss(self) -> int:
+        """The worker's resident set and its children's (the process GDAL writes a file in)."""
+        total = 0
+        for pid in [self.pid, *self.children()]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:  # a child that has just ended
+                continue
+        return total
+
+    def children(self) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                found += [int(pid) for pid in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return found
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.peak = max(self.peak, self.rss())
+
+
+class Neighbour(Sampler):
+    """Another user of the same worker during the export: a small page every 100 ms, its latencies kept. An
+    export that held the worker's event loop would show here as long waits."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url, self.latencies = url, []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            client.get(self.url).raise_for_status()  # not counted: the first asks the database for the count
+            while not self.stop.wait(0.1):
+                started = time.perf_counter()
+                client.get(self.url).raise_for_status()
+                self.latencies.append(time.perf_counter() - started)
+
+    def summary(self) -> dict[str, float]:
+        ms = sorted(x * 1000 for x in self.latencies) or [0.0]
+        return {"neighbour_requests": len(self.latencies), "neighbour_p50_ms": ms[len(ms) // 2],
+                "neighbour_p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))], "neighbour_max_ms": ms[-1]}
+
+
 def geotwin(base: str, pid: int, n: int, fmt: str, target: Path) -> dict[str, float]:
     url = f"{base}/municipalities/bench/collections/export-{n}/export?f={fmt}"
-    with Memory(pid) as memory:
+    neighbour = Neighbour(f"{base}/municipalities/bench/collections/export-{n}/items?limit=10")
+    with Memory(pid) as memory, neighbour:
         started = time.perf_counter()
         first = None
         with httpx.stream("GET", url, timeout=1800) as answer, target.open("wb") as out:
@@ -128,7 +179,7 @@ def geotwin(base: str, pid: int, n: int, fmt: str, target: Path) -> dict[str, fl
                 out.write(chunk)
         seconds = time.perf_counter() - started
     return {"s": seconds, "first_byte_s": first or seconds, "rss_before_mb": memory.start / 2**20,
-            "rss_growth_mb": (memory.peak - memory.start) / 2**20}
+            "rss_growth_mb": (memory.peak - memory.start) / 2**20, **neighbour.summary()}
 
 
 def ogr2ogr(cluster: LocalCluster, pk: int, fmt: str, target: Path) -> float:
@@ -144,6 +195,10 @@ def ogr2ogr(cluster: LocalCluster, pk: int, fmt: str, target: Path) -> float:
 def measure(cluster: LocalCluster, base: str, pid: int, sizes: list[int], formats: list[str], repeats: int,
             pks: dict[int, int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    with Neighbour(f"{base}/municipalities/bench/collections/export-{sizes[0]}/items?limit=10") as alone:
+        time.sleep(5)  # the same page with no export running: what the neighbour's numbers compare with
+    out["no export"] = {"format": "-", "features": 0, **alone.summary()}
+    print(f"  no export: a neighbour's page p99 {out['no export']['neighbour_p99_ms']:.0f} ms", flush=True)
     with tempfile.TemporaryDirectory(prefix="geotwin-bench-export-", dir=DATA) as scratch:
         for n in sizes:
             for fmt in formats:
@@ -165,21 +220,29 @@ def measure(cluster: LocalCluster, base: str, pid: int, sizes: list[int], format
                     "ratio": statistics.median(theirs) / seconds, "bytes": size, "ogr2ogr_bytes": ogr_size,
                     "first_byte_s": statistics.median(r["first_byte_s"] for r in mine),
                     "rss_growth_mb": max(r["rss_growth_mb"] for r in mine),
-                    "rss_before_mb": mine[0]["rss_before_mb"], "runs": mine, "ogr2ogr_runs": theirs}
+                    "rss_before_mb": mine[0]["rss_before_mb"], "runs": mine, "ogr2ogr_runs": theirs,
+                    "neighbour_p99_ms": max(r["neighbour_p99_ms"] for r in mine),
+                    "neighbour_max_ms": max(r["neighbour_max_ms"] for r in mine)}
                 print(f"  {fmt:8} {n:>9,}: {seconds:6.1f} s (ogr2ogr {statistics.median(theirs):6.1f} s), "
-                      f"+{out[f'{fmt} {n}']['rss_growth_mb']:.0f} MB", flush=True)
+                      f"+{out[f'{fmt} {n}']['rss_growth_mb']:.0f} MB, a neighbour's page p99 "
+                      f"{out[f'{fmt} {n}']['neighbour_p99_ms']:.0f} ms", flush=True)
     return out
 
 
 def print_exports(result: dict[str, Any]) -> None:
     print("\nexports over HTTP, one worker (median of the runs; ratio = ogr2ogr's time / GeoTwin's, so above 1 "
           "is faster than ogr2ogr)")
+    print("  (neighbour: a page of 10 items asked of the same worker every 100 ms during the export, in ms)")
     print(f"  {'format':8} {'features':>9} {'GeoTwin s':>10} {'ogr2ogr s':>10} {'ratio':>6} {'first byte':>10} "
-          f"{'MB':>7} {'worker +MB':>10}")
+          f"{'MB':>7} {'worker +MB':>10} {'nb p99':>7} {'nb max':>7}")
     for row in result["exports"].values():
+        if row["format"] == "-":
+            print(f"  {'no export':8} {'':>9} {'':>10} {'':>10} {'':>6} {'':>10} {'':>7} {'':>10} "
+                  f"{row['neighbour_p99_ms']:>7.0f} {row['neighbour_max_ms']:>7.0f}")
+            continue
         print(f"  {row['format']:8} {row['features']:>9,} {row['geotwin_s']:>10.1f} {row['ogr2ogr_s']:>10.1f} "
               f"{row['ratio']:>6.2f} {row['first_byte_s']:>9.1f}s {row['bytes'] / 2**20:>7.0f} "
-              f"{row['rss_growth_mb']:>10.0f}")
+              f"{row['rss_growth_mb']:>10.0f} {row['neighbour_p99_ms']:>7.0f} {row['neighbour_max_ms']:>7.0f}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import subprocess
+import sys
 import zipfile
 
 import httpx
@@ -159,15 +160,17 @@ def test_an_export_gdal_cannot_write_is_an_error_answer_not_a_cut_download(live_
     import tempfile
     from pathlib import Path
 
-    import pyogrio
-
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     from service import export
 
     before = set(Path(tempfile.gettempdir()).glob("geotwin-export-*"))
-    monkeypatch.setattr(pyogrio, "write_arrow", full)
+    # GDAL writes in a process of its own (service/gdalwriter.py): here one that fails as it would on a full disk
+    failing = ("import pyogrio, service.gdalwriter\n"
+               "def full(*args, **kwargs):\n    raise OSError(28, 'No space left on device')\n"
+               "pyogrio.write_arrow = full\nservice.gdalwriter.main()")
+    monkeypatch.setattr(export, "WRITER", [sys.executable, "-c", failing])
     monkeypatch.setattr(export._Sheet, "close", full)
     for fmt in ("gpkg", "shp", "xlsx"):
         r = httpx.get(f"{live_server}{REGION_SITES}/export", params={"f": fmt})
