@@ -166,19 +166,19 @@ async def csv_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]]) -> A
     writer = csv.writer(buffer)
     writer.writerow(header)
     yield ("\ufeff" + buffer.getvalue()).encode()  # a BOM, so spreadsheet programs read UTF-8 (umlauts)
+
+    def write(part: Sequence[Any]) -> None:
+        for row, wkt in part:
+            props = stored_json(row["properties"])
+            values = [row["fid"]] + ([row["muni"]] if q.regional else [])
+            values += [_cell(props.get(n)) for n, _ in cols] + [wkt]
+            writer.writerow(values)
+
     loop = asyncio.get_running_loop()
     async for batch in batches(pool, sql, args):
         buffer.seek(0)
         buffer.truncate()
         wkts = await loop.run_in_executor(None, _wkts, batch)  # GEOS, without the GIL
-
-        def write(part: Sequence[Any]) -> None:
-            for row, wkt in part:
-                props = stored_json(row["properties"])
-                values = [row["fid"]] + ([row["muni"]] if q.regional else [])
-                values += [_cell(props.get(n)) for n, _ in cols] + [wkt]
-                writer.writerow(values)
-
         await in_slices(list(zip(batch, wkts, strict=True)), write)
         yield buffer.getvalue().encode()
 
