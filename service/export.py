@@ -349,7 +349,7 @@ ARROW_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end of an Arrow IPC strea
 
 
 async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt: Format, layer: str,
-                      geometry_type: str) -> AsyncIterator[bytes]:
+                      geometry_type: str, written: Written | None = None) -> AsyncIterator[bytes]:
     """GDAL writes the file in a process of its own (service.gdalwriter) while batches come from the database,
     sent to it as an Arrow IPC stream; then the file is streamed."""
     sql, args = export_sql(q, geojson=False)
@@ -399,7 +399,7 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
             log.warning("GDAL, writing %s for %s: %s", fmt.title, layer, said_text[:2000])
         if shapefile:
             path = os.path.join(directory, f"{layer}.zip")
-        async for chunk in _chunks(path):
+        async for chunk in _chunks(path, written):
             yield chunk
     finally:
         if writer is not None and writer.returncode is None:  # the client went away mid-way
@@ -409,7 +409,17 @@ async def gdal_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
         _remove(directory)
 
 
-async def _chunks(path: str) -> AsyncIterator[bytes]:
+@dataclass
+class Written:
+    """A file-based export's file, once it is complete: its size goes out as Content-Length, so that a browser
+    shows how much of the download is left and a client knows a cut download for one."""
+
+    size: int | None = None
+
+
+async def _chunks(path: str, written: Written | None) -> AsyncIterator[bytes]:
+    if written is not None:
+        written.size = os.path.getsize(path)
     loop = asyncio.get_running_loop()
     with open(path, "rb") as handle:
         while chunk := await loop.run_in_executor(None, handle.read, CHUNK):
@@ -449,7 +459,7 @@ class _Sheet:
 
 
 async def xlsx_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt: Format,
-                      layer: str) -> AsyncIterator[bytes]:
+                      layer: str, written: Written | None = None) -> AsyncIterator[bytes]:
     """The selection as an Excel worksheet in a temporary file, then sent. The typed columns come from a
     thread (pyarrow, without the GIL); the rows are written in slices between the worker's other requests."""
     sql, args = export_sql(q, geojson=False)
@@ -467,7 +477,7 @@ async def xlsx_stream(pool: Any, q: ItemsQuery, cols: list[tuple[str, str]], fmt
         except OSError as exc:  # the disk, not the data
             raise ServiceUnavailable(f"the {fmt.title} file could not be written ({exc}); try again later",
                                      parameter="f") from exc
-        async for chunk in _chunks(path):
+        async for chunk in _chunks(path, written):
             yield chunk
     finally:
         _remove(directory)

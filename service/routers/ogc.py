@@ -207,6 +207,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         if query.output.properties is not None:
             cols = [(n, k) for n, k in cols if n in query.output.properties]
         label = f"{scope.dataset.slug}-{c.id}"
+        written = export.Written()  # the file-based formats' size, known before the first byte goes out
         if name == "geojson":
             body = export.geojson_stream(scope.pool, query)
         elif name == "csv":
@@ -218,14 +219,16 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                 raise InvalidParameter(
                     f"a worksheet holds at most {export.XLSX_MAX_ROWS:,} rows and this selection has "
                     f"{matched:,} features: filter it (bbox, filter) or choose f=csv or f=gpkg", parameter="f")
-            body = await export.started(export.xlsx_stream(scope.pool, query, cols, fmt, c.id))
+            body = await export.started(export.xlsx_stream(scope.pool, query, cols, fmt, c.id, written))
         else:
             if name == "shp":
                 geometry = await export.shapefile_geometry(scope.pool, c)
             else:
                 geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
-            body = await export.started(export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry))
+            body = await export.started(export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry, written))
         headers = {"Content-Disposition": f'attachment; filename="{label}.{fmt.extension}"'}
+        if written.size is not None:
+            headers["Content-Length"] = str(written.size)
         response = StreamingResponse(body, media_type=fmt.media_type, headers=headers)
         return _content_crs(response, query.output)
 
