@@ -4,7 +4,9 @@ in every language, as clients and the contract in `schemas/` expect.
 The texts are gettext catalogs, `service/locale/<language>/LC_MESSAGES/messages.po`, kept with Babel's tools
 (README, "Translations"): the templates mark their texts with `_()` or `{% trans %}`, and the layer types' titles
 are translated by the same catalog, so `schemas/` stays one contract in one language. English is the source
-language: its texts are the msgids themselves. Catalogs are read and compiled in memory when first used.
+language: its texts are the msgids themselves, except the layer types' code labels that are German only
+("Gewerbegebiet"), which the English catalog glosses ("Gewerbegebiet (commercial area)"), as the schemas do
+for the others ("verfügbar (available)"). Catalogs are read and compiled in memory when first used.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _language: ContextVar[str] = ContextVar("geotwin_page_language", default=DEFAULT
 @cache
 def translations(language: str) -> gettext.NullTranslations:
     path = LOCALE / language / "LC_MESSAGES" / "messages.po"
-    if language == DEFAULT or not path.exists():
+    if not path.exists():
         return gettext.NullTranslations()
     with path.open("rb") as handle:
         catalog = read_po(handle, locale=language)

@@ -49,7 +49,7 @@ async def test_a_german_browser_gets_german_pages_and_an_english_one_english(cli
 
     english = await client.get(url, headers=ENGLISH)
     assert english.headers["content-language"] == "en" and '<html lang="en">' in english.text
-    assert re.search(r'<th title="zoning">Zoning</th><td>Industriegebiet \(GI\)</td>', english.text)
+    assert re.search(r'<th title="zoning">Zoning</th><td>Industriegebiet \(industrial area\) \(GI\)</td>', english.text)
     assert '<th title="area_net_ha">Net area (ha)</th><td>38.5</td>' in english.text
     assert '<td>vermarktet (sold or let) (vermarktet)</td>' in english.text  # the schema's label, as it is
 
@@ -84,6 +84,27 @@ async def test_the_api_answers_the_same_in_every_language(client):
         assert german.json() | {"timeStamp": None} == english.json() | {"timeStamp": None}
         assert german.headers["etag"] == english.headers["etag"]
         assert "content-language" not in german.headers
+
+
+# Code labels the schemas write in English only. Every other label without English in brackets is German only
+# ("Gewerbegebiet") and needs a gloss in the English catalog; GE-e's brackets hold its code, not English.
+ENGLISH_LABELS = {"municipal", "private", "mixed", "B-Plan in force", "B-Plan in preparation", "no B-Plan"}
+CODE_IN_BRACKETS = {"eingeschränktes Gewerbegebiet (GE-e)"}
+
+
+def test_english_pages_gloss_the_code_labels_that_are_german_only():
+    """The schemas name some codes in German only (BauNVO's "Gewerbegebiet"). An English page adds the English
+    in brackets, as the schemas do for the others ("verfügbar (available)"); the catalog glosses nothing else."""
+    with (ROOT / "service" / "locale" / "en" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
+        catalog = read_po(handle, locale="en")
+    glossed = {m.id: m.string for m in catalog if m.id and any(m.string if isinstance(m.string, tuple) else [m.string])}
+    labels = {label for layer in registry().values() for spec in layer.schema.get("properties", {}).values()
+              for label in (spec.get("x-labels") or {}).values()}
+    assert set(glossed) == {label for label in labels if "(" not in label} - ENGLISH_LABELS | CODE_IN_BRACKETS
+    for label, text in glossed.items():
+        assert text.startswith(label.removesuffix(")") + ", " if label in CODE_IN_BRACKETS else f"{label} ("), text
+    assert i18n.translations("en").gettext("Wald") == "Wald (forest)"
+    assert i18n.translations("en").gettext("Site name") == "Site name"  # English stays as it is
 
 
 def test_every_text_of_the_pages_has_its_german_translation():

@@ -61,7 +61,7 @@ async def test_viewer_draws_toggles_explains_and_answers_clicks(live_server):
         shown = await popup.inner_text()
         assert "Star Park – Teilfläche A" in shown
         # As the legend does: the layer type's titles and code labels (the name stays in the tooltip).
-        assert re.search(r"Zoning\s+Industriegebiet \(GI\)", shown), shown
+        assert re.search(r"Zoning\s+Industriegebiet \(industrial area\) \(GI\)", shown), shown
         assert re.search(r"Net area \(ha\)\s+38\.5", shown), shown
         assert await popup.locator("th[title=area_net_ha]").count() >= 1
         close = await popup.locator(".maplibregl-popup-close-button").bounding_box()
