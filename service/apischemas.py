@@ -143,6 +143,9 @@ OGC = {
         shortenedFields={"type": "object", "additionalProperties": STRING,
                          "description": "property -> the Shapefile field (cut to 10 characters) read as it"},
         linearized={"type": "integer", "description": "geometries with circular arcs, read as straight segments"},
+        skipped={"type": "object", "additionalProperties": {"type": "integer"},
+                 "description": "an XPlanGML file's objects that are no planning zones (building lines, "
+                                "presentation objects …), by class: not imported"},
         issues=_array(_obj(["index", "fid", "property", "message"], index={
             "type": "integer", "description": "the feature's position in the file, from 0 (-1: the whole file)"},
             fid=STRING, property={"type": "string", "description": "the property, or `geometry` or `id`"},

@@ -194,7 +194,7 @@ def mirror_cmd(
 @app.command("import")
 def import_cmd(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                         help=".geojson, .gpkg, .fgb, .zip (Shapefile), .csv")],
+                                         help=".geojson, .gpkg, .fgb, .zip (Shapefile), .csv, .gml (XPlanGML)")],
     municipality: Annotated[str, typer.Option(help="slug, e.g. halle")],
     collection: Annotated[str, typer.Option(help="collection id")],
     mode: Annotated[str, typer.Option(help="replace or append")] = "replace",
@@ -281,6 +281,9 @@ def import_cmd(
             f"{source} → {target}" for target, source in report.shortened_fields.items()))
     if report.linearized:
         console.print(f"{report.linearized} geometries with arcs read as straight segments (at most 4° of arc each)")
+    if report.skipped:
+        console.print("XPlanGML objects that are no planning zones, not imported: " + ", ".join(
+            f"{count} {kind}" for kind, count in sorted(report.skipped.items())))
     if report.ignored_fields:
         console.print(f"[yellow]fields not in the layer type, not imported: {', '.join(report.ignored_fields)}[/]")
     console.print(f"[green]{report.imported} features imported into {municipality}/{collection}[/]")

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +37,16 @@ import pyarrow.compute as pc
 import pyogrio
 import shapely
 
+from service import xplan
 from service.crs import Crs, to_lonlat
 from service.errors import Conflict, InvalidData, InvalidParameter
 from service.layertypes import LayerType
 from service.loader import FeatureIssue, id_problem
 from service.models import STORAGE_SRID
 from service.sources import (
+    WORK_PREFIX,
     ImportOptions,
+    check_size,
     choose_layer,
     feature_count,
     gdal_path,
@@ -118,13 +124,14 @@ class ImportReport:
     ignored_fields: list[str] = field(default_factory=list)
     shortened_fields: dict[str, str] = field(default_factory=dict)  # property -> a Shapefile's shortened name
     linearized: int = 0  # curved geometries (arcs) read as straight segments
+    skipped: dict[str, int] = field(default_factory=dict)  # an XPlanGML file's objects that are no zones, by class
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "driver": self.driver, "crs": self.crs, "total": self.total,
                 "processed": self.processed, "imported": self.imported, "rejected": self.rejected,
                 "problems": self.issues.count, "ignoredFields": self.ignored_fields,
                 "shortenedFields": self.shortened_fields, "linearized": self.linearized,
-                "issues": [i.__dict__ for i in self.issues.kept]}
+                "skipped": self.skipped, "issues": [i.__dict__ for i in self.issues.kept]}
 
 
 # ---------------------------------------------------------------- reading, mapping, checking
@@ -337,6 +344,8 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                       actor: str = "") -> ImportReport:
     """Import `path` into the collection, all or nothing. Raises InvalidData with the report when any
     feature is rejected (nothing is written then)."""
+    if xplan.is_xplan(path):
+        return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor)
     source, driver, read = await asyncio.to_thread(gdal_path, path, options)  # reads the file once (UTF-8 check)
     try:
         options.layer = await asyncio.to_thread(choose_layer, source, driver, options)
@@ -360,6 +369,60 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
             await asyncio.to_thread(reading.__exit__, None, None, None)
     finally:
         await asyncio.to_thread(remove_copy, path, read)
+
+
+async def _import_xplan(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,
+                        options: ImportOptions, progress: Callable[[ImportReport], Any] | None,
+                        actor: str) -> ImportReport:
+    """An XPlanGML file: its zones, converted to a GeoPackage (service.xplan), imported as such. When the
+    conversion found zones it cannot express, the rest is still checked (and rolled back) so that the report
+    lists every problem; indexes and names in the report are the XPlanGML file's."""
+    xplan.check_layer_type(layer.name)
+    await asyncio.to_thread(check_size, path, options.max_bytes)
+    work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=WORK_PREFIX))
+    try:
+        converted, issues = await asyncio.to_thread(xplan.convert, path, options.crs, work)
+        flat = dataclasses.replace(options, crs=None, mapping={}, layer=None, id_field="id", encoding=None)
+        try:
+            if not issues:
+                report = await import_file(conn, collection_pk, layer, converted.path, flat, progress, actor)
+                report.source, report.driver, report.skipped = path.name, converted.driver, converted.skipped
+                report.linearized = converted.linearized
+                return report
+            rollback = conn.transaction()
+            await rollback.start()
+            try:
+                checked = await import_file(conn, collection_pk, layer, converted.path, flat, progress, actor)
+            finally:
+                await rollback.rollback()
+            found = checked.as_dict()
+        except InvalidData as exc:
+            found = exc.where.get("report")
+            if found is None:  # the file as a whole, not a zone
+                raise InvalidData(exc.description.replace(converted.path.name, path.name), parameter="file") from None
+        raise _xplan_problems(path, converted, issues, found) from None
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+def _xplan_problems(path: Path, converted: xplan.Converted, issues: list[FeatureIssue],
+                    checked: dict[str, Any]) -> InvalidData:
+    """The conversion's problems and the layer type's (found in the converted zones), as one report in the
+    XPlanGML file's terms: each zone's index among the file's features, its gml:id."""
+    report = ImportReport(path.name, converted.driver, checked.get("crs", ""), total=len(converted.positions),
+                          processed=len(converted.positions), skipped=converted.skipped)
+    positions = converted.positions
+    found = [FeatureIssue(positions[i["index"]] if 0 <= i["index"] < len(positions) else i["index"], i["fid"],
+                          i["property"], i["message"]) for i in checked.get("issues", [])]
+    said = {(i.fid, i.property) for i in issues}  # a zone without its land use lacks it in the check, too
+    found = [i for i in found if (i.fid, i.property) not in said]
+    for issue in sorted(issues + found, key=lambda i: (i.index, i.property)):
+        report.issues.append(issue)
+    report.rejected = report.issues.rejected
+    first = report.issues[0]
+    return InvalidData(f"{path.name}: nothing imported; {len(report.issues)} problem(s), first at feature "
+                       f"{first.index} ({first.fid}): {first.property}: {first.message}",
+                       index=first.index, property=first.property, report=report.as_dict())
 
 
 async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,

@@ -25,7 +25,7 @@ WORK_PREFIX = "geotwin-import-"
 MAX_ZIP_ENTRIES = 1_000
 MAX_ZIP_RATIO = 200
 FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV",
-           ".fgb": "FlatGeobuf"}
+           ".fgb": "FlatGeobuf", ".gml": "XPlanGML"}  # XPlanGML is read by service.xplan
 # How binary formats begin: anything else is refused before GDAL guesses at it.
 MAGIC = {"GPKG": (b"SQLite format 3\x00", "not a GeoPackage (no SQLite header)"),
          "FlatGeobuf": (b"fgb\x03", "not a FlatGeobuf (no FlatGeobuf header)")}
@@ -65,19 +65,23 @@ def text_encoding(name: str | None) -> str | None:
     return None if codec.name == "utf-8" else codec.name
 
 
+def check_size(path: Path, max_bytes: int) -> None:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise PayloadTooLarge(f"the file has {size:,} bytes; at most {max_bytes:,} are accepted")
+    if size == 0:
+        raise InvalidData("the file is empty", parameter="file")
+
+
 def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
     """(what GDAL opens, driver, the file it reads) after the checks every upload gets. The file read is a
     UTF-8 copy, in a directory of its own, when a CSV or GeoJSON file comes in another encoding; the caller
     removes it (`remove_copy`)."""
-    size = path.stat().st_size
-    if size > options.max_bytes:
-        raise PayloadTooLarge(f"the file has {size:,} bytes; at most {options.max_bytes:,} are accepted")
-    if size == 0:
-        raise InvalidData("the file is empty", parameter="file")
+    check_size(path, options.max_bytes)
     driver = FORMATS.get(path.suffix.lower())
     if driver is None:
         raise InvalidParameter(f"unknown file type {path.suffix!r}: send .geojson, .gpkg, .fgb, .zip (a zipped "
-                               "Shapefile) or .csv", parameter="file")
+                               "Shapefile), .csv or .gml (XPlanGML)", parameter="file")
     encoding = text_encoding(options.encoding)
     if driver in ("GeoJSON", "CSV"):
         if encoding is None:

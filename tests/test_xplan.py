@@ -1,0 +1,205 @@
+"""XPlanGML imports: a development plan as a planning office delivers it becomes planning zones (through the
+API's import job and the CLI), zones the layer type cannot express are reported in the file's terms with
+nothing written, and hostile or foreign XML is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from service.errors import GeoTwinError
+from service.importer import import_file
+from service.layertypes import registry
+from service.sources import ImportOptions
+from service.xplan import _Object, _plan_properties
+from tests.conftest import ROOT, app_client, new_key, openapi_misfits
+
+PLAN = ROOT / "fixtures" / "xplan" / "halle-bplan-214.gml"
+ZONES = registry()["planning-zone"]
+COLLECTION = "/municipalities/halle/collections/planning-zones"
+PK = ("SELECT c.id FROM collection c JOIN municipality m ON m.id = c.municipality_id "
+      "WHERE m.slug = 'halle' AND c.slug = $1")
+
+
+@pytest.fixture(scope="module")
+def xp_db(demo_db):
+    return demo_db("geotwin_xplan")
+
+
+async def zones(dsn: str) -> dict[str, tuple[float, dict]]:
+    """The planning zones of Halle: id -> (area in m² in EPSG:25832, properties)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT f.fid, ST_Area(ST_Transform(f.geom, 25832)) AS area, f.properties FROM feature f "
+            "JOIN collection c ON c.id = f.collection_id JOIN municipality m ON m.id = c.municipality_id "
+            "WHERE m.slug = 'halle' AND c.slug = 'planning-zones'")
+    finally:
+        await conn.close()
+    return {r["fid"]: (round(r["area"]), json.loads(r["properties"])) for r in rows}
+
+
+async def run_import(dsn: str, path: Path, slug: str = "planning-zones", layer=ZONES, **options):
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await import_file(conn, await conn.fetchval(PK, slug), layer, path, ImportOptions(**options))
+    finally:
+        await conn.close()
+
+
+def variant(tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Path:
+    text = PLAN.read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+async def _wait(client, url: str, headers: dict) -> dict:
+    deadline = time.monotonic() + 60
+    while (job := (await client.get(url, headers=headers)).json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)
+    return job
+
+
+async def test_a_development_plan_imports_as_planning_zones_through_the_api(cluster, xp_db):
+    before = await zones(xp_db)
+    key = await new_key(xp_db, "halle", "editor", "Stadtplanung")
+    auth = {"X-API-Key": key}
+    async with app_client(cluster, "geotwin_xplan") as (_, client):
+        r = await client.post(f"{COLLECTION}/imports", params={"filename": PLAN.name, "mode": "append"},
+                              headers=auth, content=PLAN.read_bytes())
+        assert r.status_code == 202, r.text
+        job = await _wait(client, r.headers["location"], auth)
+        assert job["status"] == "succeeded", job
+        assert not await openapi_misfits(client, "/municipalities/halle/api", "get",
+                                         "/collections/{collectionId}/imports/{jobId}", "200", job)
+        report = job["report"]
+        assert report["source"] == PLAN.name and report["driver"] == "XPlanGML 5.4", report
+        assert report["imported"] == 4 and report["crs"].endswith("/25832"), report
+        assert report["skipped"] == {"BP_BauGrenze": 1, "XP_PPO": 1} and report["linearized"] == 1, report
+        # The zones are served like any other: the planner filters the new plan's industrial area.
+        r = await client.get(f"{COLLECTION}/items", params={"filter": "plan_number = 'B-Plan Nr. 214'"})
+        assert r.status_code == 200 and r.json()["numberMatched"] == 4, r.text
+    after = await zones(xp_db)
+    assert set(after) - set(before) == {"GML_gi-1", "GML_ge-1", "GML_strasse-1", "GML_gruen-1"}
+    plan = {"plan_number": "B-Plan Nr. 214", "plan_name": "Gewerbegebiet Halle-Ost, Erweiterung Star Park",
+            "plan_type": "BPLAN", "plan_status": "in_aufstellung"}
+    assert after["GML_gi-1"] == (120_000, {**plan, "zone_name": "GI 1", "land_use": "GI", "grz": 0.8,
+                                           "max_height_m": 25})
+    area, props = after["GML_ge-1"]  # 400 × 180 m and the segment an arc of 50 m rise over 400 m adds
+    assert 72_000 + 13_000 < area < 72_000 + 14_000, area
+    assert props == {**plan, "zone_name": "GE 1", "land_use": "GE", "grz": 0.8, "gfz": 1.6, "max_storeys": 4}
+    assert after["GML_strasse-1"] == (12_000, {**plan, "land_use": "VERKEHR"})
+    assert after["GML_gruen-1"][1] == {**plan, "land_use": "GRUEN"}
+
+
+async def test_zones_the_layer_type_cannot_express_are_reported_in_the_files_terms_and_nothing_is_written(
+        xp_db, tmp_path):
+    path = variant(tmp_path, "bplan-dorf.gml",
+                   ("<xplan:besondereArtDerBaulNutzung>1700<", "<xplan:besondereArtDerBaulNutzung>1400<"),
+                   ("<xplan:GRZ>0.8</xplan:GRZ>\n      <xplan:allgArt",
+                    "<xplan:GRZ>1.5</xplan:GRZ>\n      <xplan:allgArt"),
+                   ("<xplan:nutzungsform>2000<", "<xplan:nutzungsform>1000<"))
+    before = await zones(xp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(xp_db, path, mode="append")
+    report = err.value.where["report"]
+    found = [(i["index"], i["fid"], i["property"]) for i in report["issues"]]
+    # The indexes are the features' places in the XPlanGML file (plan 0, area 1, zones 2 to 5).
+    assert found == [(2, "GML_gi-1", "grz"), (3, "GML_ge-1", "land_use"), (5, "GML_gruen-1", "land_use")], found
+    messages = {i["fid"]: i["message"] for i in report["issues"]}
+    assert "Dorfgebiet (MD)" in messages["GML_ge-1"] and "private green" in messages["GML_gruen-1"], messages
+    assert report["source"] == "bplan-dorf.gml" and report["rejected"] == 3 and report["imported"] == 0
+    assert err.value.description.startswith("bplan-dorf.gml: nothing imported; 3 problem(s), first at feature 2 "
+                                            "(GML_gi-1): grz:"), err.value.description
+    assert await zones(xp_db) == before
+
+    general = variant(tmp_path, "fnp.gml", ("<xplan:besondereArtDerBaulNutzung>1800</xplan:besondereArtDerBaulNutzung>",
+                                            ""), ("<xplan:rechtsstand>2400</xplan:rechtsstand>", ""))
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(xp_db, general, mode="append")
+    messages = [(i["fid"], i["property"], i["message"]) for i in err.value.where["report"]["issues"]]
+    assert ("GML_gi-1", "land_use", "BP_BaugebietsTeilFlaeche GML_gi-1 gives only its general land use "
+            "(gewerbliche Baufläche (G)), not its BauNVO zone (besondereArtDerBaulNutzung), which the layer type "
+            "needs") in messages, messages
+    assert sum(p == "plan_status" for _, p, _ in messages) == 4, messages  # each zone names its plan's problem
+    assert await zones(xp_db) == before
+
+
+@pytest.mark.parametrize("status, start, end, expected", [
+    ("2400", None, None, "in_aufstellung"), ("3000", None, None, "in_aufstellung"),
+    ("4000", "2009-05-14", None, "rechtskraeftig"), ("45000", None, None, "rechtskraeftig"),
+    ("50000", None, None, "aufgehoben"), (None, "2009-05-14", None, "rechtskraeftig"),
+    (None, "2009-05-14", "2020-01-31", "aufgehoben")])
+def test_the_legal_status_follows_rechtsstand_or_else_the_dates(status, start, end, expected):
+    plan = _Object("BP_Plan", "GML_p", 0, direct={k: v for k, v in {
+        "name": "Test", "nummer": "7", "planArt": "1000", "rechtsstand": status, "inkrafttretensDatum": start,
+        "untergangsDatum": end}.items() if v})
+    props, problems = _plan_properties(plan)
+    assert not problems and props["plan_status"] == expected and props["plan_number"] == "B-Plan Nr. 7"
+    assert (props["in_force_from"], props["in_force_until"]) == (start, end)
+
+
+async def test_an_adv_srsname_is_understood_and_another_crs_may_be_named(xp_db, tmp_path):
+    text = PLAN.read_text().replace('srsName="EPSG:25832"', 'srsName="urn:adv:crs:ETRS89_UTM32"')
+    adv = tmp_path / "adv.gml"
+    adv.write_text(text)
+    report = await run_import(xp_db, adv, mode="replace")
+    assert report.imported == 4 and report.crs.endswith("/25832"), report
+    assert (await zones(xp_db))["GML_gi-1"][0] == 120_000
+    bare = tmp_path / "bare.gml"
+    bare.write_text(text.replace(' srsName="urn:adv:crs:ETRS89_UTM32"', ""))
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(xp_db, bare)
+    assert err.value.where == {"parameter": "crs"} and "srsName" in err.value.description
+    report = await run_import(xp_db, bare, crs="EPSG:25832")  # named by the import, as for a CSV
+    assert report.imported == 4
+
+
+BOMB = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<xplan:XPlanAuszug xmlns:xplan="http://www.xplanung.de/xplangml/5/4">&lol2;</xplan:XPlanAuszug>"""
+XXE = """<?xml version="1.0"?>
+<!DOCTYPE x [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<xplan:XPlanAuszug xmlns:xplan="http://www.xplanung.de/xplangml/5/4">&secret;</xplan:XPlanAuszug>"""
+WFS = """<?xml version="1.0"?>
+<wfs:FeatureCollection xmlns:wfs="http://www.opengis.net/wfs/2.0"></wfs:FeatureCollection>"""
+
+
+async def test_hostile_foreign_and_cut_files_are_refused_and_nothing_is_written(xp_db, tmp_path):
+    before = await zones(xp_db)
+    cases = {"bomb.gml": (BOMB, "DTD"), "xxe.gml": (XXE, "DTD"), "wfs.gml": (WFS, "not an XPlanGML file"),
+             "cut.gml": (PLAN.read_text()[:5000], "not well-formed XML"),
+             "empty.gml": ("", "the file is empty"),
+             "rp.gml": (PLAN.read_text().replace("BP_Plan", "RP_Plan"), "holds no BP_Plan or FP_Plan")}
+    for name, (text, reason) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(GeoTwinError) as err:
+            await run_import(xp_db, tmp_path / name)
+        assert reason in err.value.description and err.value.where.get("parameter") == "file", (name, err.value)
+    with pytest.raises(GeoTwinError) as err:  # a plan's zones go into a planning-zone collection only
+        await run_import(xp_db, PLAN, slug="commercial-sites", layer=registry()["commercial-site"])
+    assert "layer type planning-zone" in err.value.description
+    assert await zones(xp_db) == before
+
+
+def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db):
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_xplan",
+           "PATH": "/usr/bin:/bin", "COLUMNS": "160"}
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "geotwin"), "import", str(PLAN), "--municipality", "halle",
+                             "--collection", "planning-zones"], capture_output=True, text=True, env=env, timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "XPlanGML objects that are no planning zones, not imported: 1 BP_BauGrenze, 1 XP_PPO" in out, out
+    assert "1 geometries with arcs read as straight segments" in out, out
+    assert "4 features imported into halle/planning-zones" in out, out
