@@ -414,8 +414,10 @@ def _xplan_problems(path: Path, converted: xplan.Converted, issues: list[Feature
     positions = converted.positions
     found = [FeatureIssue(positions[i["index"]] if 0 <= i["index"] < len(positions) else i["index"], i["fid"],
                           i["property"], i["message"]) for i in checked.get("issues", [])]
-    said = {(i.fid, i.property) for i in issues}  # a zone without its land use lacks it in the check, too
-    found = [i for i in found if (i.fid, i.property) not in said]
+    # A zone without its land use lacks it in the check, too; one without gml:id has no geometry there either.
+    said = {(i.fid, i.property) for i in issues}
+    unnamed = {i.fid for i in issues if i.property == "id"}
+    found = [i for i in found if (i.fid, i.property) not in said and i.fid not in unnamed]
     for issue in sorted(issues + found, key=lambda i: (i.index, i.property)):
         report.issues.append(issue)
     report.rejected = report.issues.rejected

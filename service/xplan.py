@@ -60,7 +60,8 @@ GENERAL = {"1000": "Wohnbaufläche (W)", "2000": "gemischte Baufläche (M)", "30
 BUILDING_AREAS = {"BP_BaugebietsTeilFlaeche", "FP_BebauungsFlaeche"}
 OTHER_AREAS = {"BP_GruenFlaeche": "GRUEN", "FP_Gruen": "GRUEN",
                "BP_StrassenVerkehrsFlaeche": "VERKEHR", "BP_VerkehrsflaecheBesondererZweckbestimmung": "VERKEHR",
-               "FP_Strassenverkehr": "VERKEHR", "BP_GewaesserFlaeche": "WASSER", "FP_Gewaesser": "WASSER",
+               "FP_Strassenverkehr": "VERKEHR", "SO_Strassenverkehr": "VERKEHR",  # 6.x: also taken over into B-Plans
+               "BP_GewaesserFlaeche": "WASSER", "FP_Gewaesser": "WASSER", "SO_Gewaesser": "WASSER",
                "BP_WaldFlaeche": "WALD", "FP_WaldFlaeche": "WALD",
                "BP_LandwirtschaftsFlaeche": "LANDWIRTSCHAFT", "FP_LandwirtschaftsFlaeche": "LANDWIRTSCHAFT"}
 PLANS = {"BP_Plan", "FP_Plan"}
@@ -309,6 +310,8 @@ def convert(path: Path, given_crs: str | None = None, work: Path | None = None) 
             continue
         common, plan_problems = plan_props[plan.gml_id]
         props, problems = _zone_properties(obj)
+        if not obj.gml_id:
+            problems.append(("id", f"the {obj.kind} has no gml:id, which XPlanGML requires of every object"))
         for prop, message in plan_problems + problems:
             issues.append(FeatureIssue(obj.index, obj.gml_id, prop, message))
         rows.append({"id": obj.gml_id, **common, **props})
@@ -335,13 +338,21 @@ def _write(source: Path, target: Path, rows: list[dict[str, Any]], kinds: set[st
     try:
         for kind in sorted(kinds):
             _, _, wkb, fields = pyogrio.raw.read(source, layer=kind, columns=["gml_id"], **GML_OPTIONS)
-            geometries.update(zip((str(v) for v in fields[0]), wkb, strict=True))
+            if wkb is not None and fields:  # None: no object of the class has a geometry GDAL reads
+                geometries.update(zip((str(v) for v in fields[0]), wkb, strict=True))
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise InvalidData(f"GDAL cannot read the file's geometries: {str(exc)[:300]}", parameter="file") from None
-    table = pa.table({name: pa.array([row.get(name) for row in rows], type=kind) for name, kind in COLUMNS}
+    table = pa.table({name: _column([row.get(name) for row in rows], kind) for name, kind in COLUMNS}
                      | {"geometry": pa.array([geometries.get(row["id"]) for row in rows], type=pa.binary())})
     pyogrio.write_arrow(table, target, layer="zones", driver="GPKG", geometry_name="geometry",
                         geometry_type="Unknown", crs=f"EPSG:{srid}")
+
+
+def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
+    """A column as its type, or as text when a value is not a number (the layer type's check names it)."""
+    if any(isinstance(v, str) for v in values) and kind != pa.string():
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return pa.array(values, type=kind)
 
 
 def check_layer_type(name: str) -> None:

@@ -136,6 +136,26 @@ async def test_zones_the_layer_type_cannot_express_are_reported_in_the_files_ter
     assert await zones(xp_db) == before
 
 
+@pytest.mark.parametrize("changes, problem", [
+    ([('gml:id="GML_gi-1"', "")], (2, "", "id")),
+    ([("<xplan:GRZ>0.8</xplan:GRZ>\n      <xplan:allgArt", "<xplan:GRZ>viel</xplan:GRZ>\n      <xplan:allgArt")],
+     (2, "GML_gi-1", "grz")),
+    ([('<gml:Polygon srsName="EPSG:25832" gml:id="GML_strasse-1-geom">',
+       '<gml:Point srsName="EPSG:25832" gml:id="GML_strasse-1-geom"><gml:pos>712300 5711000</gml:pos></gml:Point>'
+       '<!--'), ("5711020 712300 5711000</gml:posList></gml:LinearRing></gml:exterior>\n        </gml:Polygon>",
+                 "-->")], (4, "GML_strasse-1", "geometry")),
+    ([("712300 5711000 712900 5711000 712900 5711020 712300 5711020 712300 5711000",
+       "712300 5711000 712900 5711000 712900 5711020")], (4, "GML_strasse-1", "geometry")),
+], ids=["no gml:id", "GRZ not a number", "a point", "an unclosed ring"])
+async def test_a_broken_zone_is_named_with_its_reason_and_nothing_is_written(xp_db, tmp_path, changes, problem):
+    before = await zones(xp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(xp_db, variant(tmp_path, "broken.gml", *changes), mode="replace")
+    issues = err.value.where["report"]["issues"]
+    assert [(i["index"], i["fid"], i["property"]) for i in issues] == [problem], issues
+    assert await zones(xp_db) == before
+
+
 @pytest.mark.parametrize("status, start, end, expected", [
     ("2400", None, None, "in_aufstellung"), ("3000", None, None, "in_aufstellung"),
     ("4000", "2009-05-14", None, "rechtskraeftig"), ("45000", None, None, "rechtskraeftig"),
