@@ -193,8 +193,8 @@ def mirror_cmd(
 
 @app.command("import")
 def import_cmd(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                         help=".geojson, .gpkg, .fgb, .zip (Shapefile), .csv, .gml (XPlanGML)")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=(
+        ".geojson, .gpkg, .fgb, .zip (Shapefile or XPlanArchiv), .csv, .gml (XPlanGML)"))],
     municipality: Annotated[str, typer.Option(help="slug, e.g. halle")],
     collection: Annotated[str, typer.Option(help="collection id")],
     mode: Annotated[str, typer.Option(help="replace or append")] = "replace",

@@ -48,6 +48,7 @@ from service.sources import (
     ImportOptions,
     check_size,
     choose_layer,
+    extract,
     feature_count,
     gdal_path,
     not_text,
@@ -56,6 +57,7 @@ from service.sources import (
     source_crs,
     undecodable,
     unreadable,
+    xplan_in_zip,
 )
 from service.sql.catalog import refresh_collection
 from service.sql.write import act_as
@@ -346,6 +348,11 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
     feature is rejected (nothing is written then)."""
     if xplan.is_xplan(path):
         return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor)
+    if path.suffix.lower() == ".zip":
+        await asyncio.to_thread(check_size, path, options.max_bytes)
+        entry = await asyncio.to_thread(xplan_in_zip, path, options.max_bytes)
+        if entry is not None:  # an XPlanArchiv
+            return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor, entry)
     source, driver, read = await asyncio.to_thread(gdal_path, path, options)  # reads the file once (UTF-8 check)
     try:
         options.layer = await asyncio.to_thread(choose_layer, source, driver, options)
@@ -373,15 +380,17 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
 
 async def _import_xplan(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,
                         options: ImportOptions, progress: Callable[[ImportReport], Any] | None,
-                        actor: str) -> ImportReport:
-    """An XPlanGML file: its zones, converted to a GeoPackage (service.xplan), imported as such. When the
-    conversion found zones it cannot express, the rest is still checked (and rolled back) so that the report
-    lists every problem; indexes and names in the report are the XPlanGML file's."""
+                        actor: str, entry: str | None = None) -> ImportReport:
+    """An XPlanGML file (or the `entry` of an XPlanArchiv zip): its zones, converted to a GeoPackage
+    (service.xplan), imported as such. When the conversion found zones it cannot express, the rest is still
+    checked (and rolled back) so that the report lists every problem; indexes and names in the report are the
+    XPlanGML file's."""
     xplan.check_layer_type(layer.name)
     await asyncio.to_thread(check_size, path, options.max_bytes)
     work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=WORK_PREFIX))
     try:
-        converted, issues = await asyncio.to_thread(xplan.convert, path, options.crs, work)
+        gml = await asyncio.to_thread(extract, path, entry, work / "xplan.gml") if entry else path
+        converted, issues = await asyncio.to_thread(xplan.convert, gml, options.crs, work)
         flat = dataclasses.replace(options, crs=None, mapping={}, layer=None, id_field="id", encoding=None)
         try:
             if not issues:

@@ -148,9 +148,43 @@ def _check_utf8(path: Path) -> None:
                               parameter="file") from None
 
 
+def xplan_in_zip(path: Path, max_bytes: int) -> str | None:
+    """The XPlanGML file of an XPlanArchiv (a zip of the plan's `xplan.gml` and its attachments: scans, PDFs),
+    after the checks every zip gets; None for a zip with a Shapefile or without a single .gml."""
+    names = _zip_entries(path, max_bytes)
+    if any(n.lower().endswith(".shp") for n in names):
+        return None
+    gmls = [n for n in names if n.lower().endswith(".gml")]
+    named = [n for n in gmls if PurePosixPath(n).name.lower() == "xplan.gml"]
+    return (named or gmls)[0] if len(named) == 1 or len(gmls) == 1 else None
+
+
+def extract(path: Path, entry: str, target: Path) -> Path:
+    """One entry of a checked zip, written to `target`."""
+    with zipfile.ZipFile(path) as archive, archive.open(entry) as source, target.open("wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+    return target
+
+
 def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile. Of several,
     `layer` names one by its name without `.shp`."""
+    shps = [n for n in _zip_entries(path, max_bytes) if n.lower().endswith(".shp")]
+    if not shps:
+        raise InvalidData("the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml)", parameter="file")
+    if len(shps) == 1:
+        return shps[0]
+    names = {PurePosixPath(s).stem: s for s in shps}
+    if layer in names:
+        return names[layer]
+    listed = ", ".join(repr(n) for n in list(names)[:20])
+    if layer is not None:
+        raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
+    raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
+
+
+def _zip_entries(path: Path, max_bytes: int) -> list[str]:
+    """The names in a zip, after refusing archives that escape, explode or are too many."""
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
@@ -171,18 +205,7 @@ def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
                                   " (a zip bomb?)", parameter="file")
         if total > max_bytes:
             raise PayloadTooLarge(f"the zip expands to {total:,} bytes; at most {max_bytes:,} are accepted")
-        shps = [e.filename for e in entries if e.filename.lower().endswith(".shp")]
-    if not shps:
-        raise InvalidData("the zip holds no Shapefile (.shp)", parameter="file")
-    if len(shps) == 1:
-        return shps[0]
-    names = {PurePosixPath(s).stem: s for s in shps}
-    if layer in names:
-        return names[layer]
-    listed = ", ".join(repr(n) for n in list(names)[:20])
-    if layer is not None:
-        raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
-    raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
+        return [e.filename for e in entries]
 
 
 # ---------------------------------------------------------------- opening it

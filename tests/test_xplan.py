@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import asyncpg
@@ -184,6 +185,23 @@ async def test_an_adv_srsname_is_understood_and_another_crs_may_be_named(xp_db, 
     assert err.value.where == {"parameter": "crs"} and "srsName" in err.value.description
     report = await run_import(xp_db, bare, crs="EPSG:25832")  # named by the import, as for a CSV
     assert report.imported == 4
+
+
+async def test_an_xplanarchiv_zip_with_its_attachments_imports_its_plan(xp_db, tmp_path):
+    archive = tmp_path / "bplan-214.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:  # as XPlanBox and the XLeitstelle pack one
+        z.write(PLAN, "xplan.gml")
+        z.writestr("Begruendung_BP214.pdf", b"%PDF-1.4 " + bytes(range(256)) * 40)
+        z.writestr("Planzeichnung_BP214.png", b"\x89PNG" + bytes(range(256)) * 40)
+    report = await run_import(xp_db, archive, mode="replace")
+    assert report.source == "bplan-214.zip" and report.driver == "XPlanGML 5.4" and report.imported == 4, report
+    assert {"GML_gi-1", "GML_ge-1", "GML_strasse-1", "GML_gruen-1"} <= set(await zones(xp_db))
+    escaping = tmp_path / "escaping.zip"
+    with zipfile.ZipFile(escaping, "w") as z:
+        z.write(PLAN, "../xplan.gml")
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(xp_db, escaping)
+    assert "points outside the archive" in err.value.description
 
 
 BOMB = """<?xml version="1.0"?>

@@ -51,9 +51,9 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
     @router.post("/collections/{collectionId}/imports", operation_id="municipality.startImport", status_code=202,
                  summary="Import a file into the collection: all or nothing",
                  description="The file is GeoJSON, GeoPackage, FlatGeobuf, a zipped Shapefile, CSV (WKT or x/y "
-                             "columns) or XPlanGML (`.gml`: a development or land-use plan, whose zones go into a "
-                             "collection of the planning-zone layer type). Send it as the body, named by "
-                             "`filename`, or as the file part of a "
+                             "columns) or XPlanGML (`.gml`, or an XPlanArchiv `.zip`: a development or land-use plan, "
+                             "whose zones go into a collection of the planning-zone layer type). Send it as the "
+                             "body, named by `filename`, or as the file part of a "
                              "multipart/form-data body (`curl -F file=@sites.gpkg`; its name is the part's file "
                              "name, and the options "
                              "may come as form fields too). Answers 202 with the job to follow (`Location`).",
