@@ -43,6 +43,7 @@ from service.sources import WORK_PREFIX
 LAYER_TYPE = "planning-zone"
 XPLAN_NS = re.compile(r"^\{http://www\.xplanung\.de/xplangml/(\d+)/(\d+)\}")
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+GML = "{http://www.opengis.net/gml"  # 3.1 and 3.2
 GML_ID = re.compile(r"^\{http://www\.opengis\.net/gml(?:/3\.2)?\}id$")
 # Open options for GDAL's GML reader: no .gfs file beside the upload, no attempt to fetch the XSD.
 GML_OPTIONS = {"WRITE_GFS": "NO", "DOWNLOAD_SCHEMA": "NO"}
@@ -176,9 +177,10 @@ def _feature(elem: ET.Element, index: int) -> _Object:
         elif child.text and child.text.strip() and len(child) == 0:
             obj.direct.setdefault(name, child.text.strip())
     for sub in elem.iter():
-        if sub is not elem and len(sub) == 0 and sub.text and sub.text.strip():
+        if sub.tag.startswith(GML):  # geometry: GDAL reads it; only whether it has arcs is noted here
+            obj.curved |= _local(sub.tag) in CURVES
+        elif sub is not elem and len(sub) == 0 and sub.text and sub.text.strip():
             obj.deep.setdefault(_local(sub.tag), sub.text.strip())
-        obj.curved |= _local(sub.tag) in CURVES
     return obj
 
 
@@ -225,7 +227,7 @@ def _plan_properties(plan: _Object) -> tuple[dict[str, Any], list[tuple[str, str
     status = d.get("rechtsstand")
     if status in IN_PREPARATION:
         props["plan_status"] = "in_aufstellung"
-    elif status in IN_FORCE or (status == "4000" and not development):
+    elif status in IN_FORCE:
         props["plan_status"] = "rechtskraeftig"
     elif status in REPEALED:
         props["plan_status"] = "aufgehoben"
