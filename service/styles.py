@@ -10,8 +10,10 @@ from service.layertypes import LayerType
 # Colours after the conventions of the Planzeichenverordnung where there is one.
 PALETTES: dict[str, tuple[str, dict[str, str]]] = {
     "planning-zone": ("land_use", {
-        "WR": "#e07a6e", "WA": "#ee9f8f", "WB": "#f2b9a0", "MI": "#d6a066", "MU": "#c98f55", "MK": "#b8733f",
-        "GE": "#b4b4b4", "GI": "#858585", "SO": "#f3c05b", "GRUEN": "#8cc97a", "VERKEHR": "#e9e6dc",
+        "W": "#e58f84", "WS": "#f6cbbb", "WR": "#e07a6e", "WA": "#ee9f8f", "WB": "#f2b9a0",
+        "M": "#d9a86f", "MD": "#e6c08f", "MDW": "#ecccaa", "MI": "#d6a066", "MU": "#c98f55", "MK": "#b8733f",
+        "G": "#a0a0a0", "GE": "#b4b4b4", "GI": "#858585", "S": "#f6d07e", "SO": "#f3c05b",
+        "GRUEN": "#8cc97a", "VERKEHR": "#e9e6dc",
         "WASSER": "#84c3ec", "WALD": "#4a945a", "LANDWIRTSCHAFT": "#e3dd9a"}),
     "commercial-site": ("availability", {
         "verfuegbar": "#2e9e4f", "reserviert": "#e0a030", "vermarktet": "#8a8a8a", "in_entwicklung": "#3f7fd0"}),
