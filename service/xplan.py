@@ -6,13 +6,13 @@ FP_Plan: number, name, type, legal status, dates), its areas (BP_Bereich / FP_Be
 The contents that give an area its land use become planning zones, each carrying its plan's attributes:
 
 - building areas (BP_BaugebietsTeilFlaeche, FP_BebauungsFlaeche) by their BauNVO zone (besondereArtDerBaulNutzung:
-  1100 → WR … 1800 → GI), with GRZ, GFZ, the number of storeys and a maximum height above ground;
+  1100 → WR … 1800 → GI), else their building land (allgArtDerBaulNutzung: 1000 → W … 4000 → S), with GRZ, GFZ,
+  the number of storeys and a maximum height above ground;
 - green, traffic, water, forest and agricultural areas as GRUEN, VERKEHR, WASSER, WALD, LANDWIRTSCHAFT.
 
 Everything else in the file (building lines, presentation objects, plantings …) is no zone: it is counted in the
-report (`skipped`), not imported. A zone the layer type cannot express (a Dorfgebiet, an area that gives only
-its general land use, private green) is rejected with the reason, and then nothing is imported, as with any
-other file.
+report (`skipped`), not imported. A zone the layer type cannot express (a "sonstiges Gebiet", private green) is
+rejected with the reason, and then nothing is imported, as with any other file.
 
 The XML is read with defusedxml (no DTDs, no entities: a "billion laughs" file is refused), the geometries by
 GDAL's GML reader (every GML geometry, arcs as straight segments), joined by gml:id. The zones go to a
@@ -49,15 +49,12 @@ GML_ID = re.compile(r"^\{http://www\.opengis\.net/gml(?:/3\.2)?\}id$")
 GML_OPTIONS = {"WRITE_GFS": "NO", "DOWNLOAD_SCHEMA": "NO"}
 CURVES = {"Arc", "ArcString", "ArcByBulge", "ArcStringByBulge", "ArcByCenterPoint", "Circle", "CircleByCenterPoint"}
 
-# XP_BesondereArtDerBaulNutzung → the layer type's land_use.
-BAUNVO = {"1100": "WR", "1200": "WA", "1300": "WB", "1500": "MI", "1550": "MU", "1600": "MK", "1700": "GE",
-          "1800": "GI", "2000": "SO", "2100": "SO", "3000": "SO", "4000": "SO"}
-# ... and the zones it has no code for.
-BAUNVO_MISSING = {"1000": "Kleinsiedlungsgebiet (WS)", "1400": "Dorfgebiet (MD)",
-                  "1450": "dörfliches Wohngebiet (MDW)", "9999": "sonstiges Gebiet"}
-# XP_AllgArtDerBaulNutzung: the general land use a building area may give instead.
-GENERAL = {"1000": "Wohnbaufläche (W)", "2000": "gemischte Baufläche (M)", "3000": "gewerbliche Baufläche (G)",
-           "4000": "Sonderbaufläche (S)", "9999": "sonstige Baufläche"}
+# XP_BesondereArtDerBaulNutzung (the building zone, Baugebiet) → the layer type's land_use.
+BAUNVO = {"1000": "WS", "1100": "WR", "1200": "WA", "1300": "WB", "1400": "MD", "1450": "MDW", "1500": "MI",
+          "1550": "MU", "1600": "MK", "1700": "GE", "1800": "GI", "2000": "SO", "2100": "SO", "3000": "SO",
+          "4000": "SO"}
+# XP_AllgArtDerBaulNutzung (the building land, Baufläche), which an F-Plan often gives alone.
+GENERAL = {"1000": "W", "2000": "M", "3000": "G", "4000": "S"}
 BUILDING_AREAS = {"BP_BaugebietsTeilFlaeche", "FP_BebauungsFlaeche"}
 OTHER_AREAS = {"BP_GruenFlaeche": "GRUEN", "FP_Gruen": "GRUEN",
                "BP_StrassenVerkehrsFlaeche": "VERKEHR", "BP_VerkehrsflaecheBesondererZweckbestimmung": "VERKEHR",
@@ -249,17 +246,16 @@ def _zone_properties(zone: _Object) -> tuple[dict[str, Any], list[tuple[str, str
         special, general = d.get("besondereArtDerBaulNutzung"), d.get("allgArtDerBaulNutzung")
         if special in BAUNVO:
             props["land_use"] = BAUNVO[special]
-        elif special in BAUNVO_MISSING:
-            return props, [("land_use", f"{zone.kind} {zone.gml_id} is a {BAUNVO_MISSING[special]} "
-                                        f"(besondereArtDerBaulNutzung {special}), which the layer type "
-                                        f"{LAYER_TYPE} has no code for")]
-        elif special is None and general is not None:
-            return props, [("land_use", f"{zone.kind} {zone.gml_id} gives only its general land use "
-                                        f"({GENERAL.get(general, general)}), not its BauNVO zone "
-                                        "(besondereArtDerBaulNutzung), which the layer type needs")]
+        elif special is None and general in GENERAL:
+            props["land_use"] = GENERAL[general]
+        elif special is not None:
+            return props, [("land_use", f"{zone.kind} {zone.gml_id} has besondereArtDerBaulNutzung {special}"
+                                        + (" (sonstiges Gebiet)" if special == "9999" else "") +
+                                        f", which the layer type {LAYER_TYPE} has no code for")]
         else:
-            return props, [("land_use", f"{zone.kind} {zone.gml_id} has besondereArtDerBaulNutzung {special}, "
-                                        "which is no BauNVO zone" if special else
+            return props, [("land_use", f"{zone.kind} {zone.gml_id} has allgArtDerBaulNutzung {general}"
+                                        + (" (sonstige Baufläche)" if general == "9999" else "") +
+                                        f", which the layer type {LAYER_TYPE} has no code for" if general else
                                         f"{zone.kind} {zone.gml_id} gives no land use")]
         props["grz"] = _number(deep.get("GRZ") or deep.get("GRZmax"))
         props["gfz"] = _number(deep.get("GFZ") or deep.get("GFZmax"))

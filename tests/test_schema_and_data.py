@@ -57,10 +57,14 @@ def test_feature_storage_is_metric_and_indexed(cluster, db_url):
 def test_layer_type_schemas_are_valid_json_schema():
     for name, lt in registry().items():
         Draft202012Validator.check_schema(lt.schema)
-        assert lt.schema["$id"] == f"urn:geotwin:layer-type:{name}:1.0"
+        major, minor, _ = lt.version.split(".")
+        assert lt.schema["$id"] == f"urn:geotwin:layer-type:{name}:{major}.{minor}"
     codes = registry()["ecological-zone"].enum_values("category")
     assert {"NSG", "LSG", "FFH", "SPA", "UESG", "BIOTOP"} <= set(codes)
-    assert {"GE", "GI", "WA", "MI"} <= set(registry()["planning-zone"].enum_values("land_use"))
+    # 1.1 added the BauNVO zones WS, MD, MDW and the F-Plan's building land W, M, G, S; 1.0's codes all stay.
+    assert set(registry()["planning-zone"].enum_values("land_use")) == {
+        "WR", "WA", "WB", "MI", "MU", "MK", "GE", "GI", "SO", "GRUEN", "VERKEHR", "WASSER", "WALD",
+        "LANDWIRTSCHAFT"} | {"WS", "MD", "MDW", "W", "M", "G", "S"}
     assert set(registry()["commercial-site"].enum_values("availability")) == {
         "verfuegbar", "reserviert", "vermarktet", "in_entwicklung"}
 

@@ -107,7 +107,7 @@ async def test_a_development_plan_imports_as_planning_zones_through_the_api(clus
 async def test_zones_the_layer_type_cannot_express_are_reported_in_the_files_terms_and_nothing_is_written(
         xp_db, tmp_path):
     path = variant(tmp_path, "bplan-dorf.gml",
-                   ("<xplan:besondereArtDerBaulNutzung>1700<", "<xplan:besondereArtDerBaulNutzung>1400<"),
+                   ("<xplan:besondereArtDerBaulNutzung>1700<", "<xplan:besondereArtDerBaulNutzung>9999<"),
                    ("<xplan:GRZ>0.8</xplan:GRZ>\n      <xplan:allgArt",
                     "<xplan:GRZ>1.5</xplan:GRZ>\n      <xplan:allgArt"),
                    ("<xplan:nutzungsform>2000<", "<xplan:nutzungsform>1000<"))
@@ -119,22 +119,37 @@ async def test_zones_the_layer_type_cannot_express_are_reported_in_the_files_ter
     # The indexes are the features' places in the XPlanGML file (plan 0, area 1, zones 2 to 5).
     assert found == [(2, "GML_gi-1", "grz"), (3, "GML_ge-1", "land_use"), (5, "GML_gruen-1", "land_use")], found
     messages = {i["fid"]: i["message"] for i in report["issues"]}
-    assert "Dorfgebiet (MD)" in messages["GML_ge-1"] and "private green" in messages["GML_gruen-1"], messages
+    assert "9999 (sonstiges Gebiet), which the layer type planning-zone has no code for" in messages["GML_ge-1"]
+    assert "private green" in messages["GML_gruen-1"], messages
     assert report["source"] == "bplan-dorf.gml" and report["rejected"] == 3 and report["imported"] == 0
     assert err.value.description.startswith("bplan-dorf.gml: nothing imported; 3 problem(s), first at feature 2 "
                                             "(GML_gi-1): grz:"), err.value.description
     assert await zones(xp_db) == before
 
-    general = variant(tmp_path, "fnp.gml", ("<xplan:besondereArtDerBaulNutzung>1800</xplan:besondereArtDerBaulNutzung>",
-                                            ""), ("<xplan:rechtsstand>2400</xplan:rechtsstand>", ""))
+    undated = variant(tmp_path, "undated.gml", ("<xplan:rechtsstand>2400</xplan:rechtsstand>", ""))
     with pytest.raises(GeoTwinError) as err:
-        await run_import(xp_db, general, mode="append")
-    messages = [(i["fid"], i["property"], i["message"]) for i in err.value.where["report"]["issues"]]
-    assert ("GML_gi-1", "land_use", "BP_BaugebietsTeilFlaeche GML_gi-1 gives only its general land use "
-            "(gewerbliche Baufläche (G)), not its BauNVO zone (besondereArtDerBaulNutzung), which the layer type "
-            "needs") in messages, messages
-    assert sum(p == "plan_status" for _, p, _ in messages) == 4, messages  # each zone names its plan's problem
+        await run_import(xp_db, undated, mode="append")
+    issues = err.value.where["report"]["issues"]
+    assert [(i["fid"], i["property"]) for i in issues] == [  # each zone names its plan's problem
+        (z, "plan_status") for z in ("GML_gi-1", "GML_ge-1", "GML_strasse-1", "GML_gruen-1")], issues
+    assert issues[0]["message"] == ("the plan GML_plan-214 gives neither rechtsstand nor a date of entry into "
+                                    "force"), issues
     assert await zones(xp_db) == before
+
+
+async def test_a_land_use_plan_imports_its_building_land(xp_db, tmp_path):
+    """An F-Plan presents building land (Bauflächen: W, M, G, S), often without the building zone."""
+    fnp = variant(tmp_path, "fnp.gml", *((f"xplan:{bp}", f"xplan:{fp}") for bp, fp in (
+        ("BP_Plan", "FP_Plan"), ("BP_Bereich", "FP_Bereich"), ("BP_BaugebietsTeilFlaeche", "FP_BebauungsFlaeche"),
+        ("BP_StrassenVerkehrsFlaeche", "FP_Strassenverkehr"), ("BP_GruenFlaeche", "FP_Gruen"))),
+        ("<xplan:besondereArtDerBaulNutzung>1800</xplan:besondereArtDerBaulNutzung>", ""),
+        ("<xplan:besondereArtDerBaulNutzung>1700</xplan:besondereArtDerBaulNutzung>",
+         "<xplan:allgArtDerBaulNutzung>2000</xplan:allgArtDerBaulNutzung>"))
+    report = await run_import(xp_db, fnp, mode="replace")
+    assert report.imported == 4, report
+    found = {fid: (p["land_use"], p["plan_type"], p["plan_number"]) for fid, (_, p) in (await zones(xp_db)).items()}
+    assert found == {"GML_gi-1": ("G", "FNP", "214"), "GML_ge-1": ("M", "FNP", "214"),
+                     "GML_strasse-1": ("VERKEHR", "FNP", "214"), "GML_gruen-1": ("GRUEN", "FNP", "214")}, found
 
 
 @pytest.mark.parametrize("changes, problem", [
