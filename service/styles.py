@@ -25,14 +25,22 @@ DEFAULT_COLOUR = "#7a8a99"
 POINT_COLOUR = "#d9822b"
 
 
-def legend(layer: LayerType) -> dict[str, Any]:
-    """What each colour means: [{value, label, colour}], from the layer type's code list labels."""
+def legend(layer: LayerType, present: set[str] | None = None) -> dict[str, Any]:
+    """What each colour means: [{value, label, colour}], from the layer type's code list labels; only the codes
+    `present` in the layer's features when that is known and not empty (planning zones have 21 codes; a
+    collection uses a few)."""
     if layer.name not in PALETTES:
         return {"property": None, "items": [{"value": None, "label": layer.title, "colour": DEFAULT_COLOUR}]}
     prop, colours = PALETTES[layer.name]
     labels = layer.schema["properties"][prop].get("x-labels", {})
+    shown = [v for v in colours if v in present] if present else list(colours)
     return {"property": prop,
-            "items": [{"value": v, "label": labels.get(v, v), "colour": c} for v, c in colours.items()]}
+            "items": [{"value": v, "label": labels.get(v, v), "colour": colours[v]} for v in shown]}
+
+
+def coloured_by(layer: LayerType) -> str | None:
+    """The property a layer type's colours follow, if any."""
+    return PALETTES[layer.name][0] if layer.name in PALETTES else None
 
 
 def _fill_colour(layer: LayerType) -> Any:
@@ -65,8 +73,10 @@ def layers_for(source: str, source_layer: str, layer: LayerType, title: str, min
 
 
 def style(name: str, tilejson_url: str, entries: list[tuple[str, LayerType, str, int]],
-          bbox: tuple[float, float, float, float] | None, basemap: str = "") -> dict[str, Any]:
-    """A MapLibre style over one vector tile source; entries are (tile layer, layer type, title, minzoom)."""
+          bbox: tuple[float, float, float, float] | None, basemap: str = "",
+          present: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """A MapLibre style over one vector tile source; entries are (tile layer, layer type, title, minzoom);
+    `present`: the codes each tile layer's features use, for its legend."""
     layers: list[dict[str, Any]] = [{"id": "background", "type": "background",
                                      "paint": {"background-color": "#eef1ea"}}]
     for source_layer, layer, title, minzoom in entries:
@@ -77,7 +87,8 @@ def style(name: str, tilejson_url: str, entries: list[tuple[str, LayerType, str,
         "sources": {"geotwin": {"type": "vector", "url": tilejson_url}},
         "layers": layers,
         "metadata": {
-            "geotwin:legend": {source_layer: {"title": title, "layerType": layer.name, **legend(layer),
+            "geotwin:legend": {source_layer: {"title": title, "layerType": layer.name,
+                                              **legend(layer, (present or {}).get(source_layer)),
                                               "fields": layer.display_fields()}
                                for source_layer, layer, title, _ in entries},
             "geotwin:basemap": basemap or None,

@@ -6,6 +6,7 @@ clients that need a socket (GDAL, OWSLib) get a live uvicorn on a free port.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -248,3 +249,13 @@ async def openapi_misfits(client: httpx.AsyncClient, doc_path: str, method: str,
     schema = doc["paths"][path][method]["responses"][status]["content"][media_type]["schema"]
     validator = OAS30Validator({**schema, "components": doc["components"]})
     return [f"{list(e.path)}: {e.message[:200]}" for e in validator.iter_errors(body)]
+
+
+async def announced(app, before: int) -> None:
+    """Wait (bounded) until the database's change announcement reached the app."""
+    cache = app.state.catalog_cache
+    for _ in range(100):
+        if cache.generation > before:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no change announcement within 5 s")

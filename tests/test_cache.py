@@ -9,6 +9,7 @@ import mapbox_vector_tile
 import pytest
 
 from service.tiles import matrix_sets
+from tests.conftest import announced
 
 HALLE = "/municipalities/halle"
 SITES = f"{HALLE}/collections/commercial-sites"
@@ -22,16 +23,6 @@ async def site_ids(client) -> set[str]:
         return set()
     layer = mapbox_vector_tile.decode(r.content).get("commercial-sites", {"features": []})
     return {f["properties"]["id"] for f in layer["features"]}
-
-
-async def announced(app, before: int) -> None:
-    """Wait (bounded) until the database's change announcement reached the app."""
-    cache = app.state.catalog_cache
-    for _ in range(100):
-        if cache.generation > before:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no change announcement within 5 s")
 
 
 @pytest.mark.parametrize("path", [TILE, f"{SITES}/items?limit=2", f"{SITES}/items/gs-001", SITES,

@@ -19,7 +19,7 @@ from service.importer import import_file
 from service.layertypes import registry
 from service.sources import ImportOptions
 from service.xplan import _Object, _plan_properties
-from tests.conftest import ROOT, app_client, new_key, openapi_misfits
+from tests.conftest import ROOT, announced, app_client, new_key, openapi_misfits
 
 PLAN = ROOT / "fixtures" / "xplan" / "halle-bplan-214.gml"
 ZONES = registry()["planning-zone"]
@@ -150,6 +150,21 @@ async def test_a_land_use_plan_imports_its_building_land(xp_db, tmp_path):
     found = {fid: (p["land_use"], p["plan_type"], p["plan_number"]) for fid, (_, p) in (await zones(xp_db)).items()}
     assert found == {"GML_gi-1": ("G", "FNP", "214"), "GML_ge-1": ("M", "FNP", "214"),
                      "GML_strasse-1": ("VERKEHR", "FNP", "214"), "GML_gruen-1": ("GRUEN", "FNP", "214")}, found
+
+
+async def test_the_legend_names_the_codes_the_zones_use_and_follows_an_import(cluster, xp_db, tmp_path):
+    """Planning zones have 21 codes; a map's legend lists those the collection uses, also after it changed."""
+    style = f"{COLLECTION}/styles/default"
+    async with app_client(cluster, "geotwin_xplan") as (app, client):
+        await run_import(xp_db, PLAN, mode="replace")
+        items = (await client.get(style)).json()["metadata"]["geotwin:legend"]["planning-zones"]["items"]
+        assert [i["value"] for i in items] == ["GE", "GI", "GRUEN", "VERKEHR"], items
+        before = app.state.catalog_cache.generation
+        await run_import(xp_db, variant(tmp_path, "dorf.gml", ("<xplan:besondereArtDerBaulNutzung>1700<",
+                                                               "<xplan:besondereArtDerBaulNutzung>1400<")))
+        await announced(app, before)  # the catalog hears of the new version
+        items = (await client.get(style)).json()["metadata"]["geotwin:legend"]["planning-zones"]["items"]
+        assert [(i["value"], i["label"]) for i in items][:2] == [("MD", "Dorfgebiet"), ("GI", "Industriegebiet")]
 
 
 @pytest.mark.parametrize("changes, problem", [

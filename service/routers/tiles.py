@@ -20,7 +20,7 @@ from service.observability import TILE_HIT, TILE_MISS
 from service.params import check_known
 from service.responses import DATA_CACHE, JSON, base_url, etag_matches, json_response, link
 from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
-from service.styles import style
+from service.styles import coloured_by, style
 from service.tiles import MAX_ZOOM, SRIDS, get_tms, matrix_limits, matrix_sets, min_zoom, tile_ref
 
 MVT = "application/vnd.mapbox-vector-tile"
@@ -125,6 +125,39 @@ async def _render(pool: Any, layers: list[TileLayer], tile, fmt: str, multi_laye
     if not rows:
         return b""
     return b'{"type":"FeatureCollection","features":[' + ",".join(rows).encode() + b"]}"
+
+
+# One index scan per code (collection_id, properties ->> property: migration 0001), not one per feature.
+PRESENT_SQL = """
+WITH RECURSIVE codes AS (
+  SELECT min(properties ->> '{prop}') AS code FROM feature WHERE collection_id = $1
+  UNION ALL
+  SELECT (SELECT min(properties ->> '{prop}') FROM feature
+          WHERE collection_id = $1 AND properties ->> '{prop}' > codes.code)
+  FROM codes WHERE codes.code IS NOT NULL)
+SELECT code FROM codes WHERE code IS NOT NULL
+"""
+
+
+async def codes_present(state: Any, pool: Any, c: Collection) -> set[str]:
+    """The codes a collection's features use (for its legend), kept by collection and version: a new version is
+    a new key, so a legend never names a code the data no longer has, nor misses a new one."""
+    prop = coloured_by(c.layer_type)
+    if prop is None or not c.members:
+        return set()
+    known: dict[tuple[str, str], set[str]] | None = getattr(state, "legend_codes", None)
+    if known is None:
+        known = state.legend_codes = {}
+    key = (f"{c.id}@{','.join(str(pk) for pk, _ in c.members)}", c.version)
+    if key not in known:
+        if len(known) > 1000:
+            known.clear()
+        found: set[str] = set()
+        async with connection(pool) as conn:
+            for pk, _ in c.members:  # prop is one of the palettes' own names, never the caller's
+                found |= {r["code"] for r in await conn.fetch(PRESENT_SQL.format(prop=prop), pk)}
+        known[key] = found
+    return known[key]
 
 
 def _bbox(collections: list[Collection]) -> tuple[float, float, float, float] | None:
@@ -281,7 +314,9 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         collections, _, title, path = target(scope, collection_id)
         tj = f"{root(request, scope)}{path}/tiles/WebMercatorQuad/tilejson.json"
         entries = [(c.id, c.layer_type, c.title, min_zoom(c.layer_type.name, "WebMercatorQuad")) for c in collections]
-        doc = style(title, tj, entries, _bbox(collections), request.app.state.settings.api.basemap_style_url)
+        present = {c.id: await codes_present(request.app.state, scope.pool, c) for c in collections}
+        doc = style(title, tj, entries, _bbox(collections), request.app.state.settings.api.basemap_style_url,
+                    present)
         return json_response(doc, media_type=STYLE)
 
     # The same operations for the whole dataset and for one collection.
