@@ -64,6 +64,7 @@ OTHER_AREAS = {"BP_GruenFlaeche": "GRUEN", "FP_Gruen": "GRUEN",
                "BP_LandwirtschaftsFlaeche": "LANDWIRTSCHAFT", "FP_LandwirtschaftsFlaeche": "LANDWIRTSCHAFT"}
 PLANS = {"BP_Plan", "FP_Plan"}
 AREAS = {"BP_Bereich", "FP_Bereich"}
+READ = PLANS | AREAS | BUILDING_AREAS | set(OTHER_AREAS)  # the classes whose attributes are read
 
 # BP_PlanArt → plan_type (the Satzungen of §34/35 BauGB and local building rules are no development plans).
 BP_TYPES = {"1000": "BPLAN", "10000": "BPLAN", "10001": "BPLAN", "10002": "BPLAN", "3000": "VBPLAN",
@@ -165,7 +166,7 @@ def _feature(elem: ET.Element, index: int) -> _Object:
     kind = _local(elem.tag)
     gml_id = next((v for k, v in elem.attrib.items() if GML_ID.match(k)), "")
     obj = _Object(kind, gml_id, index)
-    if kind not in PLANS | AREAS | BUILDING_AREAS | set(OTHER_AREAS):
+    if kind not in READ:
         return obj
     for child in elem:
         name = _local(child.tag)
