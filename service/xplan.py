@@ -110,7 +110,6 @@ class Converted:
 
     path: Path
     positions: list[int]  # the n-th zone's index among the file's features
-    srid: int
     skipped: dict[str, int]
     version: str
     linearized: int
@@ -324,7 +323,7 @@ def convert(path: Path, given_crs: str | None = None, work: Path | None = None) 
     _write(path, target, rows, {o.kind for o in objects if o.kind in BUILDING_AREAS or o.kind in OTHER_AREAS},
            srid)
     curved = sum(1 for o in objects if o.curved and (o.kind in BUILDING_AREAS or o.kind in OTHER_AREAS))
-    return Converted(target, positions, srid, dict(skipped), version, curved), issues
+    return Converted(target, positions, dict(skipped), version, curved), issues
 
 
 def _counted(counts: Counter[str]) -> str:
