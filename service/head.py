@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEAD = "geotwin.head"  # in the scope of a HEAD request that the GET handler answers
+
+
+def answering_head(request: Request) -> bool:
+    """Whether the GET handler is answering a HEAD: one whose headers cost the whole body (an export) may
+    leave out what only writing it would tell (RFC 9110 §9.3.2: Content-Length)."""
+    return bool(request.scope.get(HEAD))
 
 
 class HeadAsGet:
@@ -25,4 +34,4 @@ class HeadAsGet:
             await send(message)
 
         sent_body = [False]
-        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+        await self.app({**scope, "method": "GET", HEAD: True}, receive, send_without_body)

@@ -121,6 +121,28 @@ def test_an_internal_collection_is_not_exported_to_strangers(live_server):
     assert r.status_code == 404
 
 
+def test_head_on_an_export_makes_the_checks_and_writes_no_file(live_server, monkeypatch):
+    """A link checker's or a download manager's HEAD gets the answer's status and headers at once; only the
+    size, which writing the file would tell, is left out (RFC 9110 §9.3.2)."""
+    from service import export
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a HEAD wrote the export")
+
+    for writer in ("gdal_stream", "geojson_stream", "csv_stream", "xlsx_stream"):
+        monkeypatch.setattr(export, writer, refuse)
+    url = f"{live_server}{REGION_SITES}/export"
+    for name, fmt in export.FORMATS.items():
+        r = httpx.head(url, params={"f": name, "crs": EPSG_25832})
+        assert r.status_code == 200 and r.content == b"", (name, r.status_code)
+        assert r.headers["content-type"] == fmt.media_type
+        assert r.headers["content-disposition"] == f'attachment; filename="region-commercial-sites.{fmt.extension}"'
+        assert r.headers["content-crs"] == f"<{EPSG_25832}>" and "content-length" not in r.headers
+    assert httpx.head(url, params={"f": "pdf"}).status_code == 400  # what a GET refuses, a HEAD refuses too
+    assert httpx.head(url, params={"bbox": "1,2"}).status_code == 400
+    assert httpx.head(f"{live_server}/municipalities/halle/collections/internal-notes/export").status_code == 404
+
+
 def test_a_spreadsheet_export_holds_the_properties_and_a_point_of_each_feature(live_server, tmp_path, monkeypatch):
     """Excel for the list of sites a planner sends on: typed cells (numbers, dates, no decimal-comma trouble),
     and x/y of a point inside each site, lon/lat unless `crs` says otherwise; Debian's GDAL reads it back."""

@@ -16,6 +16,7 @@ from service.crs import CRS84
 from service.db import connection, stored_json
 from service.deps import CollectionId, FeatureId, Scope
 from service.errors import HistoryPruned, InvalidParameter, NotFound
+from service.head import answering_head
 from service.openapi import root_openapi
 from service.params import (
     MAX_NUMBER,
@@ -207,26 +208,31 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         if query.output.properties is not None:
             cols = [(n, k) for n, k in cols if n in query.output.properties]
         label = f"{scope.dataset.slug}-{c.id}"
-        written = export.Written()  # the file-based formats' size, known before the first byte goes out
-        if name == "geojson":
-            body = export.geojson_stream(scope.pool, query)
-        elif name == "csv":
-            body = export.csv_stream(scope.pool, query, cols)
-        elif name == "xlsx":
+        headers = {"Content-Disposition": f'attachment; filename="{label}.{fmt.extension}"'}
+        if name == "xlsx":
             async with connection(scope.pool) as conn:
                 matched = await _number_matched(request, conn, c, query, 0)
             if matched > export.XLSX_MAX_ROWS:
                 raise InvalidParameter(
                     f"a worksheet holds at most {export.XLSX_MAX_ROWS:,} rows and this selection has "
                     f"{matched:,} features: filter it (bbox, filter) or choose f=csv or f=gpkg", parameter="f")
+        geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
+        if name == "shp":
+            geometry = await export.shapefile_geometry(scope.pool, c)
+        if answering_head(request):
+            # Every check a GET makes, and its headers but the size: writing a million features to learn it is
+            # not what a link checker or a download manager's HEAD is worth.
+            response = StreamingResponse(export.nothing(), media_type=fmt.media_type, headers=headers)
+            return _content_crs(response, query.output)
+        written = export.Written()  # the file-based formats' size, known before the first byte goes out
+        if name == "geojson":
+            body = export.geojson_stream(scope.pool, query)
+        elif name == "csv":
+            body = export.csv_stream(scope.pool, query, cols)
+        elif name == "xlsx":
             body = await export.started(export.xlsx_stream(scope.pool, query, cols, fmt, c.id, written))
         else:
-            if name == "shp":
-                geometry = await export.shapefile_geometry(scope.pool, c)
-            else:
-                geometry = "MultiPolygon" if c.layer_type.multi_polygon else "Unknown"
             body = await export.started(export.gdal_stream(scope.pool, query, cols, fmt, c.id, geometry, written))
-        headers = {"Content-Disposition": f'attachment; filename="{label}.{fmt.extension}"'}
         if written.size is not None:
             headers["Content-Length"] = str(written.size)
         response = StreamingResponse(body, media_type=fmt.media_type, headers=headers)
