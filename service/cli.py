@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from service.cli_admin import (
+    OWN_DATA,
+    OWN_DATABASE,
     UrlOpt,
     collections_app,
     console,
@@ -80,7 +82,6 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(municipality_app, name="municipality")
 app.add_typer(history_app, name="history")
 app.add_typer(collections_app, name="collections")
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_PORT = 54329
 
 
@@ -402,12 +403,12 @@ def _warn_if_connections_short(workers: int) -> None:
 @app.command()
 def demo(
     host: str = "127.0.0.1", port: int = 8000,
-    data_dir: Annotated[Path, typer.Option(help="where the project's own PostgreSQL cluster lives")] = ROOT / ".data",
+    data_dir: Annotated[Path, typer.Option(help="where the project's own PostgreSQL cluster lives")] = OWN_DATA,
     db_port: Annotated[int | None, typer.Option(help="port of that cluster on 127.0.0.1 (default: the one it "
                                                      f"was created with; {DEMO_PORT} or a free one at first)")] = None,
 ) -> None:
     """Start a project-managed PostGIS, migrate, load the demo data if it is missing, and serve."""
-    from service.localdb import LocalCluster, remembered_port
+    from service.localdb import SUPERUSER, LocalCluster, remembered_port
     from service.migrate import upgrade
 
     db_port = db_port or remembered_port(data_dir, DEMO_PORT)
@@ -418,13 +419,13 @@ def demo(
         except RuntimeError as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
-        dsn = cluster.create_database("geotwin")
+        dsn = cluster.create_database(OWN_DATABASE)
     console.print(f"database: {dsn}")
     upgrade(dsn)
-    loaded = cluster.psql("SELECT count(*) FROM municipality", database="geotwin")
+    loaded = cluster.psql("SELECT count(*) FROM municipality", database=OWN_DATABASE)
     if loaded == "0":
         asyncio.run(_load_demo(dsn))
-    os.environ.update(PGHOST="127.0.0.1", PGPORT=str(db_port), PGUSER="geotwin", PGDATABASE="geotwin")
+    os.environ.update(PGHOST="127.0.0.1", PGPORT=str(db_port), PGUSER=SUPERUSER, PGDATABASE=OWN_DATABASE)
     console.print(f"[bold green]GeoTwin on http://{host}:{port}/[/]  (Ctrl+C stops it; the database keeps running:"
                   f" `pg_ctl stop -D {cluster.datadir}`)")
     serve(host=host, port=port, access_log=True)

@@ -6,21 +6,40 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from service.localdb import SUPERUSER, running_port
 from service.settings import DatabaseSettings
 
 console = Console()
 UrlOpt = Annotated[str | None, typer.Option("--url", help="libpq URL; default from PG* settings / .env")]
 
 
+# The project's own cluster, which `./dev.sh serve` (geotwin demo) starts, and its database.
+OWN_DATA = Path(__file__).resolve().parent.parent / ".data"
+OWN_DATABASE = "geotwin"
+CONNECTION_SETTINGS = {"host", "port", "user", "password", "database"}
+
+
 def dsn_of(url: str | None) -> str:
-    """The database to work on: `--url`, else DATABASE_URL, else the PG* settings."""
-    return url or os.environ.get("DATABASE_URL") or DatabaseSettings().dsn()
+    """The database to work on: `--url`, else DATABASE_URL, else the PG* settings. With none of them given,
+    the project's own database while `./dev.sh serve` runs it (said on stderr), so that a command run beside
+    the demo works on what the demo shows."""
+    if url or os.environ.get("DATABASE_URL"):
+        return url or os.environ["DATABASE_URL"]
+    settings = DatabaseSettings()
+    port = None if settings.model_fields_set & CONNECTION_SETTINGS else running_port(OWN_DATA)
+    if port is None:
+        return settings.dsn()
+    own = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{OWN_DATABASE}"
+    Console(stderr=True).print(f"database: {own} (the project's own, started by ./dev.sh serve; --url or "
+                               "PG* settings choose another)", highlight=False)
+    return own
 
 
 keys_app = typer.Typer(help="API keys: create (the key is shown once), list, revoke.", no_args_is_help=True)

@@ -44,17 +44,32 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def running_port(data_dir: Path) -> int | None:
+    """The port of this data directory's cluster (`data_dir/pg`) while its server runs, from postmaster.pid."""
+    try:
+        lines = (data_dir / "pg" / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 4 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
+        return None
+    try:
+        os.kill(int(lines[0]), 0)
+    except ProcessLookupError:
+        return None  # left behind by a server that did not stop cleanly
+    except PermissionError:
+        pass  # it runs, as another user
+    return int(lines[3])
+
+
 def remembered_port(data_dir: Path, preferred: int) -> int:
     """The port this data directory's cluster uses: remembered from its first start; on the first start the
     preferred port if free, else any free one (a second checkout on the same machine must just work)."""
     record = data_dir / "port"
     if record.exists():
         return int(record.read_text().strip())
-    pid_file = data_dir / "pg" / "postmaster.pid"
-    lines = pid_file.read_text().splitlines() if pid_file.exists() else []
-    running = len(lines) > 3 and lines[3].strip().isdigit()
-    port = int(lines[3]) if running else preferred  # a cluster already running here keeps its port
-    if not running and not port_is_free(port):
+    running = running_port(data_dir)
+    port = preferred if running is None else running  # a cluster already running here keeps its port
+    if running is None and not port_is_free(port):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -200,6 +200,34 @@ def test_commands_that_cannot_reach_the_database_say_so_in_a_line(primary, setti
         assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 2, result.stderr[-2000:]
 
 
+def test_commands_beside_the_demo_work_on_its_database(cluster, db_url, tmp_path, monkeypatch):
+    """After `./dev.sh serve`, `geotwin import …` (or any command) with no database given works on the database
+    the demo shows, and says so; a database that is given still wins."""
+    from typer.testing import CliRunner
+
+    from service import cli_admin
+    from service.cli import app
+
+    for name in [k for k in os.environ if k.startswith("PG") or k == "DATABASE_URL"]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(cli_admin, "OWN_DATA", cluster.datadir.parent)  # the demo's: .data, its cluster .data/pg
+    monkeypatch.setattr(cli_admin, "OWN_DATABASE", db_url.rsplit("/", 1)[1])
+    result = CliRunner().invoke(app, ["collections", "list", "--municipality", "halle"])
+    assert result.exit_code == 0, result.output
+    assert "halle/commercial-sites" in result.stdout
+    assert f"database: {db_url} (the project's own" in result.stderr
+    port = free_port()
+    monkeypatch.setenv("PGPORT", str(port))
+    result = CliRunner().invoke(app, ["collections", "list"])
+    assert isinstance(result.exception, ConnectionRefusedError) and str(port) in str(result.exception)
+    assert "the project's own" not in result.stderr
+    monkeypatch.delenv("PGPORT")
+    monkeypatch.setattr(cli_admin, "OWN_DATA", tmp_path)  # no cluster runs there: the PG* defaults, as before
+    assert cli_admin.dsn_of(None) == "postgresql://geotwin@127.0.0.1:5432/geotwin"
+
+
 @pytest.mark.parametrize("setting, says, commands", [
     ({"GEOTWIN_API__MAX_LIMIT": "zehntausend"},
      "GEOTWIN_API__MAX_LIMIT='zehntausend': Input should be a valid integer", ["serve"]),
