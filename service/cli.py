@@ -370,7 +370,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
         metrics_dir = Path(tempfile.mkdtemp(prefix="geotwin-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     try:
-        uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("service.main:served_app", factory=True, host=host, port=port, workers=workers,
                     proxy_headers=True, access_log=False, log_config=log_config(log_level.upper(), access_log))
     finally:
         if metrics_dir:  # ours alone; a directory the admin set stays

@@ -1,8 +1,10 @@
-"""The application factory: `uvicorn --factory service.main:create_app`."""
+"""The application factories: `create_app` builds the service; `served_app` is what `geotwin serve` runs in each
+worker (`uvicorn --factory service.main:served_app`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -139,3 +141,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if path.exists():
             app.mount(f"/vendor/{name}", StaticFiles(directory=path), name=f"vendor-{name}")
     return app
+
+
+def served_app() -> FastAPI:
+    """The service as `geotwin serve` runs it in each worker: Python's warnings (a library's, or GDAL's through
+    pyogrio, such as "Non closed ring detected" on an import) become log records, JSON lines like every other,
+    instead of two lines of plain text in the log."""
+    logging.captureWarnings(True)
+    return create_app()

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from service.errors import GeoTwinError
@@ -19,7 +20,7 @@ from service.importer import import_file
 from service.layertypes import registry
 from service.sources import ImportOptions
 from service.xplan import _Object, _plan_properties
-from tests.conftest import ROOT, announced, app_client, new_key, openapi_misfits
+from tests.conftest import ROOT, announced, app_client, new_key, openapi_misfits, serve_cli
 
 PLAN = ROOT / "fixtures" / "xplan" / "halle-bplan-214.gml"
 ZONES = registry()["planning-zone"]
@@ -271,3 +272,26 @@ def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db):
     assert "XPlanGML objects that are no planning zones, not imported: 1 BP_BauGrenze, 1 XP_PPO" in out, out
     assert "1 geometries with arcs read as straight segments" in out, out
     assert "4 features imported into halle/planning-zones" in out, out
+
+
+def test_what_gdal_warns_of_during_a_served_import_is_a_json_log_line(cluster, xp_db, tmp_path):
+    """GDAL, through pyogrio, warns of an unclosed ring as a Python warning. Printed as it is, it put two lines of
+    plain text among the service's JSON lines; a log shipper reading JSON lost them or choked."""
+    key = asyncio.run(new_key(xp_db, "halle", "editor"))
+    broken = variant(tmp_path, "broken.gml", ("712300 5711000 712900 5711000 712900 5711020 712300 5711020 712300 "
+                                              "5711000", "712300 5711000 712900 5711000 712900 5711020"))
+    base, proc = serve_cli("geotwin_xplan", cluster, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        r = httpx.post(f"{base}{COLLECTION}/imports", params={"filename": "broken.gml"}, content=broken.read_bytes(),
+                       headers={"X-API-Key": key})
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        while (job := httpx.get(r.headers["location"], headers={"X-API-Key": key}).json())["status"] != "failed":
+            assert time.monotonic() < deadline and job["status"] != "succeeded", job
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert not [line for line in err.splitlines() if line.strip() and not line.startswith("{")], err[-2000:]
+    warned = [json.loads(line) for line in err.splitlines() if "Non closed ring" in line]
+    assert warned and warned[0]["logger"] == "py.warnings" and warned[0]["level"] == "WARNING", err[-2000:]
