@@ -8,12 +8,14 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from service.cli_admin import (
@@ -54,11 +56,18 @@ def connection_problem(exc: BaseException) -> str | None:
     return None
 
 
+def _say_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (GDAL's "Non closed ring detected" while an import reads a file) as one line, without
+    the library's file and source line that Python prints."""
+    Console(stderr=True).print(f"[yellow]warning: {escape(str(message))}[/]", highlight=False)
+
+
 class _Commands(typer.Typer):
     """Typer, with a database that cannot be reached, or a setting that cannot be read, reported in a line
-    instead of a traceback."""
+    instead of a traceback, and warnings in a line each."""
 
     def __call__(self, *args, **kwargs):
+        warnings.showwarning = _say_warning
         try:
             return super().__call__(*args, **kwargs)
         except ValidationError as exc:

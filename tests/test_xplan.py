@@ -262,7 +262,7 @@ async def test_hostile_foreign_and_cut_files_are_refused_and_nothing_is_written(
     assert await zones(xp_db) == before
 
 
-def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db):
+def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db, tmp_path):
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_xplan",
            "PATH": "/usr/bin:/bin", "COLUMNS": "160"}
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "geotwin"), "import", str(PLAN), "--municipality", "halle",
@@ -272,6 +272,14 @@ def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db):
     assert "XPlanGML objects that are no planning zones, not imported: 1 BP_BauGrenze, 1 XP_PPO" in out, out
     assert "1 geometries with arcs read as straight segments" in out, out
     assert "4 features imported into halle/planning-zones" in out, out
+    broken = variant(tmp_path, "broken.gml", ("712300 5711000 712900 5711000 712900 5711020 712300 5711020 712300 "
+                                              "5711000", "712300 5711000 712900 5711000 712900 5711020"))
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "geotwin"), "import", str(broken), "--municipality",
+                             "halle", "--collection", "planning-zones"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 1 and "GML_strasse-1" in result.stdout + result.stderr, result.stdout + result.stderr
+    # GDAL's warning in a line of its own, not with pyogrio's file and source line
+    assert "warning: Non closed ring detected" in result.stderr and "raw.py" not in result.stderr, result.stderr
 
 
 def test_what_gdal_warns_of_during_a_served_import_is_a_json_log_line(cluster, xp_db, tmp_path):
