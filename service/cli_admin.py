@@ -30,8 +30,9 @@ def dsn_of(url: str | None) -> str:
     """The database to work on: `--url`, else DATABASE_URL, else the PG* settings. With none of them given,
     the project's own database while `./dev.sh serve` runs it (said on stderr), so that a command run beside
     the demo works on what the demo shows."""
-    if url or os.environ.get("DATABASE_URL"):
-        return url or os.environ["DATABASE_URL"]
+    given = url or os.environ.get("DATABASE_URL")
+    if given:
+        return given
     settings = DatabaseSettings()
     port = None if settings.model_fields_set & CONNECTION_SETTINGS else running_port(OWN_DATA)
     if port is None:
