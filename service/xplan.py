@@ -102,6 +102,7 @@ class _Object:
     deep: dict[str, str] = field(default_factory=dict)
     links: dict[str, list[str]] = field(default_factory=dict)
     curved: bool = False  # its geometry has arcs (GDAL reads them as straight segments)
+    open_ring: str = ""  # what is wrong with the first ring of its geometry that does not close
 
 
 @dataclass
@@ -174,11 +175,39 @@ def _feature(elem: ET.Element, index: int) -> _Object:
         elif child.text and child.text.strip() and len(child) == 0:
             obj.direct.setdefault(name, child.text.strip())
     for sub in elem.iter():
-        if sub.tag.startswith(GML):  # geometry: GDAL reads it; only whether it has arcs is noted here
+        if sub.tag.startswith(GML):  # geometry: GDAL reads it; whether it has arcs or an open ring is noted here
             obj.curved |= _local(sub.tag) in CURVES
+            if _local(sub.tag) == "LinearRing" and not obj.open_ring:
+                obj.open_ring = _open_ring(sub)
         elif sub is not elem and len(sub) == 0 and sub.text and sub.text.strip():
             obj.deep.setdefault(_local(sub.tag), sub.text.strip())
     return obj
+
+
+def _open_ring(ring: ET.Element) -> str:
+    """Why a gml:LinearRing is no ring, when its last point is not its first; "" when it closes, or when its
+    points are written in a form left to GDAL. GDAL's reader drops such a geometry and says why only in a
+    warning, so the report would say no more than "no geometry"."""
+    ns = ring.tag[:ring.tag.index("}") + 1]
+    pos_list = ring.find(ns + "posList")
+    if pos_list is not None and pos_list.text:
+        values = pos_list.text.split()
+        given = pos_list.get("srsDimension") or ring.get("srsDimension") or "2"
+        dim = int(given) if given.isdigit() else 0
+        if dim < 2 or len(values) % dim or len(values) < 2 * dim:
+            return ""
+        first, last = values[:dim], values[-dim:]
+    else:
+        points = [p.text.split() for p in ring.findall(ns + "pos") if p.text]
+        if len(points) < 2:
+            return ""
+        first, last = points[0], points[-1]
+    try:
+        if [float(v) for v in first] == [float(v) for v in last]:
+            return ""
+    except ValueError:
+        return ""
+    return f"a ring of its geometry does not close: it begins at {' '.join(first)} and ends at {' '.join(last)}"
 
 
 def _crs_name(srs_name: str | None) -> str | None:
@@ -310,6 +339,8 @@ def convert(path: Path, given_crs: str | None = None, work: Path | None = None) 
         props, problems = _zone_properties(obj)
         if not obj.gml_id:
             problems.append(("id", f"the {obj.kind} has no gml:id, which XPlanGML requires of every object"))
+        if obj.open_ring:
+            problems.append(("geometry", obj.open_ring))
         for prop, message in plan_problems + problems:
             issues.append(FeatureIssue(obj.index, obj.gml_id, prop, message))
         rows.append({"id": obj.gml_id, **common, **props})

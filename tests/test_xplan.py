@@ -19,7 +19,7 @@ from service.errors import GeoTwinError
 from service.importer import import_file
 from service.layertypes import registry
 from service.sources import ImportOptions
-from service.xplan import _Object, _plan_properties
+from service.xplan import _Object, _open_ring, _plan_properties
 from tests.conftest import ROOT, announced, app_client, new_key, openapi_misfits, serve_cli
 
 PLAN = ROOT / "fixtures" / "xplan" / "halle-bplan-214.gml"
@@ -278,7 +278,9 @@ def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db, tmp_pa
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "geotwin"), "import", str(broken), "--municipality",
                              "halle", "--collection", "planning-zones"], capture_output=True, text=True, env=env,
                             timeout=120)
-    assert result.returncode == 1 and "GML_strasse-1" in result.stdout + result.stderr, result.stdout + result.stderr
+    out = " ".join((result.stdout + result.stderr).split())  # the console wraps long lines
+    assert result.returncode == 1 and "feature 4 (GML_strasse-1): geometry: a ring of its geometry does not close: " \
+        "it begins at 712300 5711000 and ends at 712900 5711020" in out, out
     # GDAL's warning in a line of its own, not with pyogrio's file and source line
     assert "warning: Non closed ring detected" in result.stderr and "raw.py" not in result.stderr, result.stderr
 
@@ -297,9 +299,24 @@ def test_what_gdal_warns_of_during_a_served_import_is_a_json_log_line(cluster, x
         while (job := httpx.get(r.headers["location"], headers={"X-API-Key": key}).json())["status"] != "failed":
             assert time.monotonic() < deadline and job["status"] != "succeeded", job
             time.sleep(0.2)
+        assert "a ring of its geometry does not close" in json.dumps(job), job  # the report says why
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert not [line for line in err.splitlines() if line.strip() and not line.startswith("{")], err[-2000:]
     warned = [json.loads(line) for line in err.splitlines() if "Non closed ring" in line]
     assert warned and warned[0]["logger"] == "py.warnings" and warned[0]["level"] == "WARNING", err[-2000:]
+
+
+@pytest.mark.parametrize("ring, problem", [
+    ("<gml:posList>0 0 1 0 1 1 0 0</gml:posList>", ""),
+    ('<gml:posList srsDimension="3">0 0 5 1 0 5 1 1 5 0 0 5.0</gml:posList>', ""),
+    ("<gml:posList>0 0 1 0 1 1</gml:posList>", "it begins at 0 0 and ends at 1 1"),
+    ("<gml:pos>0 0</gml:pos><gml:pos>1 0</gml:pos><gml:pos>1 1</gml:pos>", "it begins at 0 0 and ends at 1 1"),
+    ("<gml:coordinates>0,0 1,0 1,1</gml:coordinates>", ""),  # a form left to GDAL
+])
+def test_a_ring_that_does_not_close_is_named(ring, problem):
+    import xml.etree.ElementTree as ET
+
+    elem = ET.fromstring(f'<gml:LinearRing xmlns:gml="http://www.opengis.net/gml/3.2">{ring}</gml:LinearRing>')
+    assert _open_ring(elem).endswith(problem) and bool(_open_ring(elem)) == bool(problem)
