@@ -191,12 +191,11 @@ def _open_ring(ring: ET.Element) -> str:
     ns = ring.tag[:ring.tag.index("}") + 1]
     pos_list = ring.find(ns + "posList")
     if pos_list is not None and pos_list.text:
-        values = pos_list.text.split()
         given = pos_list.get("srsDimension") or ring.get("srsDimension") or "2"
         dim = int(given) if given.isdigit() else 0
-        if dim < 2 or len(values) % dim or len(values) < 2 * dim:
+        first, last = pos_list.text.split(None, dim)[:dim], pos_list.text.rsplit(None, dim)[-dim:]
+        if dim < 2 or len(first) < dim:
             return ""
-        first, last = values[:dim], values[-dim:]
     else:
         points = [p.text.split() for p in ring.findall(ns + "pos") if p.text]
         if len(points) < 2:
