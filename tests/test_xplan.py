@@ -181,6 +181,7 @@ async def test_the_legend_names_the_codes_the_zones_use_and_follows_an_import(cl
                  "-->")], (4, "GML_strasse-1", "geometry")),
     ([UNCLOSED_RING], (4, "GML_strasse-1", "geometry")),
 ], ids=["no gml:id", "GRZ not a number", "a point", "an unclosed ring"])
+@pytest.mark.filterwarnings("ignore:Non closed ring detected:RuntimeWarning")  # GDAL's, expected here
 async def test_a_broken_zone_is_named_with_its_reason_and_nothing_is_written(xp_db, tmp_path, changes, problem):
     before = await zones(xp_db)
     with pytest.raises(GeoTwinError) as err:
