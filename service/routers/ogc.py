@@ -190,7 +190,9 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                 summary="Download the collection (or a selection) as one file",
                 description="`f`: " + ", ".join(f"{k} ({f.title})" for k, f in export.FORMATS.items())
                             + ". Takes the items parameters (`bbox`, `filter`, `datetime`, `crs`, `properties`, "
-                            "`sortby`, `asOf`, `name=value`), without paging. Streamed: any size.",
+                            "`sortby`, `asOf`, `name=value`), without paging. Streamed: any size. A HEAD makes the "
+                            "same checks and answers with the same headers but without `Content-Length`, "
+                            "writing no file.",
                 response_class=Response, responses={200: {"content": {f.media_type.split(";")[0]: {}
                                                                       for f in export.FORMATS.values()}}})
     async def export_features(
