@@ -279,7 +279,7 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
         props = {t: v for t, v in zip(targets, row, strict=True) if v is not None}
         problem = None
         if missing[i]:
-            problem = "no geometry (or one that cannot be read)"
+            problem = unreadable_geometry(wkb[i])
         elif empty[i]:
             problem = "empty geometry"
         elif bad_type[i]:
@@ -302,6 +302,38 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
             vf, vt = layer.validity_of(props)
             rows.append((start + i, fid, wkbs[i], orjson.dumps(props).decode(), vf, vt))
     return rows
+
+
+def unreadable_geometry(data: bytes | None) -> str:
+    """Why a feature has no geometry that Shapely can take. GDAL passes some broken geometries on as they are
+    (a polygon whose ring does not close, from a hand-made GeoJSON or a Shapefile; a GeoPackage's geometry cut
+    short), and GEOS says what is wrong with them; others it reads as none, saying why only in a warning."""
+    if data is None:
+        return "no geometry (or one that GDAL cannot read)"
+    try:
+        shapely.from_wkb(data)
+    except shapely.errors.GEOSException as exc:
+        reason = str(exc).split(": ", 1)[-1]
+    except NotImplementedError:
+        return "a curved geometry (arcs) that cannot be read as straight segments"
+    else:  # pragma: no cover - read in the batch already
+        return "no geometry"
+    if "closed linestring" not in reason:
+        return f"the geometry cannot be read: {reason}"
+    closed = shapely.from_wkb(data, on_invalid="fix")
+    rings = [] if closed is None else list(_rings(closed))
+    if len(rings) != 1:
+        return "a ring of its geometry does not close: its first and last points differ"
+    coords = shapely.get_coordinates(rings[0])  # closed by GEOS, so the ring's own last point is the one before
+    first, last = (" ".join(f"{v:.15g}" for v in xy) for xy in (coords[0], coords[-2]))
+    return f"a ring of its geometry does not close: it begins at {first} and ends at {last}"
+
+
+def _rings(geom: Any) -> Any:
+    for part in getattr(geom, "geoms", [geom]):
+        if part.geom_type == "Polygon":
+            yield part.exterior
+            yield from part.interiors
 
 
 # Reads the features with these FIDs again, their curves as GDAL approximates them by straight segments.

@@ -5,11 +5,13 @@ from the demo data, so the expected content is known."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -240,6 +242,37 @@ async def test_one_bad_feature_means_nothing_is_written_and_every_problem_is_rep
     issues = err.value.where["report"]["issues"]
     assert {(i["index"], i["property"]) for i in issues} == {(1, "area_gross_ha"), (3, "zoning"), (4, "geometry")}
     assert "Self-intersection" in next(i["message"] for i in issues if i["index"] == 4)
+    assert await collection_state(imp_db) == before
+
+
+@pytest.mark.filterwarnings("ignore:Non closed ring detected:RuntimeWarning")  # GDAL's, expected here
+async def test_geometries_that_cannot_be_read_are_named_with_the_reason(imp_db, tmp_path):
+    """GDAL hands on a ring that does not close (a hand-made GeoJSON) and a GeoPackage geometry cut short as they
+    are; the report says what is wrong with each, not just "no geometry"."""
+    doc = json.loads(DEMO.read_text())
+    doc["features"][2]["geometry"]["coordinates"] = [[[706000, 5708000], [706100, 5708000], [706100, 5708100],
+                                                      [706000, 5708100.5]]]
+    doc["features"][5]["geometry"] = None
+    path = tmp_path / "open.geojson"
+    path.write_text(json.dumps(doc))
+    gpkg = tmp_path / "cut.gpkg"
+    ogr("-f", "GPKG", str(gpkg), str(DEMO), "-nln", "sites", "-lco", "SPATIAL_INDEX=NO")
+    with contextlib.closing(sqlite3.connect(gpkg)) as db, db:
+        blob = db.execute("SELECT geom FROM sites WHERE fid = 4").fetchone()[0]
+        db.execute("UPDATE sites SET geom = ? WHERE fid = 4", (blob[:-24],))
+    before = await collection_state(imp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, path)
+    issues = {i["index"]: (i["property"], i["message"]) for i in err.value.where["report"]["issues"]}
+    assert issues == {
+        2: ("geometry", "a ring of its geometry does not close: it begins at 706000 5708000 and ends at 706000 "
+                        "5708100.5"),
+        5: ("geometry", "no geometry (or one that GDAL cannot read)")}
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, gpkg)
+    [issue] = err.value.where["report"]["issues"]
+    assert (issue["index"], issue["property"]) == (3, "geometry")
+    assert issue["message"].startswith("the geometry cannot be read: "), issue
     assert await collection_state(imp_db) == before
 
 
