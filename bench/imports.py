@@ -2,7 +2,11 @@
 taken from the benchmark data, plus a plain COPY of the same rows as the floor.
 
     .venv/bin/python bench/imports.py            # 100,000 sites (files cached under .data/bench/files)
-    .venv/bin/python bench/imports.py --n 20000 --repeats 1
+    .venv/bin/python bench/imports.py --n 20000 --repeats 1 --memory 2000,20000
+
+Memory: each of the sizes in --memory (default 20,000 and 200,000 sites, ten times as many) is imported once
+more per format in a process of its own, whose resident memory is read before the import and at its peak;
+the growth must not follow the file's size.
 
 GeoTwin's import includes everything a real import does: the checks of every feature (geometry and layer
 type), the staging table, the move into `feature` with its indexes, generated columns and change log.
@@ -16,7 +20,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,7 @@ import pyogrio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run import prepare_data  # noqa: E402
 from service.importer import import_file  # noqa: E402
 from service.layertypes import registry  # noqa: E402
 from service.localdb import LocalCluster, remembered_port  # noqa: E402
@@ -160,7 +164,42 @@ def measure(cluster: LocalCluster, database: str, n: int, repeats: int) -> dict[
                     "ratio": ogr / mine, "ogr2ogr_s": ogr_s, "geotwin_s": geotwin_s}
     asyncio.run(quiet(dsn))
     out["copy_floor_per_s"] = n / asyncio.run(plain_copy(dsn, files["gpkg"]))
-    out["geotwin_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _resident_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak) of this process. Not getrusage's ru_maxrss: Linux carries that over an
+    exec, so a spawned child reports the peak of the parent it was forked from (it read 1,039 MB for
+    every import here)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _import_alone(dsn: str, path: str) -> dict[str, float]:
+    """One import in this (fresh) process: resident memory before it, once the importer's modules are loaded, and
+    the process's peak."""
+    before = _resident_mb("VmRSS")
+    seconds, imported = asyncio.run(geotwin(dsn, Path(path)))
+    return {"features": imported, "seconds": seconds, "before_mb": before, "peak_mb": _resident_mb("VmHWM")}
+
+
+def memory(dsn: str, sizes: list[int]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each size and format imported once, each import in a process of its own (the files are made in
+    another one, so their rows never count)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    spawn = multiprocessing.get_context("spawn")
+    for n in sizes:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+            files = child.submit(_make_files, dsn, n, DATA / "files").result()
+        for fmt, path in files.items():
+            asyncio.run(quiet(dsn))
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+                one = child.submit(_import_alone, dsn, str(path)).result()
+            if one["features"] != n:
+                raise SystemExit(f"GeoTwin imported {one['features']:,} of {n:,} features from {path.name}")
+            out.setdefault(fmt, {})[str(n)] = {**one, "bytes": path.stat().st_size}
     return out
 
 
@@ -171,20 +210,31 @@ def print_imports(result: dict[str, Any]) -> None:
         r = result[fmt]
         print(f"  {fmt:8} GeoTwin {r['geotwin_per_s']:>9,.0f}   ogr2ogr {r['ogr2ogr_per_s']:>9,.0f}   "
               f"ratio {r['ratio']:.2f}")
-    print(f"  plain COPY of the same rows: {result['copy_floor_per_s']:,.0f}/s; "
-          f"peak memory of this process {result['geotwin_peak_rss_mb']:.0f} MB")
+    print(f"  plain COPY of the same rows: {result['copy_floor_per_s']:,.0f}/s")
+    print("\nthe importer's memory, one import per process (MB resident before it; growth to the peak)")
+    for fmt, by_size in result["memory"].items():
+        for n, m in by_size.items():
+            print(f"  {fmt:8} {int(n):>9,} features ({m['bytes'] / 2**20:6.0f} MB file): "
+                  f"{m['before_mb']:4.0f} MB, +{m['peak_mb'] - m['before_mb']:4.0f} MB")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each loader per format (medians are printed)")
+    ap.add_argument("--memory", default="20000,200000",
+                    help="sizes (comma-separated) whose imports' memory is measured, each in a process of its own")
     args = ap.parse_args()
+    sizes = [int(n) for n in args.memory.split(",") if n.strip()]
     cluster = LocalCluster(DATA / "pg", remembered_port(DATA, 54339))
     cluster.start()
-    cluster.create_database("geotwin_bench")
-    upgrade(cluster.url("geotwin_bench"))
+    dsn = cluster.create_database("geotwin_bench")
+    upgrade(dsn)
+    asyncio.run(prepare_data(dsn, 200_000, 5_000, 1_000))  # the data of bench/run.py, made if missing
+    if max([args.n, *sizes]) > 200_000:
+        raise SystemExit("the benchmark data holds 200,000 sites: --n and --memory can be at most that")
     result = measure(cluster, "geotwin_bench", args.n, args.repeats)
+    result["memory"] = memory(dsn, sizes)
     print_imports(result)
     out = ROOT / "bench" / "results" / time.strftime("imports-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(exist_ok=True)
