@@ -104,6 +104,8 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
     """(geometry as x/y in the CRS, None) or (None, why it is refused)."""
     if not isinstance(raw, dict):
         return None, "missing: every feature needs a geometry"
+    if not repair and (open_ring := _open_ring(raw)):
+        return None, f"{open_ring} (send ?repair=true to have it closed)"
     try:
         geom = shapely.force_2d(shape(raw))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
@@ -134,6 +136,23 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
             kinds = " or ".join(allowed or ["geometry"])
             return None, f"invalid geometry that cannot be repaired into a {kinds}: {reason}"
     return geom, None
+
+
+def _open_ring(raw: dict) -> str:
+    """What is wrong with the first ring of a GeoJSON (Multi)Polygon whose last position is not its first; ""
+    when all close. Shapely closes such a ring without a word, with a line from its last point back to the
+    first: a repair, made only when asked (RFC 7946 §3.1.6: the first and last positions are identical; an
+    import refuses such a ring too)."""
+    coords = raw.get("coordinates")
+    polygons = [coords] if raw.get("type") == "Polygon" else coords if raw.get("type") == "MultiPolygon" else []
+    for polygon in polygons if isinstance(polygons, list) else []:
+        for ring in polygon if isinstance(polygon, list) else []:
+            if isinstance(ring, list) and len(ring) >= 2:
+                first, last = ring[0], ring[-1]
+                if isinstance(first, list) and isinstance(last, list) and first != last:
+                    begins, ends = (" ".join(str(v) for v in end) for end in (first, last))
+                    return f"a ring of its geometry does not close: it begins at {begins} and ends at {ends}"
+    return ""
 
 
 def _repaired(geom: Any) -> Any:

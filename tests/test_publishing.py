@@ -18,6 +18,8 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+import shapely
+import shapely.geometry
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pyproj import Transformer
 
@@ -481,6 +483,18 @@ async def test_invalid_geometry_is_repaired_only_when_asked(pub, keys):
     r = await client.post(f"{SITES}/items", params={"repair": "true"}, headers=headers, content=json.dumps(bowtie))
     assert r.status_code == 201, r.text
     assert r.json()["geometry"]["type"] == "MultiPolygon"
+    # A ring whose last position is not its first (RFC 7946 wants them equal): Shapely would close it unasked.
+    ring = [[12.0, 51.0], [12.01, 51.0], [12.01, 51.01], [12.0, 51.011]]
+    open_ring = site("open-ring") | {"geometry": {"type": "Polygon", "coordinates": [ring]}}
+    r = await client.post(f"{SITES}/items", headers=headers, content=json.dumps(open_ring))
+    assert r.status_code == 422, r.text
+    assert r.json()["property"] == "geometry"
+    assert ("a ring of its geometry does not close: it begins at 12.0 51.0 and ends at 12.0 51.011"
+            in r.json()["description"]), r.json()
+    r = await client.post(f"{SITES}/items", params={"repair": "true"}, headers=headers, content=json.dumps(open_ring))
+    assert r.status_code == 201, r.text
+    stored = shapely.geometry.shape(r.json()["geometry"])
+    assert [12.0, 51.011] in shapely.get_coordinates(stored).tolist() and stored.is_valid
 
 
 async def test_content_crs_puts_utm_33_coordinates_where_they_belong(pub, keys):

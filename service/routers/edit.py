@@ -41,7 +41,9 @@ from service.sql.write import (
     replace_feature,
 )
 
-Repair = Annotated[str | None, Query(description="true: make an invalid geometry valid instead of refusing it")]
+Repair = Annotated[str | None, Query(description=(
+    "true: make an invalid geometry valid instead of refusing it (a polygon's parts that cross are kept as a "
+    "MultiPolygon; a ring that does not close is closed)"))]
 JSON_TYPES = ("application/geo+json", "application/json")
 BODY = {"requestBody": {"required": True, "content": {"application/geo+json": {"schema": {"type": "object"}}}}}
 
