@@ -41,7 +41,7 @@ from service import xplan
 from service.crs import Crs, to_lonlat
 from service.errors import Conflict, InvalidData, InvalidParameter
 from service.layertypes import LayerType
-from service.loader import FeatureIssue, id_problem
+from service.loader import FeatureIssue, id_problem, ring_not_closed
 from service.models import STORAGE_SRID
 from service.sources import (
     WORK_PREFIX,
@@ -325,8 +325,7 @@ def unreadable_geometry(data: bytes | None) -> str:
     if len(rings) != 1:
         return "a ring of its geometry does not close: its first and last points differ"
     coords = shapely.get_coordinates(rings[0])  # closed by GEOS, so the ring's own last point is the one before
-    first, last = (" ".join(f"{v:.15g}" for v in xy) for xy in (coords[0], coords[-2]))
-    return f"a ring of its geometry does not close: it begins at {first} and ends at {last}"
+    return ring_not_closed(*(" ".join(f"{v:.15g}" for v in xy) for xy in (coords[0], coords[-2])))
 
 
 def _rings(geom: Any) -> Any:

@@ -150,9 +150,13 @@ def _open_ring(raw: dict) -> str:
             if isinstance(ring, list) and len(ring) >= 2:
                 first, last = ring[0], ring[-1]
                 if isinstance(first, list) and isinstance(last, list) and first != last:
-                    begins, ends = (" ".join(str(v) for v in end) for end in (first, last))
-                    return f"a ring of its geometry does not close: it begins at {begins} and ends at {ends}"
+                    return ring_not_closed(*(" ".join(str(v) for v in end) for end in (first, last)))
     return ""
+
+
+def ring_not_closed(begins: str, ends: str) -> str:
+    """The problem of a ring that does not close, as every reader (edits, imports, XPlanGML) names it."""
+    return f"a ring of its geometry does not close: it begins at {begins} and ends at {ends}"
 
 
 def _repaired(geom: Any) -> Any:

@@ -37,7 +37,7 @@ import pyogrio
 
 from service.crs import resolve
 from service.errors import InvalidData, InvalidParameter
-from service.loader import FeatureIssue
+from service.loader import FeatureIssue, ring_not_closed
 from service.sources import WORK_PREFIX
 
 LAYER_TYPE = "planning-zone"
@@ -206,7 +206,7 @@ def _open_ring(ring: ET.Element) -> str:
             return ""
     except ValueError:
         return ""
-    return f"a ring of its geometry does not close: it begins at {' '.join(first)} and ends at {' '.join(last)}"
+    return ring_not_closed(" ".join(first), " ".join(last))
 
 
 def _crs_name(srs_name: str | None) -> str | None:
