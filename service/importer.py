@@ -321,18 +321,11 @@ def unreadable_geometry(data: bytes | None) -> str:
     if "closed linestring" not in reason:
         return f"the geometry cannot be read: {reason}"
     closed = shapely.from_wkb(data, on_invalid="fix")
-    rings = [] if closed is None else list(_rings(closed))
+    rings = [] if closed is None else shapely.get_rings(shapely.get_parts(closed))
     if len(rings) != 1:
         return "a ring of its geometry does not close: its first and last points differ"
     coords = shapely.get_coordinates(rings[0])  # closed by GEOS, so the ring's own last point is the one before
     return ring_not_closed(*(" ".join(f"{v:.15g}" for v in xy) for xy in (coords[0], coords[-2])))
-
-
-def _rings(geom: Any) -> Any:
-    for part in getattr(geom, "geoms", [geom]):
-        if part.geom_type == "Polygon":
-            yield part.exterior
-            yield from part.interiors
 
 
 # Reads the features with these FIDs again, their curves as GDAL approximates them by straight segments.
