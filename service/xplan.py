@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,7 @@ OTHER_AREAS = {"BP_GruenFlaeche": "GRUEN", "FP_Gruen": "GRUEN",
                "BP_LandwirtschaftsFlaeche": "LANDWIRTSCHAFT", "FP_LandwirtschaftsFlaeche": "LANDWIRTSCHAFT"}
 PLANS = {"BP_Plan", "FP_Plan"}
 AREAS = {"BP_Bereich", "FP_Bereich"}
-READ = PLANS | AREAS | BUILDING_AREAS | set(OTHER_AREAS)  # the classes whose attributes are read
+ZONES = BUILDING_AREAS | set(OTHER_AREAS)  # the classes that are planning zones
 
 # BP_PlanArt → plan_type (the Satzungen of §34/35 BauGB and local building rules are no development plans).
 BP_TYPES = {"1000": "BPLAN", "10000": "BPLAN", "10001": "BPLAN", "10002": "BPLAN", "3000": "VBPLAN",
@@ -84,6 +86,8 @@ COLUMNS = [("id", pa.string()), ("plan_number", pa.string()), ("plan_name", pa.s
            ("plan_type", pa.string()), ("plan_status", pa.string()), ("zone_name", pa.string()),
            ("land_use", pa.string()), ("grz", pa.float64()), ("gfz", pa.float64()), ("max_storeys", pa.int64()),
            ("max_height_m", pa.float64()), ("in_force_from", pa.string()), ("in_force_until", pa.string())]
+ZONE_FIELDS = ("zone_name", "land_use", "grz", "gfz", "max_storeys", "max_height_m")  # a zone's own properties
+BATCH = 20_000  # zones written to the GeoPackage at a time
 
 
 def is_xplan(path: Path) -> bool:
@@ -124,33 +128,62 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _read(path: Path) -> tuple[list[_Object], str, str | None]:
-    """The file's features (plans, areas and the contents that may be zones; the rest only counted by class),
-    the XPlanGML version, and the first srsName."""
-    objects: list[_Object] = []
-    version, srs_name = "", None
+@dataclass(slots=True)
+class _Zone:
+    """A zone as read: its own attributes already turned into the layer type's properties (ZONE_FIELDS), and
+    what is still needed once the plans are known. Only this much is kept of each, so that a plan of any size
+    fits in memory (its geometries are read by GDAL batch by batch when the GeoPackage is written)."""
+
+    kind: str
+    gml_id: str
+    index: int
+    areas: tuple[str, ...]
+    props: tuple[Any, ...]
+    problems: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class _Contents:
+    """What the file holds: its plans and areas (whole), its zones (in brief), the classes skipped, how many
+    zones have arcs, the XPlanGML version and the first srsName."""
+
+    objects: list[_Object] = field(default_factory=list)
+    zones: list[_Zone] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    curved: int = 0
+    version: str = ""
+    srs_name: str | None = None
+
+
+def _read(path: Path) -> _Contents:
+    """The file's plans, areas and zones, read as a stream: each feature's elements are dropped once it is
+    read, so memory grows only by a zone's brief (about 300 bytes), not by its XML."""
+    found = _Contents()
     path_tags: list[str] = []  # the local names from the root to the element being read
+    elements: list[ET.Element] = []  # the elements from the root to the one being read
     index = -1
     try:
         for event, elem in SafeET.iterparse(path, events=("start", "end"), forbid_dtd=True):
             if event == "start":
                 path_tags.append(_local(elem.tag))
+                elements.append(elem)
                 if len(path_tags) == 1:
                     match = XPLAN_NS.match(elem.tag)
                     if match is None or path_tags[0] not in ("XPlanAuszug", "FeatureCollection"):
                         raise InvalidData(f"not an XPlanGML file: it begins with <{path_tags[0]}>, not "
                                           "<xplan:XPlanAuszug> in an XPlanung namespace", parameter="file")
-                    version = f"{match[1]}.{match[2]}"
-                elif srs_name is None and "srsName" in elem.attrib:
-                    srs_name = elem.attrib["srsName"]
+                    found.version = f"{match[1]}.{match[2]}"
+                elif found.srs_name is None and "srsName" in elem.attrib:
+                    found.srs_name = elem.attrib["srsName"]
                 continue
             path_tags.pop()
+            elements.pop()
             if len(path_tags) == 2 and path_tags[1] in ("featureMember", "featureMembers"):
                 index += 1  # a feature: XPlanAuszug > featureMember(s) > feature
-                objects.append(_feature(elem, index))
-                elem.clear()
+                _take(found, elem, index)
+                elements[-1].remove(elem)  # featureMembers holds them all: drop each once read
             elif len(path_tags) == 1:
-                elem.clear()
+                elements[-1].remove(elem)
     except defusedxml.DefusedXmlException as exc:
         raise InvalidData(f"the file declares a DTD or entities ({exc.__class__.__name__}); XPlanGML files do not, "
                           "and they are refused: they can make a small file expand without end",
@@ -159,15 +192,32 @@ def _read(path: Path) -> tuple[list[_Object], str, str | None]:
         line, column = exc.position
         raise InvalidData(f"the file is not well-formed XML (line {line}, column {column}): is it complete?",
                           parameter="file") from None
-    return objects, version, srs_name
+    return found
 
 
-def _feature(elem: ET.Element, index: int) -> _Object:
-    kind = _local(elem.tag)
+def _take(found: _Contents, elem: ET.Element, index: int) -> None:
+    """One feature of the file into what is kept of it."""
+    kind = sys.intern(_local(elem.tag))
+    if kind in PLANS | AREAS:
+        found.objects.append(_feature(elem, kind, index))
+    elif kind in ZONES:
+        obj = _feature(elem, kind, index)
+        props, problems = _zone_properties(obj)
+        if not obj.gml_id:
+            problems.append(("id", f"the {kind} has no gml:id, which XPlanGML requires of every object"))
+        if obj.open_ring:
+            problems.append(("geometry", obj.open_ring))
+        found.zones.append(_Zone(kind, obj.gml_id, index,
+                                 tuple(sys.intern(a) for a in obj.links.get("gehoertZuBereich", [])),
+                                 tuple(props.get(name) for name in ZONE_FIELDS), tuple(problems)))
+        found.curved += obj.curved
+    else:
+        found.skipped[kind] += 1
+
+
+def _feature(elem: ET.Element, kind: str, index: int) -> _Object:
     gml_id = next((v for k, v in elem.attrib.items() if GML_ID.match(k)), "")
     obj = _Object(kind, gml_id, index)
-    if kind not in READ:
-        return obj
     for child in elem:
         name = _local(child.tag)
         if XLINK_HREF in child.attrib:
@@ -304,76 +354,94 @@ def _zone_properties(zone: _Object) -> tuple[dict[str, Any], list[tuple[str, str
 def convert(path: Path, given_crs: str | None = None, work: Path | None = None) -> tuple[Converted, list[FeatureIssue]]:
     """The file's zones as a GeoPackage in `work` (a new work directory when None; the caller removes it), and
     every problem found. Raises InvalidData for a file that is no XPlanGML, or one without plan or zones."""
-    objects, version, srs_name = _read(path)
-    by_id = {o.gml_id: o for o in objects if o.kind in PLANS | AREAS}
-    plans = [o for o in objects if o.kind in PLANS]
+    found = _read(path)
+    by_id = {o.gml_id: o for o in found.objects}
+    plans = [o for o in found.objects if o.kind in PLANS]
     if not plans:
         raise InvalidData("the XPlanGML file holds no BP_Plan or FP_Plan (regional and other plans are not "
                           f"planning zones of the layer type {LAYER_TYPE})", parameter="file")
+    if not found.zones:
+        raise InvalidData(f"the XPlanGML file holds no areas that are planning zones (building, green, traffic, "
+                          f"water, forest or agricultural areas); it holds {_counted(found.skipped)}", parameter="file")
     plan_of_area = {}
     for plan in plans:
         for area in plan.links.get("bereich", []):
             plan_of_area[area] = plan
-    for area in (o for o in objects if o.kind in AREAS):
+    for area in (o for o in found.objects if o.kind in AREAS):
         for target in area.links.get("gehoertZuPlan", []):
             if target in by_id and by_id[target].kind in PLANS:
                 plan_of_area[area.gml_id] = by_id[target]
     plan_props = {p.gml_id: _plan_properties(p) for p in plans}
-    rows: list[dict[str, Any]] = []
-    positions: list[int] = []
+    only = plans[0] if len(plans) == 1 else None
+
+    def plan_of(zone: _Zone) -> _Object | None:
+        return next((plan_of_area[a] for a in zone.areas if a in plan_of_area), only)
+
     issues: list[FeatureIssue] = []
-    skipped: Counter[str] = Counter()
-    for obj in objects:
-        if obj.kind not in BUILDING_AREAS and obj.kind not in OTHER_AREAS:
-            if obj.kind not in PLANS | AREAS:
-                skipped[obj.kind] += 1
-            continue
-        areas = obj.links.get("gehoertZuBereich", [])
-        plan = next((plan_of_area[a] for a in areas if a in plan_of_area), plans[0] if len(plans) == 1 else None)
+    written: dict[str, _Zone] = {}  # by gml:id: the zones that go to the GeoPackage (those with a plan and an id)
+    for zone in found.zones:
+        plan = plan_of(zone)
         if plan is None:
-            issues.append(FeatureIssue(obj.index, obj.gml_id, "plan_number",
+            issues.append(FeatureIssue(zone.index, zone.gml_id, "plan_number",
                                        "belongs to no plan: its gehoertZuBereich names no area of a plan in the file"))
             continue
-        common, plan_problems = plan_props[plan.gml_id]
-        props, problems = _zone_properties(obj)
-        if not obj.gml_id:
-            problems.append(("id", f"the {obj.kind} has no gml:id, which XPlanGML requires of every object"))
-        if obj.open_ring:
-            problems.append(("geometry", obj.open_ring))
-        for prop, message in plan_problems + problems:
-            issues.append(FeatureIssue(obj.index, obj.gml_id, prop, message))
-        rows.append({"id": obj.gml_id, **common, **props})
-        positions.append(obj.index)
-    if not rows:
-        raise InvalidData(f"the XPlanGML file holds no areas that are planning zones (building, green, traffic, "
-                          f"water, forest or agricultural areas); it holds {_counted(skipped)}", parameter="file")
-    srid = _srid(srs_name, given_crs)
+        problems = plan_props[plan.gml_id][1] + list(zone.problems)
+        if zone.gml_id in written:
+            problems.append(("id", f"duplicate feature id {zone.gml_id!r}"))
+        elif zone.gml_id:
+            written[zone.gml_id] = zone
+        issues.extend(FeatureIssue(zone.index, zone.gml_id, prop, message) for prop, message in problems)
+    srid = _srid(found.srs_name, given_crs)
     work = work or Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     target = work / "zones.gpkg"
-    _write(path, target, rows, {o.kind for o in objects if o.kind in BUILDING_AREAS or o.kind in OTHER_AREAS},
-           srid)
-    curved = sum(1 for o in objects if o.curved and (o.kind in BUILDING_AREAS or o.kind in OTHER_AREAS))
-    return Converted(target, positions, dict(skipped), version, curved), issues
+    positions = _write(path, target, written, lambda zone: plan_props[plan_of(zone).gml_id][0], srid)
+    return Converted(target, positions, dict(found.skipped), found.version, found.curved), issues
 
 
 def _counted(counts: Counter[str]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts.most_common(5)) or "nothing"
 
 
-def _write(source: Path, target: Path, rows: list[dict[str, Any]], kinds: set[str], srid: int) -> None:
-    """The zones with the geometries GDAL reads from the file, joined by gml:id."""
-    geometries: dict[str, bytes] = {}
+def _write(source: Path, target: Path, zones: dict[str, _Zone], plan_props: Callable[[_Zone], dict[str, Any]],
+           srid: int) -> list[int]:
+    """The zones, each with the geometry GDAL reads from the file (joined by gml:id), written class by class in
+    batches; returns the n-th written zone's index among the file's features. A zone GDAL does not return comes
+    last, without geometry (the importer's check names it)."""
+    positions: list[int] = []
+    pending = dict(zones)  # those not yet written (and released once written)
+    first = True
+
+    def flush(batch: list[tuple[_Zone, bytes | None]]) -> None:
+        nonlocal first
+        rows = [{"id": zone.gml_id, **plan_props(zone), **dict(zip(ZONE_FIELDS, zone.props, strict=True))}
+                for zone, _ in batch]
+        table = pa.table({name: _column([row.get(name) for row in rows], kind) for name, kind in COLUMNS}
+                         | {"geometry": pa.array([wkb for _, wkb in batch], type=pa.binary())})
+        pyogrio.write_arrow(table, target, layer="zones", driver="GPKG", geometry_name="geometry",
+                            geometry_type="Unknown", crs=f"EPSG:{srid}", append=not first)
+        positions.extend(zone.index for zone, _ in batch)
+        first = False
+
     try:
-        for kind in sorted(kinds):
-            _, _, wkb, fields = pyogrio.raw.read(source, layer=kind, columns=["gml_id"], **GML_OPTIONS)
-            if wkb is not None and fields:  # None: no object of the class has a geometry GDAL reads
-                geometries.update(zip((str(v) for v in fields[0]), wkb, strict=True))
+        for kind in sorted({zone.kind for zone in zones.values()}):
+            with pyogrio.raw.open_arrow(source, layer=kind, columns=["gml_id"], batch_size=BATCH, use_pyarrow=True,
+                                        **GML_OPTIONS) as (meta, reader):
+                geometry = meta["geometry_name"] or None  # none: no object of the class has a geometry GDAL reads
+                for read in reader:
+                    ids = read.column("gml_id").to_pylist()
+                    wkb = read.column(geometry).to_pylist() if geometry else [None] * len(ids)
+                    batch = [(pending.pop(i), g) for i, g in zip(ids, wkb, strict=True)
+                             if i in pending and pending[i].kind == kind]
+                    if batch:
+                        flush(batch)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise InvalidData(f"GDAL cannot read the file's geometries: {str(exc)[:300]}", parameter="file") from None
-    table = pa.table({name: _column([row.get(name) for row in rows], kind) for name, kind in COLUMNS}
-                     | {"geometry": pa.array([geometries.get(row["id"]) for row in rows], type=pa.binary())})
-    pyogrio.write_arrow(table, target, layer="zones", driver="GPKG", geometry_name="geometry",
-                        geometry_type="Unknown", crs=f"EPSG:{srid}")
+    rest = [(zone, None) for zone in pending.values()]
+    for start in range(0, len(rest), BATCH):
+        flush(rest[start:start + BATCH])
+    if first:  # nothing to write: an empty layer, for the importer to find
+        flush([])
+    return positions
 
 
 def _column(values: list[Any], kind: pa.DataType) -> pa.Array:

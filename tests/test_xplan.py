@@ -180,7 +180,8 @@ async def test_the_legend_names_the_codes_the_zones_use_and_follows_an_import(cl
        '<!--'), ("5711020 712300 5711000</gml:posList></gml:LinearRing></gml:exterior>\n        </gml:Polygon>",
                  "-->")], (4, "GML_strasse-1", "geometry")),
     ([UNCLOSED_RING], (4, "GML_strasse-1", "geometry")),
-], ids=["no gml:id", "GRZ not a number", "a point", "an unclosed ring"])
+    ([('gml:id="GML_gruen-1"', 'gml:id="GML_gi-1"')], (5, "GML_gi-1", "id")),
+], ids=["no gml:id", "GRZ not a number", "a point", "an unclosed ring", "a gml:id twice"])
 @pytest.mark.filterwarnings("ignore:Non closed ring detected:RuntimeWarning")  # GDAL's, expected here
 async def test_a_broken_zone_is_named_with_its_reason_and_nothing_is_written(xp_db, tmp_path, changes, problem):
     before = await zones(xp_db)
