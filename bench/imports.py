@@ -2,11 +2,12 @@
 taken from the benchmark data, plus a plain COPY of the same rows as the floor.
 
     .venv/bin/python bench/imports.py            # 100,000 sites (files cached under .data/bench/files)
-    .venv/bin/python bench/imports.py --n 20000 --repeats 1 --memory 2000,20000
+    .venv/bin/python bench/imports.py --n 20000 --repeats 1 --memory 2000,20000 --xplan 2000
 
 Memory: each of the sizes in --memory (default 20,000 and 200,000 sites, ten times as many) is imported once
 more per format in a process of its own, whose resident memory is read before the import and at its peak;
-the growth must not follow the file's size.
+the growth must not follow the file's size. So are XPlanGML plans of the sizes in --xplan (default 2,000,
+20,000 and 100,000 zones: the fixture's plan with its first building zone repeated), with their time.
 
 GeoTwin's import includes everything a real import does: the checks of every feature (geometry and layer
 type), the staging table, the move into `feature` with its indexes, generated columns and change log.
@@ -20,6 +21,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,7 @@ from service.sql.write import upsert_collection  # noqa: E402
 
 DATA = ROOT / ".data" / "bench"
 SITES = registry()["commercial-site"]
+PLAN = ROOT / "fixtures" / "xplan" / "halle-bplan-214.gml"
 KINDS = SITES.property_kinds()
 TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
          "date": pa.string()}
@@ -89,15 +92,15 @@ def ogr2ogr(path: Path, cluster: LocalCluster, database: str) -> float:
     return time.perf_counter() - started
 
 
-async def geotwin(dsn: str, path: Path) -> tuple[float, int]:
+async def geotwin(dsn: str, path: Path, layer_type: str = SITES.name) -> tuple[float, int]:
     conn = await asyncpg.connect(dsn)
     try:
         m_pk = await conn.fetchval("SELECT id FROM municipality WHERE slug = 'bench'")
-        pk = await upsert_collection(conn, m_pk, "import-bench", "import benchmark", "", "commercial-site", "", "",
+        pk = await upsert_collection(conn, m_pk, "import-bench", "import benchmark", "", layer_type, "", "",
                                      [], "internal")
         try:
             started = time.perf_counter()
-            report = await import_file(conn, pk, SITES, path, ImportOptions(mode="replace"))
+            report = await import_file(conn, pk, registry()[layer_type], path, ImportOptions(mode="replace"))
             return time.perf_counter() - started, report.imported
         finally:
             await conn.execute("DELETE FROM collection WHERE id = $1", pk)  # takes its features and log along
@@ -135,6 +138,36 @@ async def quiet(dsn: str) -> None:
             await asyncio.sleep(0.1)
     finally:
         await conn.close()
+
+
+def make_plan(n: int, directory: Path) -> Path:
+    """An XPlanGML plan of n building zones: the fixture's plan and area, its first building zone repeated on a
+    grid (new gml:ids, coordinates shifted by 700 m and 300 m), written as it is made."""
+    path = directory / f"plan-{n}.gml"
+    if path.exists():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    text = PLAN.read_text()
+    members = [m.start() for m in re.finditer(r"  <gml:featureMember>", text)]
+    zone = next(i for i, start in enumerate(members) if "BP_BaugebietsTeilFlaeche" in text[start:start + 120])
+    head, block, tail = text[:members[zone]], text[members[zone]:members[zone + 1]], text.rsplit("</", 1)[1]
+    gml_id = re.search(r'gml:id="([^"]+)"', block)[1]
+    partial = path.with_name(f"partial-{path.name}")
+    with partial.open("w") as out:
+        out.write(head)
+        for k in range(n):
+            out.write(_shifted(block.replace(gml_id, f"{gml_id}-{k}"), (k % 200) * 700, (k // 200) * 300))
+        out.write("</" + tail)
+    partial.rename(path)
+    return path
+
+
+def _shifted(block: str, dx: float, dy: float) -> str:
+    """The XML with its gml:posLists' coordinates (x y pairs) moved by dx, dy."""
+    def move(m: re.Match[str]) -> str:
+        values = m[1].split()
+        return ">" + " ".join(f"{float(v) + (dy if i % 2 else dx):.15g}" for i, v in enumerate(values)) + "<"
+    return re.sub(r">([0-9. ]+)<(?=/gml:posList>)", move, block)
 
 
 def _make_files(dsn: str, n: int, directory: Path) -> dict[str, Path]:
@@ -177,17 +210,17 @@ def _resident_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _import_alone(dsn: str, path: str) -> dict[str, float]:
+def _import_alone(dsn: str, path: str, layer_type: str = SITES.name) -> dict[str, float]:
     """One import in this (fresh) process: resident memory before it, once the importer's modules are loaded, and
     the process's peak."""
     before = _resident_mb("VmRSS")
-    seconds, imported = asyncio.run(geotwin(dsn, Path(path)))
+    seconds, imported = asyncio.run(geotwin(dsn, Path(path), layer_type))
     return {"features": imported, "seconds": seconds, "before_mb": before, "peak_mb": _resident_mb("VmHWM")}
 
 
-def memory(dsn: str, sizes: list[int]) -> dict[str, dict[str, dict[str, float]]]:
+def memory(dsn: str, sizes: list[int], plans: list[int]) -> dict[str, dict[str, dict[str, float]]]:
     """Each size and format imported once, each import in a process of its own (the files are made in
-    another one, so their rows never count)."""
+    another one, so their rows never count); then the XPlanGML plans."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     spawn = multiprocessing.get_context("spawn")
     for n in sizes:
@@ -200,6 +233,14 @@ def memory(dsn: str, sizes: list[int]) -> dict[str, dict[str, dict[str, float]]]
             if one["features"] != n:
                 raise SystemExit(f"GeoTwin imported {one['features']:,} of {n:,} features from {path.name}")
             out.setdefault(fmt, {})[str(n)] = {**one, "bytes": path.stat().st_size}
+    for n in plans:
+        path = make_plan(n, DATA / "files")
+        asyncio.run(quiet(dsn))
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+            one = child.submit(_import_alone, dsn, str(path), "planning-zone").result()
+        if one["features"] != n:
+            raise SystemExit(f"GeoTwin imported {one['features']:,} of {n:,} zones from {path.name}")
+        out.setdefault("xplan", {})[str(n)] = {**one, "bytes": path.stat().st_size}
     return out
 
 
@@ -215,7 +256,8 @@ def print_imports(result: dict[str, Any]) -> None:
     for fmt, by_size in result["memory"].items():
         for n, m in by_size.items():
             print(f"  {fmt:8} {int(n):>9,} features ({m['bytes'] / 2**20:6.0f} MB file): "
-                  f"{m['before_mb']:4.0f} MB, +{m['peak_mb'] - m['before_mb']:4.0f} MB")
+                  f"{m['before_mb']:4.0f} MB, +{m['peak_mb'] - m['before_mb']:4.0f} MB"
+                  + (f", {m['seconds']:.1f} s" if fmt == "xplan" else ""))
 
 
 def main() -> None:
@@ -224,8 +266,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each loader per format (medians are printed)")
     ap.add_argument("--memory", default="20000,200000",
                     help="sizes (comma-separated) whose imports' memory is measured, each in a process of its own")
+    ap.add_argument("--xplan", default="2000,20000,100000",
+                    help="XPlanGML plans (numbers of zones, comma-separated) imported each in a process of its own")
     args = ap.parse_args()
     sizes = [int(n) for n in args.memory.split(",") if n.strip()]
+    plans = [int(n) for n in args.xplan.split(",") if n.strip()]
     cluster = LocalCluster(DATA / "pg", remembered_port(DATA, 54339))
     cluster.start()
     dsn = cluster.create_database("geotwin_bench")
@@ -234,7 +279,7 @@ def main() -> None:
     if max([args.n, *sizes]) > 200_000:
         raise SystemExit("the benchmark data holds 200,000 sites: --n and --memory can be at most that")
     result = measure(cluster, "geotwin_bench", args.n, args.repeats)
-    result["memory"] = memory(dsn, sizes)
+    result["memory"] = memory(dsn, sizes, plans)
     print_imports(result)
     out = ROOT / "bench" / "results" / time.strftime("imports-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(exist_ok=True)
