@@ -426,10 +426,12 @@ def _write(source: Path, target: Path, zones: dict[str, _Zone], plan_props: Call
         for kind in sorted({zone.kind for zone in zones.values()}):
             with pyogrio.raw.open_arrow(source, layer=kind, columns=["gml_id"], batch_size=BATCH, use_pyarrow=True,
                                         **GML_OPTIONS) as (meta, reader):
-                geometry = meta["geometry_name"] or None  # none: no object of the class has a geometry GDAL reads
+                geometry = meta["geometry_name"] or "wkb_geometry"  # GDAL's name for an unnamed geometry
                 for read in reader:
                     ids = read.column("gml_id").to_pylist()
-                    wkb = read.column(geometry).to_pylist() if geometry else [None] * len(ids)
+                    # No such column: no object of the class has a geometry that GDAL reads.
+                    has = read.schema.get_field_index(geometry) >= 0
+                    wkb = read.column(geometry).to_pylist() if has else [None] * len(ids)
                     batch = [(pending.pop(i), g) for i, g in zip(ids, wkb, strict=True)
                              if i in pending and pending[i].kind == kind]
                     if batch:
