@@ -260,8 +260,9 @@ def import_cmd(
                               TimeElapsedColumn(), console=console) as progress:
                     task = progress.add_task(f"checking {file.name}", total=None)
 
-                    async def step(report) -> None:
-                        progress.update(task, completed=report.processed, total=report.total or None)
+                    async def step(report) -> None:  # no total yet: an XPlanGML file is being read
+                        progress.update(task, completed=report.processed, total=report.total or None,
+                                        description=f"{'checking' if report.total else 'reading'} {file.name}")
 
                     report = await import_file(conn, pk, registry()[kind], file, options, step, "cli")
                     progress.update(task, description=f"imported {file.name}")

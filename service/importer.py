@@ -414,7 +414,7 @@ async def _import_xplan(conn: asyncpg.Connection, collection_pk: int, layer: Lay
     work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=WORK_PREFIX))
     try:
         gml = await asyncio.to_thread(extract, path, entry, work / "xplan.gml") if entry else path
-        converted, issues = await asyncio.to_thread(xplan.convert, gml, options.crs, work)
+        converted, issues = await _converted(gml, options.crs, work, path.name, progress)
         flat = dataclasses.replace(options, crs=None, mapping={}, layer=None, id_field="id", encoding=None)
         try:
             if not issues:
@@ -436,6 +436,23 @@ async def _import_xplan(conn: asyncpg.Connection, collection_pk: int, layer: Lay
         raise _xplan_problems(path, converted, issues, found) from None
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+async def _converted(gml: Path, crs: str | None, work: Path, name: str,
+                     progress: Callable[[ImportReport], Any] | None) -> tuple[xplan.Converted, list[FeatureIssue]]:
+    """The XPlanGML file converted (in a thread). Reading a large plan takes a while before any zone is checked,
+    so the features read so far are shown as progress meanwhile, of a total not yet known (0)."""
+    reading = ImportReport(name, "XPlanGML")
+
+    def seen(n: int) -> None:  # from the conversion's thread: one assignment, read by the loop below
+        reading.processed = n
+
+    converting = asyncio.ensure_future(asyncio.to_thread(xplan.convert, gml, crs, work, seen))
+    while progress is not None and not converting.done():
+        await asyncio.wait({converting}, timeout=0.5)
+        if reading.processed:
+            await progress(reading)
+    return await converting
 
 
 def _xplan_problems(path: Path, converted: xplan.Converted, issues: list[FeatureIssue],

@@ -155,9 +155,10 @@ class _Contents:
     srs_name: str | None = None
 
 
-def _read(path: Path) -> _Contents:
+def _read(path: Path, seen: Callable[[int], Any] | None = None) -> _Contents:
     """The file's plans, areas and zones, read as a stream: each feature's elements are dropped once it is
-    read, so memory grows only by a zone's brief (about 300 bytes), not by its XML."""
+    read, so memory grows only by a zone's brief (about 500 bytes), not by its XML. `seen` is told the number of
+    features read, every thousand."""
     found = _Contents()
     path_tags: list[str] = []  # the local names from the root to the element being read
     elements: list[ET.Element] = []  # the elements from the root to the one being read
@@ -181,6 +182,8 @@ def _read(path: Path) -> _Contents:
             if len(path_tags) == 2 and path_tags[1] in ("featureMember", "featureMembers"):
                 index += 1  # a feature: XPlanAuszug > featureMember(s) > feature
                 _take(found, elem, index)
+                if seen is not None and index % 1000 == 999:
+                    seen(index + 1)
                 elements[-1].remove(elem)  # featureMembers holds them all: drop each once read
             elif len(path_tags) == 1:
                 elements[-1].remove(elem)
@@ -351,10 +354,12 @@ def _zone_properties(zone: _Object) -> tuple[dict[str, Any], list[tuple[str, str
     return props, []
 
 
-def convert(path: Path, given_crs: str | None = None, work: Path | None = None) -> tuple[Converted, list[FeatureIssue]]:
+def convert(path: Path, given_crs: str | None = None, work: Path | None = None,
+            seen: Callable[[int], Any] | None = None) -> tuple[Converted, list[FeatureIssue]]:
     """The file's zones as a GeoPackage in `work` (a new work directory when None; the caller removes it), and
-    every problem found. Raises InvalidData for a file that is no XPlanGML, or one without plan or zones."""
-    found = _read(path)
+    every problem found. Raises InvalidData for a file that is no XPlanGML, or one without plan or zones.
+    `seen` is told how many of the file's features have been read, every thousand."""
+    found = _read(path, seen)
     by_id = {o.gml_id: o for o in found.objects}
     plans = [o for o in found.objects if o.kind in PLANS]
     if not plans:
