@@ -125,8 +125,12 @@ OGC = {
         ["id", "collection", "status"], id=STRING, collection=STRING,
         status={"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
         source={"type": "string", "description": "the uploaded file's name"}, options={"type": "object"},
-        processed={"type": "integer", "nullable": True}, total={"type": "integer", "nullable": True},
-        progress={"type": "number", "nullable": True, "description": "processed / total, 0 to 1"},
+        processed={"type": "integer", "nullable": True, "description": "the file's features read and checked so far"},
+        total={"type": "integer", "nullable": True,
+               "description": "the file's features; 0 while it is not yet known (an XPlanGML file being read, whose "
+                              "features read so far are in processed)"},
+        progress={"type": "number", "nullable": True, "description": "processed / total, 0 to 1; null while the "
+                                                                     "total is not known"},
         created={"type": "string", "format": "date-time"},
         finished={"type": "string", "format": "date-time", "nullable": True},
         error={"type": "string", "nullable": True},
