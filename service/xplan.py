@@ -67,6 +67,7 @@ OTHER_AREAS = {"BP_GruenFlaeche": "GRUEN", "FP_Gruen": "GRUEN",
 PLANS = {"BP_Plan", "FP_Plan"}
 AREAS = {"BP_Bereich", "FP_Bereich"}
 ZONES = BUILDING_AREAS | set(OTHER_AREAS)  # the classes that are planning zones
+WHOLE = PLANS | AREAS  # the classes kept whole while the file is read
 
 # BP_PlanArt → plan_type (the Satzungen of §34/35 BauGB and local building rules are no development plans).
 BP_TYPES = {"1000": "BPLAN", "10000": "BPLAN", "10001": "BPLAN", "10002": "BPLAN", "3000": "VBPLAN",
@@ -201,7 +202,7 @@ def _read(path: Path, seen: Callable[[int], Any] | None = None) -> _Contents:
 def _take(found: _Contents, elem: ET.Element, index: int) -> None:
     """One feature of the file into what is kept of it."""
     kind = sys.intern(_local(elem.tag))
-    if kind in PLANS | AREAS:
+    if kind in WHOLE:
         found.objects.append(_feature(elem, kind, index))
     elif kind in ZONES:
         obj = _feature(elem, kind, index)
