@@ -412,9 +412,9 @@ def _write(source: Path, target: Path, zones: dict[str, _Zone], plan_props: Call
            srid: int) -> list[int]:
     """The zones, each with the geometry GDAL reads from the file (joined by gml:id), written class by class in
     batches; returns the n-th written zone's index among the file's features. A zone GDAL does not return comes
-    last, without geometry (the importer's check names it)."""
+    last, without geometry (the importer's check names it). `zones` is emptied as they are written."""
     positions: list[int] = []
-    pending = dict(zones)  # those not yet written (and released once written)
+    pending = zones  # those not yet written: each is released once written
     first = True
 
     def flush(batch: list[tuple[_Zone, bytes | None]]) -> None:
