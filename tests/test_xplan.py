@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import time
 import zipfile
@@ -16,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.imports import make_plan
 from service import xplan
 from service.errors import GeoTwinError
 from service.importer import import_file
@@ -268,40 +268,25 @@ async def test_hostile_foreign_and_cut_files_are_refused_and_nothing_is_written(
     assert await zones(xp_db) == before
 
 
-def repeated(tmp_path: Path, n: int) -> Path:
-    """The plan with its first building zone n times, zone k moved k km east (ids GML_gi-1-0 …)."""
-    text = PLAN.read_text()
-    start = text.index("  <gml:featureMember>\n    <xplan:BP_BaugebietsTeilFlaeche")
-    end = text.index("</gml:featureMember>", start) + len("</gml:featureMember>\n")
-    zone = text[start:end]
-
-    def moved(k: int) -> str:  # every x (the first of each pair in a posList) k km further east
-        return re.sub(r"(?<=>)[0-9 ]+(?=</gml:posList>)", lambda m: " ".join(
-            str(int(v) + 1000 * k * (i % 2 == 0)) for i, v in enumerate(m[0].split())),
-            zone.replace('"GML_gi-1', f'"GML_gi-1-{k}'))
-    copies = (moved(k) for k in range(n))
-    path = tmp_path / "repeated.gml"
-    path.write_text(text[:start] + "".join(copies) + text[end:])
-    return path
-
-
 async def test_a_large_plan_is_read_as_a_stream_with_progress_and_each_zone_keeps_its_geometry(
         xp_db, tmp_path, monkeypatch):
     monkeypatch.setattr(xplan, "BATCH", 1000)  # written (and read from GDAL) in three batches
-    path = repeated(tmp_path, 2500)
+    path = make_plan(2500, tmp_path)  # the plan, its area and 2,500 copies of its first zone on a grid
     seen: list[int] = []
     converted, issues = xplan.convert(path, work=tmp_path, seen=seen.append)
     assert issues == [] and seen == [1000, 2000]  # features read so far, every thousand
-    assert len(converted.positions) == 2503 and sorted(converted.positions) == list(range(2, 2505))
+    assert len(converted.positions) == 2500 and sorted(converted.positions) == list(range(2, 2502))
     await run_import(xp_db, path, mode="replace")
     conn = await asyncpg.connect(xp_db)
     try:
-        west = dict(await conn.fetch(
-            "SELECT fid, round(ST_XMin(ST_Transform(geom, 25832))) FROM feature WHERE collection_id = $1 "
-            "AND fid LIKE 'GML_gi-1-%'", await conn.fetchval(PK, "planning-zones")))
+        corner = {r["fid"]: (r["x"], r["y"]) for r in await conn.fetch(
+            "SELECT fid, round(ST_XMin(g)) AS x, round(ST_YMin(g)) AS y FROM (SELECT fid, "
+            "ST_Transform(geom, 25832) AS g FROM feature WHERE collection_id = $1) z",
+            await conn.fetchval(PK, "planning-zones"))}
     finally:
         await conn.close()
-    assert len(west) == 2500 and all(west[f"GML_gi-1-{k}"] == 712300 + 1000 * k for k in range(2500)), west
+    assert corner == {f"GML_gi-1-{k}": (712300 + 700 * (k % 200), 5710800 + 300 * (k // 200))
+                      for k in range(2500)}, corner
 
 
 def test_the_cli_imports_a_plan_and_says_what_it_left_out(cluster, xp_db, tmp_path):
