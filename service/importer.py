@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import ijson
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 import pyogrio
 import shapely
 
-from service import xplan
+from service import geojsonfile, xplan
 from service.crs import Crs, to_lonlat
 from service.errors import Conflict, InvalidData, InvalidParameter
 from service.layertypes import LayerType
@@ -281,7 +282,7 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
         if missing[i]:
             problem = unreadable_geometry(wkb[i])
         elif empty[i]:
-            problem = "empty geometry"
+            problem = EMPTY
         elif bad_type[i]:
             problem = f"{type_names[type_ids[i]]} is not allowed for {layer.name} ({', '.join(allowed or [])})"
         elif not_finite[i]:
@@ -304,12 +305,21 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
     return rows
 
 
+# What GDAL's reader gave when it read no geometry, or none it could make sense of, or one GEOS cannot read (in
+# GEOS's words), or a polygon with a ring left open (which one, the WKB of one with holes does not tell): for a
+# GeoJSON file the import then reads the feature's own text to say more (service.geojsonfile).
+NOTHING_READ = "no geometry (or one that GDAL cannot read)"
+EMPTY = "empty geometry"
+SOME_RING_OPEN = "a ring of its geometry does not close: its first and last points differ"
+CANNOT_READ = "the geometry cannot be read: "  # GEOS's reason follows, in GEOS's words
+
+
 def unreadable_geometry(data: bytes | None) -> str:
     """Why a feature has no geometry that Shapely can take. GDAL passes some broken geometries on as they are
     (a polygon whose ring does not close, from a hand-made GeoJSON or a Shapefile; a GeoPackage's geometry cut
     short), and GEOS says what is wrong with them; others it reads as none, saying why only in a warning."""
     if data is None:
-        return "no geometry (or one that GDAL cannot read)"
+        return NOTHING_READ
     try:
         shapely.from_wkb(data)
     except shapely.errors.GEOSException as exc:
@@ -319,11 +329,11 @@ def unreadable_geometry(data: bytes | None) -> str:
     else:  # pragma: no cover - read in the batch already
         return "no geometry"
     if "closed linestring" not in reason:
-        return f"the geometry cannot be read: {reason}"
+        return f"{CANNOT_READ}{reason}"
     closed = shapely.from_wkb(data, on_invalid="fix")
     rings = [] if closed is None else shapely.get_rings(shapely.get_parts(closed))
     if len(rings) != 1:
-        return "a ring of its geometry does not close: its first and last points differ"
+        return SOME_RING_OPEN
     coords = shapely.get_coordinates(rings[0])  # closed by GEOS, so the ring's own last point is the one before
     return ring_not_closed(*(" ".join(f"{v:.15g}" for v in xy) for xy in (coords[0], coords[-2])))
 
@@ -394,8 +404,8 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                 return pyogrio.raw.read(source, layer=options.layer, fids=fids, columns=[],
                                         **open_options(driver, options))[2]
 
-            return await _import(conn, collection_pk, layer, path, options, progress, actor, driver, total, meta,
-                                 reader, straighten)
+            return await _import(conn, collection_pk, layer, path, source, options, progress, actor, driver,
+                                 total, meta, reader, straighten)
         finally:
             await asyncio.to_thread(reading.__exit__, None, None, None)
     finally:
@@ -477,7 +487,7 @@ def _xplan_problems(path: Path, converted: xplan.Converted, issues: list[Feature
                        index=first.index, property=first.property, report=report.as_dict())
 
 
-async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,
+async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path, source: str,
                   options: ImportOptions, progress: Callable[[ImportReport], Any] | None, actor: str, driver: str,
                   total: int, meta: dict[str, Any], reader: Any, straighten: Straighten) -> ImportReport:
     crs = source_crs(meta, options, driver)
@@ -566,6 +576,8 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                         "AND f.id <= $2 LIMIT 1000", collection_pk, existing_up_to):
                     issues.append(FeatureIssue(-1, fid, "id", f"the collection already has a feature {fid!r}"))
         if issues:
+            if driver == "GeoJSON":
+                await asyncio.to_thread(_explain_geometries, source, issues)
             report.rejected = issues.rejected
             report.imported = 0
             first = issues[0]
@@ -580,6 +592,21 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                            "import; import again", parameter="file")
         await refresh_collection(conn, collection_pk)
     return report
+
+
+def _explain_geometries(source: str, issues: IssueLog) -> None:
+    """Say why GDAL read no geometry (or an empty one, or one with some ring open) for the GeoJSON features
+    reported so, where their own text tells (service.geojsonfile)."""
+    unread = {issue.index: issue.fid for issue in issues.kept if issue.property == "geometry" and (
+        issue.message in (NOTHING_READ, EMPTY, SOME_RING_OPEN) or issue.message.startswith(CANNOT_READ))}
+    if not unread:
+        return
+    try:
+        found = geojsonfile.geometry_problems(source, unread)
+    except (ijson.JSONError, ValueError, OSError):  # GDAL read it; if this cannot, the report stays as it is
+        return
+    issues.kept = [dataclasses.replace(issue, message=found[issue.index])
+                   if issue.property == "geometry" and issue.index in found else issue for issue in issues.kept]
 
 
 async def _move(conn: asyncpg.Connection, collection_pk: int, srid: int, report: ImportReport) -> bool:

@@ -104,8 +104,8 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
     """(geometry as x/y in the CRS, None) or (None, why it is refused)."""
     if not isinstance(raw, dict):
         return None, "missing: every feature needs a geometry"
-    if not repair and (open_ring := _open_ring(raw)):
-        return None, f"{open_ring} (send ?repair=true to have it closed)"
+    if not repair and (unclosed := open_ring(raw)):
+        return None, f"{unclosed} (send ?repair=true to have it closed)"
     try:
         geom = shapely.force_2d(shape(raw))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
@@ -138,7 +138,7 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
     return geom, None
 
 
-def _open_ring(raw: dict) -> str:
+def open_ring(raw: dict) -> str:
     """What is wrong with the first ring of a GeoJSON (Multi)Polygon whose last position is not its first; ""
     when all close. Shapely closes such a ring without a word, with a line from its last point back to the
     first: a repair, made only when asked (RFC 7946 §3.1.6: the first and last positions are identical; an

@@ -267,12 +267,67 @@ async def test_geometries_that_cannot_be_read_are_named_with_the_reason(imp_db, 
     assert issues == {
         2: ("geometry", "a ring of its geometry does not close: it begins at 706000 5708000 and ends at 706000 "
                         "5708100.5"),
-        5: ("geometry", "no geometry (or one that GDAL cannot read)")}
+        5: ("geometry", "no geometry (null)")}
     with pytest.raises(GeoTwinError) as err:
         await run_import(imp_db, gpkg)
     [issue] = err.value.where["report"]["issues"]
     assert (issue["index"], issue["property"]) == (3, "geometry")
     assert issue["message"].startswith("the geometry cannot be read: "), issue
+    assert await collection_state(imp_db) == before
+
+
+# Geometries GDAL's GeoJSON reader reads as none (or as empty, or as WKB GEOS refuses: in GEOS's words, or
+# without saying which ring of a polygon with holes is open), each with what the report says instead.
+HAND_MADE = {
+    "a ring of one position": ({"type": "Polygon", "coordinates": [[[706000, 5708000]]]},
+                               "coordinates[0]: a ring needs at least 4 positions (the last one repeating the "
+                               "first), not 1"),
+    "a misspelt type": ({"type": "Polgon", "coordinates": [[[706000, 5708000], [706100, 5708000],
+                                                            [706100, 5708100], [706000, 5708000]]]},
+                        "type 'Polgon' is not a GeoJSON geometry type (one of 'Point', 'MultiPoint', 'LineString', "
+                        "'MultiLineString', 'Polygon', 'MultiPolygon', 'GeometryCollection')"),
+    "a multipolygon one level too shallow": (
+        {"type": "MultiPolygon", "coordinates": [[[706000, 5708000], [706100, 5708000], [706100, 5708100],
+                                                  [706000, 5708000]]]},
+        "coordinates[0][0][0]: a position is 2 or 3 numbers (x, y, and z if any), not 706000"),
+    "a position with text": ({"type": "Polygon", "coordinates": [[[706000, 5708000], ["706100", "5708000,5"],
+                                                                   [706100, 5708100], [706000, 5708000]]]},
+                             "coordinates[0][1]: a position is 2 or 3 numbers (x, y, and z if any), not "
+                             "['706100', '5708000,5']"),
+    "a WKT string": ("POLYGON((706000 5708000, 706100 5708000, 706100 5708100, 706000 5708000))",
+                     "the geometry is not a GeoJSON geometry object but 'POLYGON((706000 5708000, 706100 5708000, "
+                     "706100 5708100,..."),
+    "no geometry member": (None, "the feature has no geometry member"),
+    "a hole left open": ({"type": "Polygon", "coordinates": [
+        [[706000, 5708000], [706100, 5708000], [706100, 5708100], [706000, 5708000]],
+        [[706050, 5708010], [706090, 5708010], [706090, 5708050], [706050, 5708020]]]},
+        "a ring of its geometry does not close: it begins at 706050 5708010 and ends at 706050 5708020"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # GDAL's warnings about each of them, naming no feature
+async def test_a_geometry_gdal_reads_as_none_is_named_with_where_it_goes_wrong(imp_db, tmp_path):
+    """GDAL's GeoJSON reader gives a hand-made geometry it cannot make sense of no geometry (or an empty one)
+    and says why only in a warning that names no feature. The report reads the feature's own text again and
+    says what is wrong and where; the features GDAL did read are not reported."""
+    doc, path = renamed_demo(tmp_path, "hand")
+    doc["features"] += [dict(doc["features"][0], id=f"hand-{k}") for k in range(len(doc["features"]), 9)]
+    expected = {}
+    for index, (geometry, message) in enumerate(HAND_MADE.values(), start=1):
+        feature = doc["features"][index]
+        if message.endswith("member"):
+            del feature["geometry"]
+        else:
+            feature["geometry"] = geometry
+        expected[index] = ("geometry", message)
+    path.write_text(json.dumps(doc))
+    before = await collection_state(imp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, path)
+    issues = {i["index"]: (i["property"], i["message"]) for i in err.value.where["report"]["issues"]}
+    assert issues == expected
+    assert err.value.description.endswith(
+        f"first at feature 1 (hand-1): geometry: {HAND_MADE['a ring of one position'][1]}")
     assert await collection_state(imp_db) == before
 
 

@@ -1,0 +1,118 @@
+"""Why GDAL read no geometry for a GeoJSON file's feature, in words and with where.
+
+GDAL's GeoJSON reader gives a feature whose geometry it cannot make sense of no geometry at all (or an empty
+one), and says why only in a warning that names no feature: a ring of two positions, a position that is not
+numbers, a misspelt type, coordinates nested one level too deep or too shallow. A polygon with holes and a ring
+left open it passes on as it is, and GEOS refuses it without saying which ring. A planner who drew the file by
+hand needs to know which and where. So once the check has found such features, the importer reads the file's
+own text again, as a stream (ijson: memory stays flat for a file of any size), up to the last of them, and
+checks each one's geometry member against GeoJSON (RFC 7946) with geojson-pydantic.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import ijson
+from geojson_pydantic.geometries import Geometry
+from pydantic import TypeAdapter, ValidationError
+
+from service.loader import open_ring
+
+_GEOMETRY: TypeAdapter[Any] = TypeAdapter(Geometry)
+_POSITION = ("Position2D", "Position3D")
+_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection")
+# Lists that geojson-pydantic asks to be that long, by geometry type and depth below `coordinates`.
+_TOO_SHORT = {("LineString", 0): "a line needs at least 2 positions",
+              ("MultiLineString", 1): "a line needs at least 2 positions",
+              ("Polygon", 1): "a ring needs at least 4 positions (the last one repeating the first)",
+              ("MultiPolygon", 2): "a ring needs at least 4 positions (the last one repeating the first)"}
+
+
+def geometry_problems(path: str | Path, wanted: dict[int, str]) -> dict[int, str]:
+    """For the features at these indexes (0-based, in file order; each with the id the import read for it,
+    or ""), what is wrong with their geometry member, where that can be told. A feature whose geometry is
+    a correct GeoJSON geometry is left out: GDAL had another reason. If the file's features do not line up
+    with what GDAL read (an id differs), nothing is said rather than something wrong."""
+    found: dict[int, str] = {}
+    last = max(wanted, default=-1)
+    with open(path, "rb") as handle:
+        for index, feature in enumerate(ijson.items(handle, "features.item", use_float=True)):
+            if index > last:
+                break
+            if index not in wanted:
+                continue
+            if not isinstance(feature, dict):
+                return {}
+            fid = feature.get("id")
+            if fid is not None and wanted[index] and str(fid) != wanted[index]:
+                return {}
+            problem = ("the feature has no geometry member" if "geometry" not in feature
+                       else geometry_problem(feature["geometry"]))
+            if problem:
+                found[index] = problem
+    return found
+
+
+def geometry_problem(raw: Any) -> str | None:
+    """What is wrong with a GeoJSON geometry, or None if nothing is."""
+    if raw is None:
+        return "no geometry (null)"
+    if not isinstance(raw, dict):
+        return f"the geometry is not a GeoJSON geometry object but {_shown(raw)}"
+    if unclosed := open_ring(raw):  # which ring, where GDAL's WKB of a polygon with holes could not tell
+        return unclosed
+    try:
+        with warnings.catch_warnings():  # geojson-pydantic's advice on GeometryCollections of one geometry
+            warnings.simplefilter("ignore")
+            _GEOMETRY.validate_python(raw)
+    except ValidationError as exc:
+        return _in_words(exc.errors()[0], raw)
+    return None
+
+
+def _in_words(error: Any, raw: dict[str, Any]) -> str:
+    kind, loc, ctx = error["type"], list(error["loc"]), error.get("ctx") or {}
+    if kind == "union_tag_invalid":
+        return (f"type {_shown(raw.get('type'))} is not a GeoJSON geometry type (one of "
+                f"{ctx.get('expected_tags', '')})")
+    if kind == "union_tag_not_found":
+        return "the geometry has no type"
+    if _POSITION[0] in loc or _POSITION[1] in loc:  # inside a position: say what the position is
+        path = loc[:next(i for i, part in enumerate(loc) if part in _POSITION)]
+        return (f"{_where(path)}: a position is 2 or 3 numbers (x, y, and z if any), not "
+                f"{_shown(_at(raw, path))}")
+    where = _where(loc)
+    if kind == "missing":
+        return f"{where}: missing"
+    if kind == "too_short" and "coordinates" in loc:
+        last = len(loc) - 1 - loc[::-1].index("coordinates")
+        tag = loc[last - 1] if last and loc[last - 1] in _TYPES else raw.get("type")
+        need = _TOO_SHORT.get((tag, len(loc) - last - 1), f"needs at least {ctx.get('min_length')} items")
+        return f"{where}: {need}, not {ctx.get('actual_length')}"
+    if kind == "list_type":
+        return f"{where}: a list is expected here, not {_shown(_at(raw, loc))}"
+    return f"{where}: {error['msg']}"
+
+
+def _where(loc: list[Any]) -> str:
+    """`coordinates[0][2]`, `geometries[1].coordinates`: where in the geometry member (without the union's tags,
+    which pydantic puts in its locations)."""
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc if part not in _TYPES)
+    return path.lstrip(".") or "geometry"
+
+
+def _at(raw: Any, path: list[Any]) -> Any:
+    for part in (p for p in path if p not in _TYPES):
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
