@@ -57,6 +57,8 @@ class Collection:
     updated: dt.datetime | None
     # (collection pk, municipality slug) of every stored collection this one reads from.
     members: list[tuple[int, str]]
+    # What caches and ETags key its data on: each member's row, version and when that version was made
+    # (service.sql.catalog.VERSION_KEY), so no other collection, nor this one at another time, shares it.
     version: str
     feature_count: int
     bbox: tuple[float, float, float, float] | None
@@ -164,7 +166,7 @@ def build_catalog(rows: list[asyncpg.Record]) -> Catalog:
             id=r["slug"], title=r["title"], description=r["description"], layer_type=types[r["layer_type"]],
             licence=r["licence"], attribution=r["attribution"], keywords=list(r["keywords"]),
             visibility=r["visibility"], created=r["created_at"], updated=r["updated_at"],
-            members=[(r["pk"], slug)], version=str(r["version"]), feature_count=r["feature_count"],
+            members=[(r["pk"], slug)], version=r["version_key"], feature_count=r["feature_count"],
             bbox=tuple(r["bbox"]) if r["bbox"] else None,
             temporal=(r["temporal_start"], r["temporal_end"]) if r["temporal_start"] else None,
             history_from=r["history_from"], history_pruned_through=r["history_pruned_through"],

@@ -189,8 +189,8 @@ def collections_set(
             await lock_collection(conn, "cli", row["id"])
             return await describe_collection(conn, row["id"], changes)
 
-    version = asyncio.run(with_conn(dsn_of(url), work))
-    console.print(f"[green]{collection} changed ({', '.join(changes)}); version {version}[/]")
+    changed = asyncio.run(with_conn(dsn_of(url), work))
+    console.print(f"[green]{collection} changed ({', '.join(changes)}); version {changed['version']}[/]")
 
 
 @collections_app.command("delete")

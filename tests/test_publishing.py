@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 import httpx
 import jwt
+import mapbox_vector_tile
 import pytest
 import shapely
 import shapely.geometry
@@ -25,6 +26,7 @@ from pyproj import Transformer
 
 from service.main import create_app
 from service.settings import AuthSettings
+from service.tiles import matrix_sets
 from tests.conftest import ROOT, run_qgis, serve_in_thread, settings_for
 
 ISSUER = "https://login.example-kommune.de/realms/geotwin"
@@ -239,6 +241,43 @@ async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
     listing = (await client.get("/municipalities/halle/collections", headers=admin)).json()
     assert "entwurf" not in {c["id"] for c in listing["collections"]}
     assert (await client.delete(path, headers={**admin, "If-Match": "*"})).status_code == 404
+
+
+async def test_a_collection_made_again_under_its_old_id_shows_its_own_data(pub, keys):
+    """An admin deletes a collection and makes it again under the same id (to start over), then loads it the
+    way the first one was loaded: it counts the same number of changes as the first one did. Its tiles,
+    items and metadata must not answer with the first one's (from the tile cache, or as a 304 to the ETag a
+    map or browser kept): caches key on the collection itself, not only on how often it changed."""
+    _, client = pub
+    admin, editor = auth(keys["halle_admin"]), auth(keys["halle_editor"])
+    path = "/municipalities/halle/collections/neuanfang"
+    tile = matrix_sets()["WebMercatorQuad"].tile(11.952, 51.472, 14)
+    tile_url = f"{path}/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}"
+    urls = (tile_url, f"{path}/items", f"{path}/items/n-1", path)
+
+    async def made_and_loaded(name: str) -> dict[str, httpx.Response]:
+        r = await client.post("/municipalities/halle/collections", headers=admin, json={
+            "id": "neuanfang", "title": "Neuanfang", "layer_type": "commercial-site", "visibility": "public"})
+        assert r.status_code == 201, r.text
+        r = await client.post(f"{path}/items", headers={**editor, **GEOJSON},
+                              content=json.dumps(site("n-1", 11.95, 51.47, name=name)))
+        assert r.status_code == 201, r.text
+        return {url: await client.get(url) for url in urls}
+
+    first = await made_and_loaded("Erster Versuch")
+    assert all(r.status_code == 200 for r in first.values())
+    r = await client.delete(path, headers={**admin, "If-Match": first[path].headers["etag"]})
+    assert r.status_code == 204, r.text
+    second = await made_and_loaded("Zweiter Versuch")
+    assert (await client.get(f"{path}/items/n-1")).json()["properties"]["name"] == "Zweiter Versuch"
+    layer = mapbox_vector_tile.decode(second[tile_url].content)["neuanfang"]
+    assert [f["properties"]["name"] for f in layer["features"]] == ["Zweiter Versuch"], "the first one's tile"
+    for url in urls:
+        assert second[url].headers["etag"] != first[url].headers["etag"], url
+        again = await client.get(url, headers={"If-None-Match": first[url].headers["etag"]})
+        assert again.status_code == 200, f"{url}: the first collection's copy would be kept"
+    r = await client.delete(path, headers={**admin, "If-Match": second[path].headers["etag"]})
+    assert r.status_code == 204, r.text
 
 
 async def test_the_cli_lists_describes_anew_and_deletes_collections(cluster, pub, keys):

@@ -144,9 +144,9 @@ async def change_collection(request: Request, scope: ScopeDep, collection_id: Co
                for name in DESCRIBABLE if name in given}
     async with connection(scope.pool) as conn, conn.transaction():
         await _locked_current(request, scope, conn, c)
-        version = await describe_collection(conn, c.members[0][0], changes)
+        changed = await describe_collection(conn, c.members[0][0], changes)
     request.app.state.catalog_cache.invalidate()
-    return Response(status_code=204, headers={"ETag": _collection_etag(request, scope, c, version)})
+    return Response(status_code=204, headers={"ETag": _collection_etag(request, scope, c, changed["key"])})
 
 
 @router.delete("/municipalities/{municipality}/collections/{collectionId}",
@@ -164,9 +164,9 @@ async def remove_collection(request: Request, scope: ScopeDep, collection_id: Co
     return Response(status_code=204)
 
 
-def _collection_etag(request: Request, scope: Scope, c: Collection, version: int, fmt: str = "json") -> str:
-    """The ETag `GET …/collections/{id}` gives (service.routers.ogc.describe_collection) at this version."""
-    return etag_for(base_url(request) + scope.dataset.path, c.id, str(version), fmt)
+def _collection_etag(request: Request, scope: Scope, c: Collection, version: str, fmt: str = "json") -> str:
+    """The ETag `GET …/collections/{id}` gives (service.routers.ogc.describe_collection) at this version key."""
+    return etag_for(base_url(request) + scope.dataset.path, c.id, version, fmt)
 
 
 async def _locked_current(request: Request, scope: Scope, conn: asyncpg.Connection, c: Collection) -> None:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncpg
 
-CATALOG = """
-SELECT c.id AS pk, c.slug, c.title, c.description, c.layer_type, c.licence, c.attribution, c.keywords,
+# What caches and ETags key a collection's data on (service.catalog.Collection.version): its row, its version
+# and when that version was made. The version alone repeats: a collection deleted and made again under its id
+# counts from 1 again, and a database restored from a backup counts on from the backup's versions while maps
+# and proxies still hold ETags of the versions it lost.
+VERSION_KEY = "{t}id || '-' || {t}version || '-' || (extract(epoch FROM {t}updated_at) * 1000000)::bigint"
+
+CATALOG = f"""
+SELECT c.id AS pk, {VERSION_KEY.format(t="c.")} AS version_key,
+       c.slug, c.title, c.description, c.layer_type, c.licence, c.attribution, c.keywords,
        c.visibility, c.created_at, c.updated_at, c.version, c.feature_count, c.bbox,
        c.temporal_start, c.temporal_end, c.history_from, c.history_pruned_through,
        m.id AS m_pk, m.slug AS m_slug, m.name AS m_name, m.ags AS m_ags, m.state AS m_state, m.crs AS m_crs,

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from service.models import STORAGE_SRID
-from service.sql.catalog import DEFER, defer_refresh, refresh_collection
+from service.sql.catalog import DEFER, VERSION_KEY, defer_refresh, refresh_collection
 
 # The service sets a feature's validity columns from its properties itself (LayerType.validity_of): its
 # transactions say so, and the database's trigger that does the same for other writers (migration 0015) stays
@@ -68,21 +68,25 @@ DESCRIBABLE = {"title": None, "description": "", "licence": "", "attribution": "
                "visibility": "public"}
 
 
-async def lock_collection(conn: asyncpg.Connection, subject: str, collection_pk: int) -> int | None:
+async def lock_collection(conn: asyncpg.Connection, subject: str, collection_pk: int) -> str | None:
     """Hold the collection's row against every other writer (imports and edits take it first) until commit,
-    recording `subject` as the actor; its version, None when it is gone."""
+    recording `subject` as the actor; its version key (service.sql.catalog.VERSION_KEY), None when it is gone."""
     await act_as(conn, subject)
-    return await conn.fetchval("SELECT version FROM collection WHERE id = $1 FOR UPDATE", collection_pk)
+    return await conn.fetchval(f"SELECT {VERSION_KEY.format(t='')} FROM collection WHERE id = $1 FOR UPDATE",
+                               collection_pk)
 
 
-async def describe_collection(conn: asyncpg.Connection, collection_pk: int, changes: dict[str, Any]) -> int:
-    """Change what DESCRIBABLE names; the version moves on, so ETags, tiles and caches follow. The new version."""
+async def describe_collection(conn: asyncpg.Connection, collection_pk: int,
+                              changes: dict[str, Any]) -> asyncpg.Record:
+    """Change what DESCRIBABLE names; the version moves on, so ETags, tiles and caches follow. The new
+    version and its key (service.sql.catalog.VERSION_KEY)."""
     unknown = set(changes) - set(DESCRIBABLE)
     if unknown:
         raise ValueError(f"not describable: {sorted(unknown)}")
     sets = "".join(f"{name} = ${i}, " for i, name in enumerate(changes, start=2))
-    return await conn.fetchval(f"UPDATE collection SET {sets}version = version + 1, updated_at = now() "
-                               "WHERE id = $1 RETURNING version", collection_pk, *changes.values())
+    return await conn.fetchrow(f"UPDATE collection SET {sets}version = version + 1, updated_at = now() "
+                               f"WHERE id = $1 RETURNING version, {VERSION_KEY.format(t='')} AS key",
+                               collection_pk, *changes.values())
 
 
 async def delete_collection(conn: asyncpg.Connection, collection_pk: int) -> None:
