@@ -82,8 +82,10 @@ def _in_words(error: Any, raw: dict[str, Any]) -> str:
         return "the geometry has no type"
     if _POSITION[0] in loc or _POSITION[1] in loc:  # inside a position: say what the position is
         path = loc[:next(i for i, part in enumerate(loc) if part in _POSITION)]
-        return (f"{_where(path)}: a position is 2 or 3 numbers (x, y, and z if any), not "
-                f"{_shown(_at(raw, path))}")
+        found = _at(raw, path)
+        hint = (" (are the coordinates nested one level too shallow?)"
+                if isinstance(found, int | float) and not isinstance(found, bool) else "")
+        return f"{_where(path)}: a position is 2 or 3 numbers (x, y, and z if any), not {_shown(found)}{hint}"
     where = _where(loc)
     if kind == "missing":
         return f"{where}: missing"

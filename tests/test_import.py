@@ -289,7 +289,8 @@ HAND_MADE = {
     "a multipolygon one level too shallow": (
         {"type": "MultiPolygon", "coordinates": [[[706000, 5708000], [706100, 5708000], [706100, 5708100],
                                                   [706000, 5708000]]]},
-        "coordinates[0][0][0]: a position is 2 or 3 numbers (x, y, and z if any), not 706000"),
+        "coordinates[0][0][0]: a position is 2 or 3 numbers (x, y, and z if any), not 706000 (are the coordinates "
+        "nested one level too shallow?)"),
     "a position with text": ({"type": "Polygon", "coordinates": [[[706000, 5708000], ["706100", "5708000,5"],
                                                                    [706100, 5708100], [706000, 5708000]]]},
                              "coordinates[0][1]: a position is 2 or 3 numbers (x, y, and z if any), not "
