@@ -38,11 +38,12 @@ import pyarrow.compute as pc
 import pyogrio
 import shapely
 
-from service import geojsonfile, xplan
+from service import geojsoncheck, xplan
 from service.crs import Crs, to_lonlat
 from service.errors import Conflict, InvalidData, InvalidParameter
+from service.geojsoncheck import ring_not_closed
 from service.layertypes import LayerType
-from service.loader import FeatureIssue, id_problem, ring_not_closed
+from service.loader import FeatureIssue, id_problem
 from service.models import STORAGE_SRID
 from service.sources import (
     WORK_PREFIX,
@@ -307,7 +308,7 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
 
 # What GDAL's reader gave when it read no geometry, or none it could make sense of, or one GEOS cannot read (in
 # GEOS's words), or a polygon with a ring left open (which one, the WKB of one with holes does not tell): for a
-# GeoJSON file the import then reads the feature's own text to say more (service.geojsonfile).
+# GeoJSON file the import then reads the feature's own text to say more (service.geojsoncheck).
 NOTHING_READ = "no geometry (or one that GDAL cannot read)"
 EMPTY = "empty geometry"
 SOME_RING_OPEN = "a ring of its geometry does not close: its first and last points differ"
@@ -596,13 +597,13 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
 
 def _explain_geometries(source: str, issues: IssueLog) -> None:
     """Say why GDAL read no geometry (or an empty one, or one with some ring open) for the GeoJSON features
-    reported so, where their own text tells (service.geojsonfile)."""
+    reported so, where their own text tells (service.geojsoncheck)."""
     unread = {issue.index: issue.fid for issue in issues.kept if issue.property == "geometry" and (
         issue.message in (NOTHING_READ, EMPTY, SOME_RING_OPEN) or issue.message.startswith(CANNOT_READ))}
     if not unread:
         return
     try:
-        found = geojsonfile.geometry_problems(source, unread)
+        found = geojsoncheck.geometry_problems(source, unread)
     except (ijson.JSONError, ValueError, OSError):  # GDAL read it; if this cannot, the report stays as it is
         return
     issues.kept = [dataclasses.replace(issue, message=found[issue.index])

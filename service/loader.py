@@ -18,6 +18,7 @@ from shapely.geometry import shape
 
 from service.crs import CRS84, Crs, inside_definition, resolve, srid_from_name
 from service.errors import InvalidData
+from service.geojsoncheck import geometry_problem, open_ring
 from service.layertypes import LayerType, registry
 from service.sql.write import FeatureRow, upsert_collection, upsert_municipality, write_features
 
@@ -108,8 +109,8 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
         return None, f"{unclosed} (send ?repair=true to have it closed)"
     try:
         geom = shapely.force_2d(shape(raw))
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.GEOSException) as exc:
-        return None, f"not a GeoJSON geometry: {exc}"
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
+        return None, geometry_problem(raw) or f"not a GeoJSON geometry: {exc}"
     allowed = layer.geometry_types
     if geom.is_empty:
         return None, "empty geometry"
@@ -136,27 +137,6 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
             kinds = " or ".join(allowed or ["geometry"])
             return None, f"invalid geometry that cannot be repaired into a {kinds}: {reason}"
     return geom, None
-
-
-def open_ring(raw: dict) -> str:
-    """What is wrong with the first ring of a GeoJSON (Multi)Polygon whose last position is not its first; ""
-    when all close. Shapely closes such a ring without a word, with a line from its last point back to the
-    first: a repair, made only when asked (RFC 7946 §3.1.6: the first and last positions are identical; an
-    import refuses such a ring too)."""
-    coords = raw.get("coordinates")
-    polygons = [coords] if raw.get("type") == "Polygon" else coords if raw.get("type") == "MultiPolygon" else []
-    for polygon in polygons if isinstance(polygons, list) else []:
-        for ring in polygon if isinstance(polygon, list) else []:
-            if isinstance(ring, list) and len(ring) >= 2:
-                first, last = ring[0], ring[-1]
-                if isinstance(first, list) and isinstance(last, list) and first != last:
-                    return ring_not_closed(*(" ".join(str(v) for v in end) for end in (first, last)))
-    return ""
-
-
-def ring_not_closed(begins: str, ends: str) -> str:
-    """The problem of a ring that does not close, as every reader (edits, imports, XPlanGML) names it."""
-    return f"a ring of its geometry does not close: it begins at {begins} and ends at {ends}"
 
 
 def _repaired(geom: Any) -> Any:

@@ -39,7 +39,8 @@ import pyogrio
 
 from service.crs import resolve
 from service.errors import InvalidData, InvalidParameter
-from service.loader import FeatureIssue, ring_not_closed
+from service.geojsoncheck import ring_not_closed
+from service.loader import FeatureIssue
 from service.sources import WORK_PREFIX
 
 LAYER_TYPE = "planning-zone"

@@ -512,6 +512,31 @@ async def test_bad_bodies_are_refused_clearly_and_write_nothing(pub, keys, body,
     assert await count(client) == before
 
 
+@pytest.mark.parametrize("geometry, message", [
+    ({"type": "Polgon", "coordinates": [[[12, 51], [12.01, 51], [12.01, 51.01], [12, 51]]]},  # was a 500
+     "type 'Polgon' is not a GeoJSON geometry type (one of 'Point', 'MultiPoint', 'LineString', 'MultiLineString', "
+     "'Polygon', 'MultiPolygon', 'GeometryCollection')"),
+    ({"type": "Polygon", "coordinates": [[12, 51], [12.01, 51], [12.01, 51.01], [12, 51]]},
+     "coordinates[0][0]: a position is 2 or 3 numbers (x, y, and z if any), not 12 (are the coordinates nested one "
+     "level too shallow?)"),
+    ({"type": "Polygon", "coordinates": [[[12, 51]]]},
+     "coordinates[0]: a ring needs at least 4 positions (the last one repeating the first), not 1"),
+    ({"type": "Polygon", "coordinates": [[[12, 51], [12.01], [12.01, 51.01], [12, 51]]]},
+     "coordinates[0][1]: a position is 2 or 3 numbers (x, y, and z if any), not [12.01]"),
+    ({"type": "Polygon"}, "coordinates: missing"),
+])
+async def test_a_geometry_that_is_no_geojson_is_named_with_what_is_wrong_and_where(pub, keys, geometry, message):
+    """What Shapely cannot make a geometry of is checked against GeoJSON (RFC 7946), as a file's features are
+    on import: the answer says what is wrong and where in `coordinates`, not Shapely's exception."""
+    _, client = pub
+    before = await count(client)
+    r = await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
+                          content=json.dumps(site("kaputt") | {"geometry": geometry}))
+    assert r.status_code == 422, r.text
+    assert r.json()["property"] == "geometry" and r.json()["issues"][0]["message"] == message, r.json()
+    assert await count(client) == before
+
+
 async def test_invalid_geometry_is_repaired_only_when_asked(pub, keys):
     _, client = pub
     bowtie = site("bowtie") | {"geometry": {"type": "Polygon", "coordinates": [

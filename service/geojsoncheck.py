@@ -1,7 +1,8 @@
-"""Why GDAL read no geometry for a GeoJSON file's feature, in words and with where.
+"""What is wrong with a GeoJSON geometry, in words and with where: for edits (service.loader) and imports.
 
-GDAL's GeoJSON reader gives a feature whose geometry it cannot make sense of no geometry at all (or an empty
-one), and says why only in a warning that names no feature: a ring of two positions, a position that is not
+An edit's body is checked here when Shapely cannot make a geometry of it. An import's file is read by GDAL,
+whose GeoJSON reader gives a feature whose geometry it cannot make sense of no geometry at all (or an empty
+one), and says why only in a warning that names no feature: a ring of one position, a position that is not
 numbers, a misspelt type, coordinates nested one level too deep or too shallow. A polygon with holes and a ring
 left open it passes on as it is, and GEOS refuses it without saying which ring. A planner who drew the file by
 hand needs to know which and where. So once the check has found such features, the importer reads the file's
@@ -18,8 +19,6 @@ from typing import Any
 import ijson
 from geojson_pydantic.geometries import Geometry
 from pydantic import TypeAdapter, ValidationError
-
-from service.loader import open_ring
 
 _GEOMETRY: TypeAdapter[Any] = TypeAdapter(Geometry)
 _POSITION = ("Position2D", "Position3D")
@@ -71,6 +70,27 @@ def geometry_problem(raw: Any) -> str | None:
     except ValidationError as exc:
         return _in_words(exc.errors()[0], raw)
     return None
+
+
+def open_ring(raw: dict) -> str:
+    """What is wrong with the first ring of a GeoJSON (Multi)Polygon whose last position is not its first; ""
+    when all close. Shapely closes such a ring without a word, with a line from its last point back to the
+    first: a repair, made only when asked (RFC 7946 §3.1.6: the first and last positions are identical; an
+    import refuses such a ring too)."""
+    coords = raw.get("coordinates")
+    polygons = [coords] if raw.get("type") == "Polygon" else coords if raw.get("type") == "MultiPolygon" else []
+    for polygon in polygons if isinstance(polygons, list) else []:
+        for ring in polygon if isinstance(polygon, list) else []:
+            if isinstance(ring, list) and len(ring) >= 2:
+                first, last = ring[0], ring[-1]
+                if isinstance(first, list) and isinstance(last, list) and first != last:
+                    return ring_not_closed(*(" ".join(str(v) for v in end) for end in (first, last)))
+    return ""
+
+
+def ring_not_closed(begins: str, ends: str) -> str:
+    """The problem of a ring that does not close, as every reader (edits, imports, XPlanGML) names it."""
+    return f"a ring of its geometry does not close: it begins at {begins} and ends at {ends}"
 
 
 def _in_words(error: Any, raw: dict[str, Any]) -> str:
