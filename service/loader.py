@@ -92,6 +92,7 @@ def prepare(features: list[Any], layer: LayerType, crs: Crs | None = None, repai
             issues.append(FeatureIssue(i, fid, "properties", "properties must be a JSON object"))
             continue
         issues += [FeatureIssue(i, fid, p.property, p.message) for p in layer.check(props)]
+        issues += [FeatureIssue(i, fid, name, NUL) for name, value in props.items() if _holds_nul(name, value)]
         geom, problem = _geometry(feat.get("geometry"), layer, crs, repair)
         if problem:
             issues.append(FeatureIssue(i, fid, "geometry", problem))
@@ -99,6 +100,23 @@ def prepare(features: list[Any], layer: LayerType, crs: Crs | None = None, repai
             start, end = layer.validity_of(props)
             rows.append((fid, shapely.to_wkb(geom, include_srid=False), orjson.dumps(props).decode(), start, end))
     return rows, issues
+
+
+# PostgreSQL's text and jsonb cannot hold the character U+0000; a body with it got a 400 naming no property.
+NUL = "text may not hold the character U+0000 (NUL), which the database cannot store"
+
+
+def _holds_nul(name: str, value: Any) -> bool:
+    """Whether a property's name or value (at any depth) holds U+0000."""
+    if "\x00" in name:
+        return True
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k, v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul("", v) for v in value)
+    return False
 
 
 def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tuple[Any, str | None]:

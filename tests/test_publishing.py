@@ -494,6 +494,7 @@ async def test_any_feature_id_gets_links_that_lead_back_to_it(pub, keys):
     (json.dumps(site()).encode(), {"Content-Crs": "<http://www.opengis.net/def/crs/EPSG/0/2056>"}, 400,
      {"parameter": "Content-Crs"}),
     (json.dumps(site(colour="rot")).encode(), {}, 422, {"property": "colour"}),
+    (json.dumps(site(name="Hafen\x00Nord")).encode(), {}, 422, {"property": "name"}),  # PostgreSQL can't store it
     (json.dumps(site("x" * 201)).encode(), {}, 422, {"property": "id"}),
     # /items/Nr. 12%2Fversions would be the versions of "Nr. 12": such a feature could never be read
     (json.dumps(site("Nr. 12/versions")).encode(), {}, 422, {"property": "id"}),
