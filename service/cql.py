@@ -122,7 +122,10 @@ def parse(raw: str, lang: str | None, crs: Crs, queryables: dict[str, Queryable]
         else:
             expr = cql2.parse_text(raw)
         tree = expr.to_json()
-        text = expr.to_text()
+        try:
+            text = expr.to_text()
+        except Exception as exc:  # noqa: BLE001 - cql2 raises a bare Exception for a literal it cannot spell
+            raise _bad(f"filter cannot be read: {_first_line(str(exc))}") from None  # 1e400 is infinity
     except cql2.ParseError as exc:
         raise _syntax_error(str(exc), lang) from None
     except cql2.ValidationError as exc:
@@ -307,6 +310,10 @@ class _Compiler:
         left, right = self._two(op, raw_args)
         if left.kind != "string" or right.kind != "string":
             raise self._mismatch(op, raw_args, left, right)
+        pattern = raw_args[1]
+        if isinstance(pattern, str) and (len(pattern) - len(pattern.rstrip("\\"))) % 2:
+            raise _bad(f"the LIKE pattern {pattern!r} ends with the escape character \\; write \\\\ for a "
+                       "backslash itself")
         return Node("predicate", lambda a, m: f"{left.sql(a, m)} LIKE {right.sql(a, m)}")
 
     def _between(self, op: str, raw_args: list[Any]) -> Node:
