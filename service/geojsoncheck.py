@@ -95,11 +95,12 @@ def ring_not_closed(begins: str, ends: str) -> str:
 
 def _in_words(error: Any, raw: dict[str, Any]) -> str:
     kind, loc, ctx = error["type"], list(error["loc"]), error.get("ctx") or {}
+    inside = f"{_where(loc)}: " if [part for part in loc if part not in _TYPES] else ""  # a collection's member
     if kind == "union_tag_invalid":
-        return (f"type {_shown(raw.get('type'))} is not a GeoJSON geometry type (one of "
+        return (f"{inside}type {_shown(ctx.get('tag', raw.get('type')))} is not a GeoJSON geometry type (one of "
                 f"{ctx.get('expected_tags', '')})")
     if kind == "union_tag_not_found":
-        return "the geometry has no type"
+        return f"{inside}the geometry has no type"
     if _POSITION[0] in loc or _POSITION[1] in loc:  # inside a position: say what the position is
         path = loc[:next(i for i, part in enumerate(loc) if part in _POSITION)]
         found = _at(raw, path)
