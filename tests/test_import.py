@@ -23,6 +23,7 @@ import pytest
 
 from service.errors import GeoTwinError
 from service.export import dbf_names
+from service.geojsoncheck import geometry_problems
 from service.importer import MOVE, import_file
 from service.importer import check_batch as real_check_batch
 from service.jobs import UPLOAD_PREFIX, sweep_uploads
@@ -330,6 +331,17 @@ async def test_a_geometry_gdal_reads_as_none_is_named_with_where_it_goes_wrong(i
     assert err.value.description.endswith(
         f"first at feature 1 (hand-1): geometry: {HAND_MADE['a ring of one position'][1]}")
     assert await collection_state(imp_db) == before
+
+
+def test_the_second_reading_says_nothing_when_the_file_does_not_line_up_with_what_gdal_read(tmp_path):
+    """The feature at an index must carry the id the import read there; if not, the report keeps GDAL's
+    words rather than put another feature's problem under this one's id."""
+    path = tmp_path / "two.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "a", "properties": {}, "geometry": {"type": "Polgon", "coordinates": []}},
+        {"type": "Feature", "properties": {}, "geometry": None}]}))
+    assert geometry_problems(path, {0: "a", 1: "2"}) == {0: HAND_MADE["a misspelt type"][1], 1: "no geometry (null)"}
+    assert geometry_problems(path, {0: "b", 1: "2"}) == {}
 
 
 @pytest.mark.parametrize("bad", ["x" * 201, "Nr. 12/versions"])
