@@ -43,7 +43,7 @@ from service.crs import Crs, to_lonlat
 from service.errors import Conflict, InvalidData, InvalidParameter
 from service.geojsoncheck import ring_not_closed
 from service.layertypes import LayerType
-from service.loader import FeatureIssue, id_problem
+from service.loader import EMPTY, FeatureIssue, id_problem
 from service.models import STORAGE_SRID
 from service.sources import (
     WORK_PREFIX,
@@ -310,7 +310,6 @@ def check_batch(table: Any, geometry_column: str, fids: Any, start: int, layer: 
 # GEOS's words), or a polygon with a ring left open (which one, the WKB of one with holes does not tell): for a
 # GeoJSON file the import then reads the feature's own text to say more (service.geojsoncheck).
 NOTHING_READ = "no geometry (or one that GDAL cannot read)"
-EMPTY = "empty geometry"
 SOME_RING_OPEN = "a ring of its geometry does not close: its first and last points differ"
 CANNOT_READ = "the geometry cannot be read: "  # GEOS's reason follows, in GEOS's words
 

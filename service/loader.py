@@ -102,6 +102,7 @@ def prepare(features: list[Any], layer: LayerType, crs: Crs | None = None, repai
     return rows, issues
 
 
+EMPTY = "empty geometry"  # as edits and imports name it
 # PostgreSQL's text and jsonb cannot hold the character U+0000; a body with it got a 400 naming no property.
 NUL = "text may not hold the character U+0000 (NUL), which the database cannot store"
 
@@ -131,7 +132,7 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
         return None, geometry_problem(raw) or f"not a GeoJSON geometry: {exc}"
     allowed = layer.geometry_types
     if geom.is_empty:
-        return None, "empty geometry"
+        return None, EMPTY
     if allowed and geom.geom_type not in allowed:
         return None, f"{geom.geom_type} is not allowed for {layer.name} ({', '.join(allowed)})"
     coords = shapely.get_coordinates(geom)
