@@ -18,7 +18,7 @@ from shapely.geometry import shape
 
 from service.crs import CRS84, Crs, inside_definition, resolve, srid_from_name
 from service.errors import InvalidData
-from service.geojsoncheck import geometry_problem, open_ring
+from service.geojsoncheck import geometry_problem, holds_other_than_numbers, open_ring
 from service.layertypes import LayerType, registry
 from service.sql.write import FeatureRow, upsert_collection, upsert_municipality, write_features
 
@@ -126,6 +126,8 @@ def _geometry(raw: Any, layer: LayerType, crs: Crs | None, repair: bool) -> tupl
         return None, "missing: every feature needs a geometry"
     if not repair and (unclosed := open_ring(raw)):
         return None, f"{unclosed} (send ?repair=true to have it closed)"
+    if holds_other_than_numbers(raw) and (problem := geometry_problem(raw)):
+        return None, problem
     try:
         geom = shapely.force_2d(shape(raw))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:

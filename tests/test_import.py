@@ -295,7 +295,12 @@ HAND_MADE = {
     "a position with text": ({"type": "Polygon", "coordinates": [[[706000, 5708000], ["706100", "5708000,5"],
                                                                    [706100, 5708100], [706000, 5708000]]]},
                              "coordinates[0][1]: a position is 2 or 3 numbers (x, y, and z if any), not "
-                             "['706100', '5708000,5']"),
+                             "['706100', '5708000,5'] (numbers written as text? RFC 7946 wants them as JSON numbers)"),
+    "numbers written as text": (
+        {"type": "Polygon", "coordinates": [[[706000, 5708000], ["706100", "5708000"], [706100, 5708100],
+                                             [706000, 5708000]]]},
+        "coordinates[0][1]: a position is 2 or 3 numbers (x, y, and z if any), not ['706100', '5708000'] (numbers "
+        "written as text? RFC 7946 wants them as JSON numbers)"),
     "a WKT string": ("POLYGON((706000 5708000, 706100 5708000, 706100 5708100, 706000 5708000))",
                      "the geometry is not a GeoJSON geometry object but 'POLYGON((706000 5708000, 706100 5708000, "
                      "706100 5708100,..."),

@@ -528,6 +528,12 @@ async def test_bad_bodies_are_refused_clearly_and_write_nothing(pub, keys, body,
     ({"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [12, 51]}, {"type": "Polgon"}]},
      "geometries[1]: type 'Polgon' is not a GeoJSON geometry type (one of 'Point', 'MultiPoint', 'LineString', "
      "'MultiLineString', 'Polygon', 'MultiPolygon', 'GeometryCollection')"),
+    # Shapely reads text as numbers without a word (an import refuses them): now refused here too.
+    ({"type": "Polygon", "coordinates": [[[12, 51], ["12.01", "51"], [12.01, 51.01], [12, 51]]]},
+     "coordinates[0][1]: a position is 2 or 3 numbers (x, y, and z if any), not ['12.01', '51'] (numbers written as "
+     "text? RFC 7946 wants them as JSON numbers)"),
+    ({"type": "Point", "coordinates": [12.0, True]},
+     "coordinates: a position is 2 or 3 numbers (x, y, and z if any), not [12.0, True]"),
 ])
 async def test_a_geometry_that_is_no_geojson_is_named_with_what_is_wrong_and_where(pub, keys, geometry, message):
     """What Shapely cannot make a geometry of is checked against GeoJSON (RFC 7946), as a file's features are
