@@ -547,6 +547,28 @@ async def test_a_geometry_that_is_no_geojson_is_named_with_what_is_wrong_and_whe
     assert await count(client) == before
 
 
+@pytest.mark.parametrize("patch, where, words", [
+    ({"type": "Polygon", "coordinates": [[[12, 51], [12.01, 51], [12.01, 51.01], [12, 51]]]}, "coordinates",
+     "a Feature has no member `coordinates`"),
+    ({"type": "Polygon"}, "type", "its `type` is 'Feature', not 'Polygon' (a geometry goes into `geometry`)"),
+    ({"properties": {"name": "x"}, "name": "y"}, "name", "a Feature has no member `name`"),
+    ([{"op": "replace", "path": "/properties/name", "value": "x"}], None, "not an array"),  # a JSON Patch
+    ("name=x", None, "not a string"),
+])
+async def test_a_patch_that_is_no_feature_is_refused_naming_what_is_wrong(pub, keys, patch, where, words):
+    """A bare geometry sent as a patch answered 200 and changed nothing: its `type` was taken for the Feature's."""
+    _, client = pub
+    editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    created = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site()))
+    location = created.headers["location"]
+    got = await client.get(location, headers=auth(keys["halle_editor"]))
+    r = await client.patch(location, content=json.dumps(patch), headers={
+        **auth(keys["halle_editor"]), "If-Match": got.headers["etag"], "Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 400, r.text
+    assert r.json().get("property") == where and words in r.json()["description"], r.json()
+    assert (await client.get(location, headers=auth(keys["halle_editor"]))).json() == got.json()
+
+
 async def test_invalid_geometry_is_repaired_only_when_asked(pub, keys):
     _, client = pub
     bowtie = site("bowtie") | {"geometry": {"type": "Polygon", "coordinates": [

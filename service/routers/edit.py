@@ -113,8 +113,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         c = scope.collection(collection_id)
         expected = _if_match(request)
         patch = await json_body(request, ("application/merge-patch+json", *JSON_TYPES))
-        if not isinstance(patch, dict) or set(patch) - {"type", "id", "geometry", "properties"}:
-            raise InvalidBody("a patch is an object with `properties` (a merge patch) and/or `geometry`")
+        _check_patch(patch)
         if patch.get("id") not in (None, feature_id):
             raise InvalidBody("the feature id cannot be changed", property="id")
         current = await _current(scope, c, feature_id)
@@ -151,6 +150,25 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
 
 
 # ---------------------------------------------------------------- helpers
+
+PATCH_MEMBERS = ("type", "id", "geometry", "properties")
+
+
+def _check_patch(patch: Any) -> None:
+    """A patch is (part of) a Feature. A bare geometry (`{"type": "Polygon", ...}`) or a member that is not a
+    Feature's would otherwise change nothing, or not what was meant, and answer 200 all the same."""
+    shape = "a patch is an object with `properties` (a merge patch) and/or `geometry`"
+    if not isinstance(patch, dict):
+        kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+        kind = kinds.get(type(patch), "a number")
+        raise InvalidBody(f"{shape}, not {kind}")
+    if unknown := [key for key in patch if key not in PATCH_MEMBERS]:
+        raise InvalidBody(f"{shape}; a Feature has no member {', '.join(f'`{k}`' for k in unknown)}",
+                          property=unknown[0])
+    if patch.get("type", "Feature") != "Feature":
+        raise InvalidBody(f"{shape}: its `type` is 'Feature', not {patch['type']!r} (a geometry goes into "
+                          "`geometry`)", property="type")
+
 
 def _subject(scope: Scope) -> str:
     return scope.principal.subject if scope.principal else "anonymous"
