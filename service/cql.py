@@ -311,6 +311,8 @@ class _Compiler:
         if left.kind != "string" or right.kind != "string":
             raise self._mismatch(op, raw_args, left, right)
         pattern = raw_args[1]
+        while isinstance(pattern, dict) and str(pattern.get("op", "")).lower() == "casei" and pattern.get("args"):
+            pattern = pattern["args"][0]  # CASEI('%\\') is as much a pattern as '%\\'
         if isinstance(pattern, str) and (len(pattern) - len(pattern.rstrip("\\"))) % 2:
             raise _bad(f"the LIKE pattern {pattern!r} ends with the escape character \\; write \\\\ for a "
                        "backslash itself")

@@ -189,9 +189,15 @@ def install(app: FastAPI) -> None:
         return _json(exc.status_code, {"code": code, "description": str(exc.detail)}, headers=headers or None)
 
     @app.exception_handler(asyncpg.exceptions.DataError)
-    async def _data(_: Request, exc: Exception) -> Response:
+    async def _data(request: Request, exc: Exception) -> Response:
         # SQLSTATE class 22 (a value out of range, NUL in text, …): the input is at fault, and nothing was
         # written (the statement failed). The parsers should have refused it by name; this is the net below.
+        if isinstance(exc, asyncpg.exceptions.InvalidEscapeSequenceError) and "filter" in request.query_params:
+            # A LIKE pattern that ends in a backslash, only known once the pattern is computed (a property's
+            # value on the right of LIKE): the filter's fault, not the database's.
+            return _json(400, {"code": "InvalidParameterValue", "parameter": "filter",
+                               "description": "a LIKE pattern ends with the escape character \\; write \\\\ for a "
+                                              "backslash itself"})
         return _json(400, {"code": "InvalidParameterValue",
                            "description": f"a value the database cannot take: {str(exc)[:200]}"})
 

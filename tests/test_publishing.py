@@ -569,6 +569,17 @@ async def test_a_patch_that_is_no_feature_is_refused_naming_what_is_wrong(pub, k
     assert (await client.get(location, headers=auth(keys["halle_editor"]))).json() == got.json()
 
 
+async def test_a_like_pattern_taken_from_a_property_that_ends_in_a_backslash_names_the_filter(pub, keys):
+    """LIKE with a property on its right takes each feature's value as the pattern: only the database finds
+    one that ends in the escape character. Its error names the filter too."""
+    _, client = pub
+    await client.post(f"{SITES}/items", headers={**auth(keys["halle_editor"]), **GEOJSON},
+                      content=json.dumps(site("backslash", name="Lager C:\\")))
+    r = await client.get(f"{SITES}/items", params={"filter": "name LIKE name"}, headers=auth(keys["halle_editor"]))
+    assert r.status_code == 400, r.text
+    assert r.json()["parameter"] == "filter" and "escape character" in r.json()["description"], r.json()
+
+
 async def test_invalid_geometry_is_repaired_only_when_asked(pub, keys):
     _, client = pub
     bowtie = site("bowtie") | {"geometry": {"type": "Polygon", "coordinates": [
