@@ -117,14 +117,28 @@ def keys_revoke(key_id: int, url: UrlOpt = None) -> None:
 
 
 @municipality_app.command("add")
-def municipality_add(slug: str, name: str, ags: str, state: str,
-                     crs: Annotated[int, typer.Option(help="25832 or 25833")] = 25832, url: UrlOpt = None) -> None:
-    """Onboard a municipality: `geotwin municipality add saalekreis "Saalekreis" 15088 Sachsen-Anhalt`."""
+def municipality_add(
+        slug: str, name: str,
+        ags: Annotated[str, typer.Argument(help="Amtlicher Gemeindeschlüssel: 8 digits, or 5 for a district")],
+        state: Annotated[str | None, typer.Argument(help="the Land; by default the AGS's")] = None,
+        crs: Annotated[str | None, typer.Option(help="25832 or 25833; by default the Land's official CRS")] = None,
+        url: UrlOpt = None) -> None:
+    """Onboard a municipality (or describe it anew): `geotwin municipality add saalekreis "Saalekreis" 15088`."""
+    from pydantic import ValidationError
+
+    from service.onboarding import NewMunicipality
     from service.sql.write import upsert_municipality
 
-    pk = asyncio.run(with_conn(dsn_of(url), lambda conn: upsert_municipality(conn, slug, name, ags, state, crs)))
-    console.print(f"[green]municipality {slug} ({pk}) ready; create its first key with "
-                  f"`geotwin keys create --municipality {slug} --role admin`[/]")
+    try:
+        m = NewMunicipality(slug=slug, name=name, ags=ags, state=state, crs=crs)
+    except ValidationError as exc:  # as the admin endpoint refuses it, in the same words
+        first = exc.errors()[0]
+        raise typer.BadParameter(first["msg"], param_hint=str(first["loc"][0]).upper()) from None
+    pk = asyncio.run(with_conn(dsn_of(url), lambda conn: upsert_municipality(conn, m.slug, m.name, m.ags, m.state,
+                                                                             m.crs)))
+    console.print(f"[green]municipality {m.slug} ({pk}) ready: {m.name}, {m.state}, AGS {m.ags}, data in "
+                  f"EPSG:{m.crs}; create its first key with `geotwin keys create --municipality {m.slug} "
+                  "--role admin`[/]")
 
 
 CollectionRef = Annotated[str, typer.Argument(help="municipality/collection, e.g. halle/commercial-sites")]

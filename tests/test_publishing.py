@@ -185,6 +185,49 @@ async def test_platform_admin_onboards_a_municipality_whose_admin_then_works(pub
     assert r.status_code == 400
 
 
+@pytest.mark.parametrize("body, where, words", [
+    ({"slug": "Bad Slug!"}, "slug", "a slug is lower-case letters (a-z), digits and hyphens"),
+    ({"ags": "1508"}, "ags", "an AGS has 8 digits (a municipality's, e.g. 15002000) or 5 (a district's"),
+    ({"ags": "1500300"}, "ags", "not '1500300'"),  # 7 digits: was taken
+    ({"ags": "99088"}, "ags", "an AGS begins with its Land's key, 01 to 16, not 99"),
+    ({"state": "Sachsen"}, "state", "AGS 15084 lies in Sachsen-Anhalt (its first two digits, 15), not in 'Sachsen'"),
+    ({"crs": 4326}, "crs", "25832 or 25833"),
+    ({"crs": "EPSG:3857"}, "crs", "25832 or 25833"),
+])
+async def test_onboarding_refuses_a_municipality_described_wrongly_by_name(pub, keys, body, where, words):
+    _, client = pub
+    r = await client.post("/admin/municipalities", headers=auth(keys["platform"]),
+                          json={"slug": "burgenlandkreis", "name": "Burgenlandkreis", "ags": "15084"} | body)
+    assert r.status_code == 400, r.text
+    assert r.json()["property"] == where and words in r.json()["description"], r.json()
+    assert (await client.get("/municipalities/burgenlandkreis")).status_code == 404
+
+
+async def test_onboarding_takes_the_state_and_crs_from_the_ags_when_not_given(pub, keys, cluster):
+    """The AGS's first two digits are the Land's key: Nordsachsen (14730) lies in Sachsen, whose data arrives
+    in ETRS89 / UTM 33N. `geotwin municipality add` checks the same way and says so without a traceback."""
+    _, client = pub
+    r = await client.post("/admin/municipalities", headers=auth(keys["platform"]),
+                          json={"slug": "nordsachsen", "name": "Nordsachsen", "ags": "14730"})
+    assert r.status_code == 201, r.text
+    assert (r.json()["state"], r.json()["crs"]) == ("Sachsen", 25833)
+    r = await client.post("/admin/municipalities", headers=auth(keys["platform"]), json={
+        "slug": "altenburger-land", "name": "Altenburger Land", "ags": "16077", "state": "th",
+        "crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})
+    assert (r.status_code, r.json()["state"], r.json()["crs"]) == (201, "Thüringen", 25832), r.text
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "geotwin", "PGDATABASE": "geotwin_pub",
+           "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    geotwin = str(ROOT / ".venv" / "bin" / "geotwin")
+    wrong = subprocess.run([geotwin, "municipality", "add", "anhalt-bitterfeld", "Anhalt-Bitterfeld", "1508"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "Invalid value for AGS: an AGS has 8 digits" in " ".join(wrong.stderr.replace("│", " ").split())
+    done = subprocess.run([geotwin, "municipality", "add", "anhalt-bitterfeld", "Anhalt-Bitterfeld", "15082"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Anhalt-Bitterfeld, Sachsen-Anhalt, AGS 15082, data in EPSG:25832" in done.stdout, done.stdout
+
+
 async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
     """A municipality's admin fixes a title, makes an internal collection public (and back), and deletes a
     collection with its features, each with the ETag last read; editors and neighbours may not."""

@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.cache import etag_for
 from service.catalog import Collection
@@ -17,7 +17,7 @@ from service.db import connection
 from service.deps import CollectionId, Scope, municipality_scope
 from service.errors import Conflict, InvalidParameter, NotFound, PreconditionFailed, PreconditionRequired
 from service.layertypes import registry
-from service.models import SLUG_PATTERN
+from service.onboarding import NewMunicipality, Slug, Text
 from service.responses import base_url
 from service.sql.keys import create_key, list_keys, revoke_key
 from service.sql.write import (
@@ -33,20 +33,8 @@ router = APIRouter(tags=["administration"])
 ScopeDep = Annotated[Scope, Depends(municipality_scope)]
 
 
-# Text PostgreSQL can store: anything but NUL (which no text column holds).
-Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
-
-
-class NewMunicipality(BaseModel):
-    slug: str = Field(pattern=SLUG_PATTERN, examples=["saalekreis"])
-    name: Text = Field(min_length=1, max_length=200)
-    ags: str = Field(pattern=r"^[0-9]{5,8}$", description="Amtlicher Gemeindeschlüssel")
-    state: Text = Field(min_length=1, max_length=100)
-    crs: Literal[25832, 25833] = Field(description="official CRS its data arrives in")
-
-
 class NewCollection(BaseModel):
-    id: str = Field(pattern=SLUG_PATTERN)
+    id: Slug
     title: Text = Field(min_length=1, max_length=300)
     layer_type: str
     description: Text = ""
