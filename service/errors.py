@@ -166,6 +166,8 @@ def install(app: FastAPI) -> None:
             where = {"parameter": loc[-1]}
         elif loc and loc[0] == "body" and len(loc) > 1:  # a JSON body's member, e.g. `keywords.2`
             where = {"property": ".".join(loc[1:])}
+            if first.get("type") == "extra_forbidden":  # a misspelt member would otherwise be dropped unseen
+                message = "not a member this body takes (misspelt?)"
             message = f"{where['property']}: {message}"
         else:
             where = {}

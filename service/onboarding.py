@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
@@ -62,6 +63,7 @@ def _epsg(value: Any) -> Any:
 
 
 class NewMunicipality(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     slug: Slug = Field(examples=["saalekreis"])
     name: Text = Field(min_length=1, max_length=200)
     ags: str = Field(json_schema_extra={"pattern": AGS_PATTERN}, examples=["15088"],

@@ -228,6 +228,26 @@ async def test_onboarding_takes_the_state_and_crs_from_the_ags_when_not_given(pu
     assert "Anhalt-Bitterfeld, Sachsen-Anhalt, AGS 15082, data in EPSG:25832" in done.stdout, done.stdout
 
 
+@pytest.mark.parametrize("path, body, where, words", [
+    # A misspelt member was dropped unseen: this collection was made public.
+    ("/municipalities/halle/collections", {"id": "vertraulich", "title": "Vertraulich", "layer_type": "generic",
+                                           "visiblity": "internal"}, "visiblity", "not a member this body takes"),
+    ("/municipalities/halle/collections", {"id": "vertraulich", "title": "Vertraulich", "layer_type": "gneric"},
+     "layer_type", "no layer type 'gneric'; known: commercial-site, ecological-zone, generic"),  # was a 404
+    ("/municipalities/halle/keys", {"role": "editor", "lable": "GIS-Stelle"}, "lable", "not a member"),
+    ("/admin/municipalities", {"slug": "burgenlandkreis", "name": "Burgenlandkreis", "ags": "15084", "crd": 25833},
+     "crd", "not a member"),
+])
+async def test_a_misspelt_or_unknown_member_of_an_admin_body_is_refused_by_name(pub, keys, path, body, where, words):
+    _, client = pub
+    who = auth(keys["platform" if path.startswith("/admin") else "halle_admin"])
+    before = (await client.get("/municipalities/halle/collections", headers=who)).json()
+    r = await client.post(path, headers=who, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["property"] == where and words in r.json()["description"], r.json()
+    assert (await client.get("/municipalities/halle/collections", headers=who)).json() == before
+
+
 async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
     """A municipality's admin fixes a title, makes an internal collection public (and back), and deletes a
     collection with its features, each with the ETag last read; editors and neighbours may not."""

@@ -34,6 +34,7 @@ ScopeDep = Annotated[Scope, Depends(municipality_scope)]
 
 
 class NewCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # "visiblity": "internal" must not make a public collection
     id: Slug
     title: Text = Field(min_length=1, max_length=300)
     layer_type: str
@@ -60,11 +61,13 @@ class CollectionChange(BaseModel):
 
 
 class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: Literal["viewer", "editor", "admin"]
     label: Text = Field(default="", max_length=200, description="who or what uses it; recorded in the change log")
 
 
 class NewPlatformKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     label: Text = Field(default="", max_length=200)
 
 
@@ -98,8 +101,8 @@ async def platform_key(request: Request, body: NewPlatformKey) -> Response:
              summary="Create a collection (a municipality's admins)")
 async def create_collection(request: Request, scope: ScopeDep, body: NewCollection) -> Response:
     if body.layer_type not in registry():
-        raise NotFound(f"no layer type {body.layer_type!r}; known: {', '.join(sorted(registry()))}",
-                       property="layer_type")
+        raise InvalidParameter(f"no layer type {body.layer_type!r}; known: {', '.join(sorted(registry()))}",
+                               property="layer_type")
     if body.id in scope.dataset.collections:
         raise Conflict(f"collection {body.id!r} exists", property="id")
     m = scope.dataset.municipality
