@@ -149,6 +149,14 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
+def json_kind(value: object) -> str:
+    """What a parsed JSON value is, in words: "an array", "a string", …."""
+    if isinstance(value, dict):
+        return "an object"
+    kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers: domain errors, FastAPI's validation errors, HTTP errors, database outages."""
 
@@ -158,10 +166,17 @@ def install(app: FastAPI) -> None:
         return _json(status, exc.body(), headers={"Retry-After": "5"} if status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ())]
         message = first.get("msg", "invalid request")
+        if loc == ["body"] and first.get("type") in ("model_attributes_type", "dict_type"):  # not an object
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if not (media == "application/json" or media.endswith("+json")):  # FastAPI read no JSON at all
+                return _json(415, {"code": "UnsupportedMediaType", "parameter": "Content-Type", "description":
+                                   f"send the body as application/json, not {media or 'no Content-Type'}"})
+            return _json(400, {"code": "InvalidParameterValue",
+                               "description": f"the body is a JSON object, not {json_kind(first.get('input'))}"})
         if loc and loc[0] in ("query", "path", "header"):
             where = {"parameter": loc[-1]}
         elif loc and loc[0] == "body" and len(loc) > 1:  # a JSON body's member, e.g. `keywords.2`

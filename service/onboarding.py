@@ -17,17 +17,24 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from service.loader import NUL
 from service.models import SLUG_PATTERN
 
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("nul", NUL)
+    return value
+
+
 # Text PostgreSQL can store: anything but NUL (which no text column holds).
-Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 # Länderschlüssel -> (name, abbreviation, official CRS)
 LAENDER: dict[str, tuple[str, str, int]] = {

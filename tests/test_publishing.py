@@ -248,6 +248,29 @@ async def test_a_misspelt_or_unknown_member_of_an_admin_body_is_refused_by_name(
     assert (await client.get("/municipalities/halle/collections", headers=who)).json() == before
 
 
+@pytest.mark.parametrize("content, media, status, words", [
+    (b"[]", "application/json", 400, "the body is a JSON object, not an array"),
+    (b'"viewer"', "application/json", 400, "the body is a JSON object, not a string"),
+    (b'{"role": "viewer"}', "text/plain", 415, "send the body as application/json, not text/plain"),
+    (b'{"role": "viewer"}', None, 415, "send the body as application/json, not no Content-Type"),
+    (b'{"role": "viewer", "label": "GIS\\u0000"}', "application/json", 400,
+     "label: text may not hold the character U+0000 (NUL)"),  # was the regular expression that refused it
+])
+async def test_an_admin_body_of_the_wrong_shape_or_type_is_named_as_what_it_is(pub, keys, content, media, status,
+                                                                                  words):
+    """Pydantic's "Input should be a valid dictionary or object to extract fields from" said neither what the
+    body was nor, for a body sent as text/plain (FastAPI then reads no JSON at all), that its type was wrong."""
+    _, client = pub
+    who = auth(keys["halle_admin"])
+    before = (await client.get("/municipalities/halle/keys", headers=who)).json()
+    r = await client.post("/municipalities/halle/keys", content=content,
+                          headers=who | ({"Content-Type": media} if media else {}))
+    assert r.status_code == status, r.text
+    assert words in r.json()["description"], r.json()
+    assert r.json().get("parameter") == ("Content-Type" if status == 415 else None)
+    assert (await client.get("/municipalities/halle/keys", headers=who)).json() == before
+
+
 async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
     """A municipality's admin fixes a title, makes an internal collection public (and back), and deletes a
     collection with its features, each with the ETag last read; editors and neighbours may not."""

@@ -27,6 +27,7 @@ from service.errors import (
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
+    json_kind,
 )
 from service.loader import file_crs, prepare, raise_for
 from service.params import parse_bool
@@ -159,9 +160,7 @@ def _check_patch(patch: Any) -> None:
     Feature's would otherwise change nothing, or not what was meant, and answer 200 all the same."""
     shape = "a patch is an object with `properties` (a merge patch) and/or `geometry`"
     if not isinstance(patch, dict):
-        kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
-        kind = kinds.get(type(patch), "a number")
-        raise InvalidBody(f"{shape}, not {kind}")
+        raise InvalidBody(f"{shape}, not {json_kind(patch)}")
     if unknown := [key for key in patch if key not in PATCH_MEMBERS]:
         raise InvalidBody(f"{shape}; a Feature has no member {', '.join(f'`{k}`' for k in unknown)}",
                           property=unknown[0])
