@@ -261,8 +261,8 @@ def choose_layer(source: str, driver: str, options: ImportOptions) -> str | None
     """The layer to read: the one `layer` names, else the file's only layer with geometries (a GeoPackage from
     QGIS also holds its styles, `layer_styles`, as a table without). A file with several layers of geometries
     needs `layer`; the errors list them."""
-    if driver != "GPKG":
-        return options.layer
+    if driver != "GPKG" and options.layer is None:
+        return None
     try:
         layers = [(str(name), kind) for name, kind in pyogrio.list_layers(source)]
     except pyogrio.errors.DataSourceError as exc:

@@ -219,6 +219,14 @@ async def test_a_file_of_several_layers_needs_layer_and_qgis_styles_do_not_count
     assert (await run_import(imp_db, both, layer="zweite")).imported == len(original)
     assert await collection_state(imp_db) == original
 
+    # A layer a single-layer file does not have: was "the file cannot be read as GeoJSON: Layer 'nope' could
+    # not be opened", as if the file were broken.
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, DEMO, layer="nope")
+    assert "the file has no layer 'nope'; its layers: " in err.value.description, err.value.body()
+    assert err.value.where["parameter"] == "layer"
+    assert (await run_import(imp_db, files["fgb"], layer="halle-commercial-sites")).imported == len(original)
+
 
 async def test_a_file_without_crs_needs_one_and_a_wrong_crs_is_caught(imp_db, files):
     with pytest.raises(GeoTwinError) as err:
@@ -603,9 +611,12 @@ async def test_api_import_job_reports_progress_and_result(api, files):
     assert (await client.get(r.headers["location"])).status_code == 401, "job reports are for editors"
     for params, parameter in (({"filename": "x.doc"}, "filename"), ({"filename": "x.gpkg", "mode": "merge"}, "mode"),
                               ({"filename": "x.gpkg", "mapping": "[1]"}, "mapping"),
-                              ({"filename": "x.csv", "encoding": "Klingon"}, "encoding")):
+                              ({"filename": "x.csv", "encoding": "Klingon"}, "encoding"),
+                              # were taken, and the job failed later (the CRS) or replaced every feature (`mod`)
+                              ({"filename": "x.csv", "crs": "EPSG:99999"}, "crs"),
+                              ({"filename": "x.gpkg", "mod": "append"}, "mod")):
         r = await client.post(f"{COLLECTION}/imports", params=params, headers=auth, content=b"x")
-        assert r.status_code == 400 and r.json()["parameter"] == parameter
+        assert r.status_code == 400 and r.json()["parameter"] == parameter, r.json()
 
 
 async def test_a_shapefile_export_imports_back_as_it_was(api, imp_db, tmp_path, capfd):
@@ -675,6 +686,8 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
         ({"files": {"file": gpkg}, "params": {"encoding": "Klingon"}}, 400, "encoding"),
         ({"content": b"garbage", "headers": {"Content-Type": "multipart/form-data"}}, 400, "Content-Type"),
         ({"content": files["gpkg"].read_bytes()}, 400, "filename"),  # the body itself, but no name for it
+        ({"content": b"", "params": {"filename": "sites.gpkg"}}, 400, "file"),  # was a job that failed at once
+        ({"files": {"file": ("sites.gpkg", b"")}}, 400, "file"),
     ]:
         r = await client.post(f"{COLLECTION}/imports", **{**kwargs, "headers": {**auth, **kwargs.get("headers", {})}})
         assert (r.status_code, r.json().get("parameter")) == (status, parameter), (kwargs.keys(), r.text)

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from service import jobs
+from service.crs import resolve
 from service.deps import CollectionId, Scope
 from service.errors import InvalidBody, InvalidParameter, NotFound
+from service.params import check_known
 from service.responses import base_url
 from service.sources import FORMATS, ImportOptions, text_encoding
 
@@ -40,6 +42,11 @@ def _options(given: dict[str, str | None], limit: int) -> tuple[str, ImportOptio
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise InvalidParameter('mapping must be a JSON object like {"area_net_ha": "FLAECHE"}', parameter="mapping")
     text_encoding(given["encoding"])  # an unknown one is a 400 now, not a failed job later
+    if given["crs"]:
+        try:
+            resolve(given["crs"])
+        except ValueError as exc:  # as the job would fail later, on the CRS alone
+            raise InvalidParameter(f"{exc}: give one such as EPSG:25832 or EPSG:25833", parameter="crs") from None
     return suffix, ImportOptions(mode=mode, crs=given["crs"], mapping=fields, layer=given["layer"],
                                  id_field=given["id_field"], encoding=given["encoding"], max_bytes=limit)
 
@@ -78,6 +85,7 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                         ".cpg: cp1252 (Excel, Windows), iso-8859-1, utf-16 …")] = None,
     ) -> Response:
         c = scope.collection(collection_id)
+        check_known(request.query_params, set(OPTIONS))  # `mod=append` would replace every feature
         given = {"filename": filename, "mode": mode, "crs": crs, "mapping": mapping, "layer": layer,
                  "id_field": id_field, "encoding": encoding}
         limit = request.app.state.settings.imports.max_upload_mb * 1024 * 1024
@@ -104,6 +112,9 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
             except BaseException:
                 shutil.rmtree(received.parent, ignore_errors=True)
                 raise
+        if path.stat().st_size == 0:  # said now, not by a job that fails at once
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise InvalidBody("the file is empty", parameter="file")
         subject = scope.principal.subject if scope.principal else ""
         job = await jobs.start(request.app, c.members[0][0], c.layer_type, path, given["filename"], options, subject)
         url = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/imports/{job}"
