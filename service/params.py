@@ -22,7 +22,8 @@ def check_known(params: QueryParams, allowed: set[str]) -> None:
     unknown = sorted(set(params.keys()) - allowed)
     if unknown:
         raise UnknownParameter(
-            f"unknown query parameter {unknown[0]!r}; this endpoint accepts: {', '.join(sorted(allowed))}",
+            f"unknown query parameter {unknown[0]!r}; this endpoint "
+            f"{'accepts: ' + ', '.join(sorted(allowed)) if allowed else 'takes none'}",
             parameter=unknown[0],
         )
     for key in params.keys():

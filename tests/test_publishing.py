@@ -666,6 +666,24 @@ async def test_a_like_pattern_taken_from_a_property_that_ends_in_a_backslash_nam
     assert r.json()["parameter"] == "filter" and "escape character" in r.json()["description"], r.json()
 
 
+async def test_a_write_with_an_unknown_query_parameter_is_refused_by_name(pub, keys):
+    """`?repiar=true` was ignored: the feature went in unrepaired, or was refused for a reason the editor had
+    just asked to have repaired. Writes now check their parameters as reads do."""
+    _, client = pub
+    editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    before = await count(client)
+    r = await client.post(f"{SITES}/items", params={"repiar": "true"}, headers=editor, content=json.dumps(site()))
+    assert (r.status_code, r.json()["parameter"]) == (400, "repiar"), r.text
+    assert "this endpoint accepts: repair" in r.json()["description"]
+    assert await count(client) == before
+    created = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site()))
+    r = await client.delete(created.headers["location"], params={"force": "1"},
+                            headers={**editor, "If-Match": created.headers["etag"]})
+    assert (r.status_code, r.json()["parameter"]) == (400, "force"), r.text
+    assert "this endpoint takes none" in r.json()["description"]
+    assert (await client.get(created.headers["location"])).status_code == 200
+
+
 async def test_invalid_geometry_is_repaired_only_when_asked(pub, keys):
     _, client = pub
     bowtie = site("bowtie") | {"geometry": {"type": "Polygon", "coordinates": [

@@ -30,7 +30,7 @@ from service.errors import (
     json_kind,
 )
 from service.loader import file_crs, prepare, raise_for
-from service.params import parse_bool
+from service.params import check_known, parse_bool
 from service.responses import GEOJSON, base_url, feature_etag, if_match_change, segment
 from service.sql.features import item_sql
 from service.sql.write import (
@@ -46,6 +46,7 @@ Repair = Annotated[str | None, Query(description=(
     "true: make an invalid geometry valid instead of refusing it (a polygon's parts that cross are kept as a "
     "MultiPolygon; a ring that does not close is closed)"))]
 JSON_TYPES = ("application/geo+json", "application/json")
+WRITE_PARAMETERS = {"repair"}  # `repiar=true` must not go unseen
 BODY = {"requestBody": {"required": True, "content": {"application/geo+json": {"schema": {"type": "object"}}}}}
 
 
@@ -59,6 +60,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
     async def create(request: Request, scope: ScopeDep, collection_id: CollectionId,
                      repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
+        check_known(request.query_params, WRITE_PARAMETERS)
         doc = await json_body(request, JSON_TYPES)
         batch = isinstance(doc, dict) and doc.get("type") == "FeatureCollection"
         features = doc.get("features") if batch else [doc]
@@ -92,6 +94,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
     async def replace(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
                       repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
+        check_known(request.query_params, WRITE_PARAMETERS)
         expected = _if_match(request)
         doc = await json_body(request, JSON_TYPES)
         if isinstance(doc, dict) and doc.get("id") not in (None, feature_id):
@@ -112,6 +115,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
     async def update(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
                      repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
+        check_known(request.query_params, WRITE_PARAMETERS)
         expected = _if_match(request)
         patch = await json_body(request, ("application/merge-patch+json", *JSON_TYPES))
         _check_patch(patch)
@@ -138,6 +142,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
     async def delete(request: Request, scope: ScopeDep, collection_id: CollectionId,
                      feature_id: FeatureId) -> Response:
         c = scope.collection(collection_id)
+        check_known(request.query_params, set())
         expected = _if_match(request)
         pk = c.members[0][0]
         async with connection(scope.pool) as conn, conn.transaction():
