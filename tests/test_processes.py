@@ -278,3 +278,39 @@ async def test_conflicts_as_csv(ana):
     (row,) = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
     assert row["site"] == "hand-1" and float(row["conflict_ha"]) == pytest.approx(2.0, abs=0.01)
     assert row["conflicts"].startswith("NSG Östliche Hälfte") and "250 m" in row["nearby"]
+
+
+async def test_the_output_format_is_asked_for_in_the_body_as_the_standard_says(ana):
+    """OGC API - Processes asks for an output's format in the execute request (`outputs`); GeoTwin read only
+    `f=`, so a client asking for CSV that way got JSON. The summary's sums come to the square metre."""
+    hand = {"sites": "/municipalities/leipzig/collections/commercial-sites", "sitesFilter": "name = 'Handgerechnet'",
+            "constraints": "/municipalities/leipzig/collections/ecological-zones"}
+    r = await ana.post("/processes/conflicts/execution", json={
+        "inputs": hand, "outputs": {"result": {"format": {"mediaType": "text/csv"}}}, "response": "raw"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+    assert "hand-1" in r.text
+    r = await ana.post("/processes/conflicts/execution", json={
+        "inputs": hand, "outputs": {"result": {"format": {"mediaType": "application/geo+json"}}}})
+    assert r.json()["type"] == "FeatureCollection"
+    region = await run(ana, sites="/region/collections/commercial-sites",
+                       constraints="/region/collections/ecological-zones")
+    for key in ("areaHa", "conflictHa", "freeHa"):
+        assert region["summary"][key] == round(region["summary"][key], 4)
+        assert region["summary"][key] == pytest.approx(sum(s[key] for s in region["sites"]), abs=1e-4)
+
+
+@pytest.mark.parametrize("body, params, parameter, words", [
+    ({"outputs": {"result": {"format": {"mediaType": "image/png"}}}}, {}, "outputs",
+     "the result comes as application/json, application/geo+json, text/csv, not 'image/png'"),
+    ({"outputs": {"map": {}}}, {}, "outputs", "no output 'map'; outputs: result"),
+    ({"outputs": "csv"}, {}, "outputs", 'outputs is {"result"'),
+    ({"outputs": {"result": {"format": {"mediaType": "text/csv"}}}}, {"f": "json"}, "f", "ask for different formats"),
+    ({"response": "document"}, {}, "response", "a results document is not offered"),
+    ({"input": {}}, {}, "input", "unknown member 'input' of the body; it takes inputs, outputs, response"),
+    ({}, {"fromat": "csv"}, "fromat", "unknown query parameter 'fromat'"),
+])
+async def test_what_an_execute_request_holds_besides_inputs_is_checked(ana, body, params, parameter, words):
+    inputs = {"sites": "/region/collections/commercial-sites", "constraints": "/region/collections/ecological-zones"}
+    r = await ana.post("/processes/conflicts/execution", params=params, json={"inputs": inputs} | body)
+    assert (r.status_code, r.json().get("parameter")) == (400, parameter), r.text
+    assert words in r.json()["description"], r.json()

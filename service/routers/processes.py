@@ -139,16 +139,28 @@ async def describe_process(request: Request, process_id: str) -> Response:
              description="Answers with the result; with `Prefer: respond-async` the inputs are checked, a job is "
                          "started and the answer is 201 with its status (`Location: /jobs/{jobId}`).",
              openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
-                 "type": "object", "properties": {"inputs": {"type": "object"}}}}}}})
+                 "type": "object", "required": ["inputs"], "properties": {
+                     "inputs": {"type": "object"},
+                     "outputs": {"type": "object", "description": "the result's format: "
+                                 '{"result": {"format": {"mediaType": "text/csv"}}}, as f= chooses it'},
+                     "response": {"type": "string", "enum": ["raw"], "default": "raw"}}}}}}})
 async def execute(request: Request, process_id: str,
                   f: Annotated[str | None, Query(description="json (default) or geojson")] = None) -> Response:
     if process_id not in PROCESSES:
         raise NotFound(f"no process {process_id!r}; known: {', '.join(PROCESSES)}", parameter="processId")
+    check_known(request.query_params, {"f"})
     body = await json_body(request, ("application/json",))
-    inputs = body.get("inputs") if isinstance(body, dict) else None if isinstance(body, dict) else None
+    inputs = body.get("inputs") if isinstance(body, dict) else None
     if not isinstance(inputs, dict):
         raise InvalidParameter('the body is {"inputs": {...}}', parameter="inputs")
+    if unknown := sorted(set(body) - EXECUTE_MEMBERS):
+        raise InvalidParameter(f"unknown member {unknown[0][:40]!r} of the body; it takes "
+                               f"{', '.join(sorted(EXECUTE_MEMBERS))}", parameter=unknown[0][:40])
+    if body.get("response", "raw") != "raw":
+        raise InvalidParameter("response: the result comes as it is (raw); a results document is not offered",
+                               parameter="response")
     spec = PROCESSES[process_id]
+    f = _format_asked(spec, body.get("outputs"), f)
     unknown = sorted(set(inputs) - set(spec["inputs"]))
     if unknown:
         raise InvalidParameter(f"unknown input {unknown[0]!r}; inputs: {', '.join(spec['inputs'])}",
@@ -226,6 +238,35 @@ async def dismiss_job(request: Request, job_id: str) -> Response:
     await processjobs.dismiss(request.app.state.pool, job_id)
     row = await _job(request, job_id)
     return Response(orjson.dumps(processjobs.status_info(row, base_url(request))), media_type=JSON)
+
+
+# What an execute request may hold (OGC API - Processes 1.0, execute.yaml); `subscriber` is not offered.
+EXECUTE_MEMBERS = {"inputs", "outputs", "response"}
+FORMAT_OF = {JSON: "json", GEOJSON: "geojson", "text/csv": "csv"}  # an output's media type -> f
+
+
+def _format_asked(spec: dict[str, Any], outputs: Any, f: str | None) -> str | None:
+    """The output format (as `f` names it) that `outputs` asks for in the standard's way
+    ({"result": {"format": {"mediaType": "text/csv"}}}), or `f` when it asks for none. A media type the
+    process does not offer, or one other than `f`'s, is a 400: a client asking for CSV got JSON before."""
+    if outputs is None:
+        return f
+    if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
+        raise InvalidParameter('outputs is {"result": {"format": {"mediaType": …}}}', parameter="outputs")
+    if unknown := sorted(set(outputs) - set(spec["outputs"])):
+        raise InvalidParameter(f"no output {unknown[0][:40]!r}; outputs: {', '.join(spec['outputs'])}",
+                               parameter="outputs")
+    result = spec["outputs"]["result"]["schema"]
+    offered = [one["contentMediaType"] for one in result.get("oneOf", [result])]
+    media = ((outputs.get("result") or {}).get("format") or {}).get("mediaType")
+    if media is None:
+        return f
+    if media not in offered:
+        raise InvalidParameter(f"outputs: the result comes as {', '.join(offered)}, not {str(media)[:60]!r}",
+                               parameter="outputs")
+    if f is not None and f != FORMAT_OF[media]:
+        raise InvalidParameter(f"f={f} and outputs' {media} ask for different formats", parameter="f")
+    return FORMAT_OF[media]
 
 
 def _prefers_async(request: Request) -> bool:
@@ -344,9 +385,9 @@ def _conflicts_csv(results: list[dict[str, Any]]) -> str:
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    # Sums to the square metre (0.0001 ha), as the CSV writes areas: 334.54999999989855 was float noise.
     return {"sites": len(results), "withConflicts": sum(1 for r in results if r["conflicts"]),
-            "areaHa": sum(r["areaHa"] for r in results), "conflictHa": sum(r["conflictHa"] for r in results),
-            "freeHa": sum(r["freeHa"] for r in results)}
+            **{key: round(sum(r[key] for r in results), 4) for key in ("areaHa", "conflictHa", "freeHa")}}
 
 
 async def _prepare_statistics(request: Request, inputs: dict[str, Any], f: str | None) -> processjobs.Compute:
