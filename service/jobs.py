@@ -27,7 +27,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from service.bodies import body_chunks
 from service.db import connection
 from service.errors import GeoTwinError, InvalidBody, PayloadTooLarge
-from service.importer import ImportReport, import_file
+from service.importcheck import ImportReport
+from service.importer import import_file
 from service.layertypes import LayerType
 from service.observability import IMPORTS, IMPORTS_RUNNING
 from service.sources import WORK_PREFIX, ImportOptions

@@ -145,7 +145,7 @@ COLUMNS = (st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.none(), 
 def test_import_columns_convert_as_value_by_value(array, kind):
     """The importer converts whole Arrow columns at once; it must give exactly what the value-by-value rules
     give, whatever the column's type and the property's kind."""
-    from service.importer import _column, _value
+    from service.importcheck import _column, _value
 
     column = pa.chunked_array([array])
     expected = [_value(v, kind) for v in column.to_pylist()]
