@@ -1,6 +1,7 @@
 """What is wrong with a GeoJSON geometry, in words and with where: for edits (service.loader) and imports.
 
-An edit's body is checked here when Shapely cannot make a geometry of it. An import's file is read by GDAL,
+An edit's body is checked here when Shapely cannot make a geometry of it, or when its coordinates hold
+anything but numbers (Shapely would read "51.2" as a number; GDAL does not). An import's file is read by GDAL,
 whose GeoJSON reader gives a feature whose geometry it cannot make sense of no geometry at all (or an empty
 one), and says why only in a warning that names no feature: a ring of one position, a position that is not
 numbers, a misspelt type, coordinates nested one level too deep or too shallow. A polygon with holes and a ring
