@@ -28,8 +28,7 @@ async def json_body(request: Request, types: tuple[str, ...]) -> Any:
     """The JSON body of a request in one of the media `types`, within the size and stall limits."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in types:
-        raise UnsupportedMediaType(f"send the body as {' or '.join(types)}, not {media or 'no Content-Type'}",
-                                   parameter="Content-Type")
+        raise UnsupportedMediaType.refusing(media, types)
     limit = request.app.state.settings.api.max_body_mb * 1024 * 1024
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

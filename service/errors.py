@@ -86,6 +86,11 @@ class PayloadTooLarge(GeoTwinError):
 class UnsupportedMediaType(GeoTwinError):
     code = "UnsupportedMediaType"
 
+    @classmethod
+    def refusing(cls, media: str, types: tuple[str, ...]) -> UnsupportedMediaType:
+        """The 415 for a body sent as `media` (a request's Content-Type, "" when none) where `types` are read."""
+        return cls(f"send the body as {' or '.join(types)}, not {media or 'no Content-Type'}", parameter="Content-Type")
+
 
 class HistoryPruned(GeoTwinError):
     """The change log no longer reaches back that far (`geotwin history prune`)."""
@@ -173,8 +178,8 @@ def install(app: FastAPI) -> None:
         if loc == ["body"] and first.get("type") in ("model_attributes_type", "dict_type"):  # not an object
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if not (media == "application/json" or media.endswith("+json")):  # FastAPI read no JSON at all
-                return _json(415, {"code": "UnsupportedMediaType", "parameter": "Content-Type", "description":
-                                   f"send the body as application/json, not {media or 'no Content-Type'}"})
+                refused = UnsupportedMediaType.refusing(media, ("application/json",))
+                return _json(status_of(refused), refused.body())
             return _json(400, {"code": "InvalidParameterValue",
                                "description": f"the body is a JSON object, not {json_kind(first.get('input'))}"})
         if loc and loc[0] in ("query", "path", "header"):
