@@ -1,17 +1,18 @@
-"""Dependencies that turn path ids into objects or a 404."""
+"""Dependencies that turn path ids into objects or a 404, and the parameters the routers share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import Path, Request
+from fastapi import Depends, Path, Query, Request
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from service.auth import Principal
 from service.catalog import Catalog, Collection, Dataset
 from service.errors import NotFound
+from service.params import check_known
 from service.replicas import read_pool
 
 
@@ -35,6 +36,27 @@ class Scope:
 CollectionId = Annotated[str, Path(alias="collectionId", description="Collection id, e.g. `commercial-sites`",
                                    examples=["commercial-sites"])]
 FeatureId = Annotated[str, Path(alias="featureId", description="Feature id, e.g. `gs-001`", examples=["gs-001"])]
+
+# `f` of a resource that comes as JSON or as an HTML page, and of one that comes as JSON alone: OGC clients
+# append `f=json` to whatever they ask; any other value is a 400 naming `f`, never an answer in another format.
+HtmlOrJson = Annotated[Literal["json", "geojson", "html"] | None,
+                       Query(description="Output format: json (GeoJSON for features) or html")]
+JsonOnly = Annotated[Literal["json"] | None, Query(description="json, the only format of this resource")]
+
+
+def json_only(f: JsonOnly = None) -> None:
+    """Declares and checks `f` on a route that answers in JSON alone: `dependencies=JSON_ONLY`."""
+
+
+JSON_ONLY = [Depends(json_only)]
+
+
+def no_query(request: Request) -> None:
+    """A route that takes no query parameter refuses any, by name: `dependencies=NO_QUERY`."""
+    check_known(request.query_params, set())
+
+
+NO_QUERY = [Depends(no_query)]
 
 
 class FeatureIdConvertor(StringConvertor):

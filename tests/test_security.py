@@ -108,6 +108,41 @@ async def test_the_authorisation_matrix_of_every_route(keyed):
     assert checked == len(table) * len(ROLES)
 
 
+# Routes that take any query parameter: probes and Prometheus' scrape (which may filter with `name[]`).
+OPS = {"/health", "/ready", "/metrics"}
+# Pages that come in HTML alone: no `f`. Downloads whose `f` names a file format, and a process's result, which
+# comes in the format its execution chose: no `f=json`.
+HTML_ONLY = {"/viewer", "/processes/statistics/chart", "/processes/conflicts/map"}
+OWN_FORMAT = {"/jobs/{job_id}/results", "/municipalities/{municipality}/collections/{collectionId}/export",
+              "/region/collections/{collectionId}/export"}
+
+
+async def test_every_read_refuses_a_parameter_it_does_not_know_and_a_format_it_does_not_offer(keyed):
+    """A misspelt parameter must never be ignored (`sitez=` would draw the wrong map, `f=html` answer JSON):
+    every GET route, read from the application, answers 400 naming it. Every route but the HTML pages takes
+    `f` (OGC clients append `f=json`), and refuses a format it does not offer."""
+    app, client, keys = keyed
+    headers = {"X-API-Key": keys["platform"]}
+    checked, wrong = 0, []
+    for method, template in routes(app):
+        if method != "GET" or template in OPS:
+            continue
+        path = template
+        for name, value in SAMPLE.items():
+            path = path.replace("{" + name + "}", value)
+        for name in ("zzz", "f"):
+            r = await client.get(path, params={name: "nonsense"}, headers=headers)
+            if r.status_code != 400 or r.json().get("parameter") != name:
+                wrong.append((template, name, r.status_code, r.text[:120]))
+        if template not in HTML_ONLY | OWN_FORMAT:
+            r = await client.get(path, params={"f": "json"}, headers=headers)
+            if r.status_code == 400:
+                wrong.append((template, "f=json", r.status_code, r.text[:120]))
+        checked += 1
+    assert not wrong, "\n".join(map(str, wrong))
+    assert checked > 40
+
+
 async def test_rate_limits_per_key_and_per_address(cluster, sec_db):
     editor = await new_key(sec_db, "halle", "editor", "busy")
     other = await new_key(sec_db, "halle", "editor", "calm")

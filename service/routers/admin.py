@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.cache import etag_for
 from service.catalog import Collection
 from service.db import connection
-from service.deps import CollectionId, Scope, municipality_scope
+from service.deps import JSON_ONLY, NO_QUERY, CollectionId, Scope, municipality_scope
 from service.errors import Conflict, InvalidParameter, NotFound, PreconditionFailed, PreconditionRequired
 from service.layertypes import registry
 from service.onboarding import NewMunicipality, Slug, Text
+from service.params import check_known
 from service.responses import base_url
 from service.sql.keys import create_key, list_keys, revoke_key
 from service.sql.write import (
@@ -77,7 +78,7 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 @router.post("/admin/municipalities", operation_id="platform.onboardMunicipality",
              status_code=201, summary="Onboard a municipality (platform admins)",
-             response_class=Response)
+             response_class=Response, dependencies=NO_QUERY)
 async def onboard(request: Request, body: NewMunicipality) -> Response:
     async with connection(request.app.state.pool) as conn:
         exists = await conn.fetchval("SELECT 1 FROM municipality WHERE slug = $1 OR ags = $2", body.slug, body.ags)
@@ -90,7 +91,7 @@ async def onboard(request: Request, body: NewMunicipality) -> Response:
 
 @router.post("/admin/keys", operation_id="platform.createKey",
              status_code=201, summary="A platform administrator key (shown once)",
-             response_class=Response)
+             response_class=Response, dependencies=NO_QUERY)
 async def platform_key(request: Request, body: NewPlatformKey) -> Response:
     async with connection(request.app.state.pool) as conn:
         return _json(await create_key(conn, None, "platform", body.label), 201)
@@ -98,7 +99,7 @@ async def platform_key(request: Request, body: NewPlatformKey) -> Response:
 
 @router.post("/municipalities/{municipality}/collections", operation_id="municipality.createCollection",
              status_code=201, response_class=Response,
-             summary="Create a collection (a municipality's admins)")
+             summary="Create a collection (a municipality's admins)", dependencies=NO_QUERY)
 async def create_collection(request: Request, scope: ScopeDep, body: NewCollection) -> Response:
     if body.layer_type not in registry():
         raise InvalidParameter(f"no layer type {body.layer_type!r}; known: {', '.join(sorted(registry()))}",
@@ -120,7 +121,8 @@ async def create_collection(request: Request, scope: ScopeDep, body: NewCollecti
                       "(a municipality's admins; If-Match required)",
               description="A JSON merge patch (RFC 7396) of the collection's description; `If-Match` takes its "
                           "ETag as `GET …/collections/{collectionId}` gave it. Answers 204 with the new ETag. The "
-                          "layer type cannot change: every feature was checked against it.")
+                          "layer type cannot change: every feature was checked against it.",
+              dependencies=NO_QUERY)
 async def change_collection(request: Request, scope: ScopeDep, collection_id: CollectionId,
                             body: CollectionChange) -> Response:
     c = scope.collection(collection_id)
@@ -145,7 +147,8 @@ async def change_collection(request: Request, scope: ScopeDep, collection_id: Co
                summary="Delete a collection with its features and history (a municipality's admins; If-Match "
                        "required)",
                description="`If-Match` takes the collection's ETag as `GET …/collections/{collectionId}` gave "
-                           "it: what is deleted is what was last looked at. Mirrors of it get 404 from then on.")
+                           "it: what is deleted is what was last looked at. Mirrors of it get 404 from then on.",
+               dependencies=NO_QUERY)
 async def remove_collection(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
     c = scope.collection(collection_id)
     async with connection(scope.pool) as conn, conn.transaction():
@@ -181,7 +184,8 @@ async def _locked_current(request: Request, scope: Scope, conn: asyncpg.Connecti
 
 @router.post("/municipalities/{municipality}/keys", operation_id="municipality.createKey",
              status_code=201, response_class=Response,
-             summary="Create an API key for this municipality; the key is shown only in this answer")
+             summary="Create an API key for this municipality; the key is shown only in this answer",
+             dependencies=NO_QUERY)
 async def new_municipality_key(request: Request, scope: ScopeDep, body: NewKey) -> Response:
     async with connection(scope.pool) as conn:
         created = await create_key(conn, scope.dataset.slug, body.role, body.label)
@@ -190,15 +194,16 @@ async def new_municipality_key(request: Request, scope: ScopeDep, body: NewKey) 
 
 @router.get("/municipalities/{municipality}/keys", operation_id="municipality.getKeys",
             summary="This municipality's API keys (without secrets)",
-            response_class=Response)
-async def municipality_keys(scope: ScopeDep) -> Response:
+            response_class=Response, dependencies=JSON_ONLY)
+async def municipality_keys(request: Request, scope: ScopeDep) -> Response:
+    check_known(request.query_params, {"f"})
     async with connection(scope.pool) as conn:
         return _json({"keys": await list_keys(conn, scope.dataset.slug)}, headers={"Cache-Control": "no-store"})
 
 
 @router.delete("/municipalities/{municipality}/keys/{keyId}", operation_id="municipality.revokeKey",
                status_code=204, response_class=Response,
-               summary="Revoke an API key (effective at once)")
+               summary="Revoke an API key (effective at once)", dependencies=NO_QUERY)
 async def revoke(scope: ScopeDep, key_id: Annotated[int, Path(alias="keyId", ge=1, le=2**31 - 1)]) -> Response:
     async with connection(scope.pool) as conn:
         if not await revoke_key(conn, key_id, scope.dataset.slug):

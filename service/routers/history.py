@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from service.db import connection, stored_json
-from service.deps import CollectionId, FeatureId, Scope
+from service.deps import JSON_ONLY, CollectionId, FeatureId, Scope
 from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
 from service.responses import base_url, link, segment
@@ -45,10 +45,11 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
     ScopeDep = Annotated[Scope, Depends(scope_dep)]
 
     @router.get("/collections/{collectionId}/items/{featureId:fid}/versions", operation_id="municipality.getVersions",
-                summary="Every version of a feature, oldest first", response_class=Response)
+                summary="Every version of a feature, oldest first", response_class=Response,
+                dependencies=JSON_ONLY)
     async def versions(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
                        crs: Annotated[str | None, Query(description="CRS of the geometries")] = None) -> Response:
-        check_known(request.query_params, {"crs"})
+        check_known(request.query_params, {"f", "crs"})
         c = scope.collection(collection_id)
         out_crs = parse_crs(crs, request.app.state.crs, "crs")
         sql, args = versions_sql(c.members[0][0], feature_id, False, out_crs)
@@ -65,7 +66,7 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
 
     @router.get("/collections/{collectionId}/changes", operation_id="municipality.getChanges",
                 summary="The collection's changes in order: the feed to mirror it incrementally",
-                response_class=Response)
+                response_class=Response, dependencies=JSON_ONLY)
     async def changes(
         request: Request, scope: ScopeDep, collection_id: CollectionId,
         after: Annotated[int | None, Query(ge=0, le=MAX_NUMBER,
@@ -76,7 +77,7 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                                                                            "at most 10000)")] = None,
         crs: Annotated[str | None, Query(description="CRS of the geometries (default CRS84)")] = None,
     ) -> Response:
-        check_known(request.query_params, {"after", "since", "limit", "crs"})
+        check_known(request.query_params, {"f", "after", "since", "limit", "crs"})
         c = scope.collection(collection_id)
         params = request.query_params
         start = parse_int(params.get("after"), "after", 0, 0)

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from service import jobs
 from service.crs import resolve
-from service.deps import CollectionId, Scope
+from service.deps import JSON_ONLY, CollectionId, Scope
 from service.errors import InvalidBody, InvalidParameter, NotFound
 from service.params import check_known
 from service.responses import base_url
@@ -123,9 +123,10 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
 
     @router.get("/collections/{collectionId}/imports/{jobId}", operation_id="municipality.getImport",
                 summary="An import job: status, progress, and the report of every rejected feature",
-                response_class=Response)
-    async def import_status(scope: ScopeDep, collection_id: CollectionId,
+                response_class=Response, dependencies=JSON_ONLY)
+    async def import_status(request: Request, scope: ScopeDep, collection_id: CollectionId,
                             job_id: Annotated[str, Path(alias="jobId")]) -> Response:
+        check_known(request.query_params, {"f"})
         c = scope.collection(collection_id)
         doc = await jobs.read(scope.pool, job_id[:32], c.members[0][0])
         if doc is None:

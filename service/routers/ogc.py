@@ -14,7 +14,7 @@ from service.cache import etag_for
 from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection, stored_json
-from service.deps import CollectionId, FeatureId, Scope
+from service.deps import JSON_ONLY, CollectionId, FeatureId, HtmlOrJson, Scope
 from service.errors import HistoryPruned, InvalidParameter, NotFound
 from service.head import answering_head
 from service.openapi import root_openapi
@@ -50,8 +50,6 @@ from service.responses import (
 from service.routers.history import parse_instant
 from service.sql.features import ItemsQuery, Output, count_sql, item_sql, items_sql
 
-F = Annotated[str | None, Query(description="Output format: json (GeoJSON for features) or html",
-                                pattern="^(json|geojson|html)$")]
 ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs",
                 "sortby", "properties", "skipGeometry", "asOf"}
 EXPORT_PARAMS = ITEMS_PARAMS - {"limit", "offset", "skipGeometry"}
@@ -67,7 +65,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
     ScopeDep = Annotated[Scope, Depends(scope_dep)]
 
     @router.get("", operation_id=f"{kind}.getLandingPage", summary="Landing page")
-    async def landing_page(request: Request, scope: ScopeDep, f: F = None) -> Response:
+    async def landing_page(request: Request, scope: ScopeDep, f: HtmlOrJson = None) -> Response:
         check_known(request.query_params, {"f"})
         fmt = negotiate(request)
         doc = documents.landing(_root(request, scope), scope.dataset, fmt, request.app.state.settings.api.title)
@@ -78,7 +76,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         return json_response(doc)
 
     @router.get("/conformance", operation_id=f"{kind}.getConformance", summary="Conformance classes")
-    async def conformance(request: Request, scope: ScopeDep, f: F = None) -> Response:
+    async def conformance(request: Request, scope: ScopeDep, f: HtmlOrJson = None) -> Response:
         check_known(request.query_params, {"f"})
         doc = {"conformsTo": documents.CONFORMANCE}
         if negotiate(request) == "html":
@@ -88,7 +86,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
 
     @router.get("/api", operation_id=f"{kind}.getApi", summary="This root's API definition (OpenAPI 3.0)",
                 response_class=Response, responses={200: {"content": {OPENAPI: {}, HTML: {}}}})
-    async def api(request: Request, scope: ScopeDep, f: F = None) -> Response:
+    async def api(request: Request, scope: ScopeDep, f: HtmlOrJson = None) -> Response:
         check_known(request.query_params, {"f"})
         root = _root(request, scope)
         if negotiate(request) == "html":
@@ -96,7 +94,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         return json_response(root_openapi(request.app, scope.dataset, root, prefix), media_type=OPENAPI)
 
     @router.get("/collections", operation_id=f"{kind}.getCollections", summary="The collections")
-    async def collections(request: Request, scope: ScopeDep, f: F = None) -> Response:
+    async def collections(request: Request, scope: ScopeDep, f: HtmlOrJson = None) -> Response:
         check_known(request.query_params, {"f"})
         fmt, root = negotiate(request), _root(request, scope)
         etag = etag_for(root, "collections", variant(request, fmt),
@@ -112,7 +110,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
     @router.get("/collections/{collectionId}", operation_id=f"{kind}.describeCollection",
                 summary="Collection metadata")
     async def describe_collection(request: Request, scope: ScopeDep, collection_id: CollectionId,
-                                  f: F = None) -> Response:
+                                  f: HtmlOrJson = None) -> Response:
         check_known(request.query_params, {"f"})
         c = scope.collection(collection_id)
         fmt, root = negotiate(request), _root(request, scope)
@@ -127,7 +125,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
 
     @router.get("/collections/{collectionId}/schema", operation_id=f"{kind}.getCollectionSchema",
                 summary="JSON Schema of the collection's features", response_class=Response,
-                responses={200: {"content": {SCHEMA: {}}}})
+                responses={200: {"content": {SCHEMA: {}}}}, dependencies=JSON_ONLY)
     async def collection_schema(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
         check_known(request.query_params, {"f"})
         c = scope.collection(collection_id)
@@ -137,9 +135,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
 
     @router.get("/collections/{collectionId}/queryables", operation_id=f"{kind}.getQueryables",
                 summary="What filters and sortby may use (JSON Schema)", response_class=Response,
-                responses={200: {"content": {SCHEMA: {}}}})
-    async def get_queryables(request: Request, scope: ScopeDep, collection_id: CollectionId,
-                             f: F = None) -> Response:
+                responses={200: {"content": {SCHEMA: {}}}}, dependencies=JSON_ONLY)
+    async def get_queryables(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
         check_known(request.query_params, {"f"})
         c = scope.collection(collection_id)
         known = queryables.build(c, await queryables.observed(request, scope.pool, c))
@@ -154,7 +151,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                             "`crs` list; the answer's `Content-Crs` header names it).",
                 response_class=Response, responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
     async def get_features(
-        request: Request, scope: ScopeDep, collection_id: CollectionId, f: F = None,
+        request: Request, scope: ScopeDep, collection_id: CollectionId, f: HtmlOrJson = None,
         limit: Annotated[int | None, Query(ge=1, le=MAX_NUMBER, description="Page size (default 100; larger values are "
                                                              "served as the maximum, 10000)")] = None,
         offset: Annotated[int | None, Query(ge=0, le=MAX_NUMBER, description="Features to skip")] = None,
@@ -244,7 +241,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                 summary="One feature", response_class=Response,
                 responses={200: {"content": {GEOJSON: {}, HTML: {}}}})
     async def get_feature(request: Request, scope: ScopeDep, collection_id: CollectionId,
-                          feature_id: FeatureId, f: F = None,
+                          feature_id: FeatureId, f: HtmlOrJson = None,
                           crs: Annotated[str | None, Query(description="CRS of the returned coordinates "
                                                                        "(default CRS84)")] = None,
                           properties: Annotated[str | None, Query(description="Only these properties")] = None,

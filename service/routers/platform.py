@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from service.deps import current_catalog
+from service.deps import JSON_ONLY, HtmlOrJson, current_catalog
 from service.errors import NotFound
 from service.i18n import N_
 from service.layertypes import registry
@@ -26,7 +26,6 @@ from service.responses import (
 )
 
 router = APIRouter(tags=["platform"])
-F = Annotated[str | None, Query(description="json or html", pattern="^(json|geojson|html)$")]
 
 # N_: the root page shows it in the page's language (service/i18n.py); the JSON keeps it as it is.
 DESCRIPTION = N_("Planning, commercial-land and ecology layers of the municipalities, as OGC API – Features. Each "
@@ -43,7 +42,7 @@ PROCESSES_CONFORMANCE = [
 
 
 @router.get("/", operation_id="platform.getRoot", summary="Municipalities, the region and the layer types")
-async def root(request: Request, f: F = None) -> Response:
+async def root(request: Request, f: HtmlOrJson = None) -> Response:
     check_known(request.query_params, {"f"})
     catalog = await current_catalog(request)
     base, fmt = base_url(request), negotiate(request)
@@ -80,7 +79,8 @@ async def root(request: Request, f: F = None) -> Response:
 
 
 @router.get("/conformance", operation_id="platform.getConformance",
-            summary="Conformance classes of the service root (the planning tools); each API root has its own")
+            summary="Conformance classes of the service root (the planning tools); each API root has its own",
+            dependencies=JSON_ONLY)
 async def conformance(request: Request) -> Response:
     check_known(request.query_params, {"f"})
     return json_response({"conformsTo": PROCESSES_CONFORMANCE})
@@ -95,9 +95,10 @@ async def viewer(request: Request,
     return html_response(request, "viewer.html")
 
 
-@router.get("/schemas", operation_id="platform.getLayerTypes", summary="The layer types (data contracts)")
+@router.get("/schemas", operation_id="platform.getLayerTypes", summary="The layer types (data contracts)",
+            dependencies=JSON_ONLY)
 async def layer_types(request: Request) -> Response:
-    check_known(request.query_params, set())
+    check_known(request.query_params, {"f"})
     base = base_url(request)
     return json_response({
         "layerTypes": [
@@ -111,10 +112,10 @@ async def layer_types(request: Request) -> Response:
 
 @router.get("/schemas/{name}", operation_id="platform.getLayerType",
             summary="One layer type as JSON Schema (2020-12)", response_class=Response,
-            responses={200: {"content": {SCHEMA: {}}}})
+            responses={200: {"content": {SCHEMA: {}}}}, dependencies=JSON_ONLY)
 async def layer_type(request: Request,
                      name: Annotated[str, Path(description="layer type, e.g. `commercial-site`")]) -> Response:
-    check_known(request.query_params, set())
+    check_known(request.query_params, {"f"})
     lt = registry().get(name.removesuffix(".schema.json").removesuffix(".json"))
     if lt is None:
         raise NotFound(f"no layer type {name!r}; known: {', '.join(registry())}", parameter="name")
@@ -123,7 +124,7 @@ async def layer_type(request: Request,
 
 @router.get("/api", operation_id="platform.getApi", summary="The whole service's API definition",
             response_class=Response, responses={200: {"content": {OPENAPI: {}, "text/html": {}}}})
-async def api(request: Request, f: F = None) -> Response:
+async def api(request: Request, f: HtmlOrJson = None) -> Response:
     check_known(request.query_params, {"f"})
     if negotiate(request) == "html":
         return html_response(request, "swagger.html", spec_url=f"{base_url(request)}/api?f=json", dataset=None)

@@ -24,7 +24,7 @@ from service.bodies import json_body
 from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
-from service.deps import current_catalog, principal_of, visible_dataset
+from service.deps import JSON_ONLY, current_catalog, principal_of, visible_dataset
 from service.errors import InvalidParameter, NotFound
 from service.layertypes import registry
 from service.models import STORAGE_SRID
@@ -40,8 +40,9 @@ DIMENSIONS = ("availability", "zoning", "servicing")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-@router.get("/processes", summary="The planning tools (OGC API – Processes)")
+@router.get("/processes", summary="The planning tools (OGC API – Processes)", dependencies=JSON_ONLY)
 async def processes(request: Request) -> Response:
+    check_known(request.query_params, {"f"})
     base = base_url(request)
     listed = []
     for pid, doc in PROCESSES.items():
@@ -53,8 +54,10 @@ async def processes(request: Request) -> Response:
                                                                      "processes")]}), media_type=JSON)
 
 
-@router.get("/processes/{process_id}", summary="A process description: inputs and outputs")
+@router.get("/processes/{process_id}", summary="A process description: inputs and outputs",
+            dependencies=JSON_ONLY)
 async def describe_process(request: Request, process_id: str) -> Response:
+    check_known(request.query_params, {"f"})
     if process_id not in PROCESSES:
         raise NotFound(f"no process {process_id!r}; known: {', '.join(PROCESSES)}", parameter="processId")
     doc = {**PROCESSES[process_id], "links": [link(f"{base_url(request)}/processes/{process_id}/execution",
@@ -105,12 +108,12 @@ async def execute(request: Request, process_id: str,
     return output_response(await compute(request.app.state.pool))
 
 
-@router.get("/jobs", summary="Your asynchronous process runs, newest first")
+@router.get("/jobs", summary="Your asynchronous process runs, newest first", dependencies=JSON_ONLY)
 async def jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> Response:
     """Jobs started with your key or token. Jobs started without credentials are not listed: their id (from
     the `Location` of the 201) is the only way to them."""
-    check_known(request.query_params, {"limit", "offset"})
+    check_known(request.query_params, {"f", "limit", "offset"})
     # Read as the other routes read numbers (parse_int): FastAPI's own int takes "0.0" too.
     limit = min(parse_int(request.query_params.get("limit"), "limit", 100, 1), 1000)
     offset = parse_int(request.query_params.get("offset"), "offset", 0, 0)
@@ -134,14 +137,16 @@ async def _job(request: Request, job_id: str) -> dict[str, Any]:
     return row
 
 
-@router.get("/jobs/{job_id}", summary="Status of an asynchronous process run")
+@router.get("/jobs/{job_id}", summary="Status of an asynchronous process run", dependencies=JSON_ONLY)
 async def job_status(request: Request, job_id: str) -> Response:
+    check_known(request.query_params, {"f"})
     row = await _job(request, job_id)
     return Response(orjson.dumps(processjobs.status_info(row, base_url(request))), media_type=JSON)
 
 
 @router.get("/jobs/{job_id}/results", summary="Result of a finished process run (the synchronous answer's body)")
 async def job_results(request: Request, job_id: str) -> Response:
+    check_known(request.query_params, set())  # the result comes in the format its execution chose
     row = await _job(request, job_id)
     status = row["shown_status"]
     if status == "successful":
@@ -162,6 +167,7 @@ async def job_results(request: Request, job_id: str) -> Response:
 
 @router.delete("/jobs/{job_id}", summary="Dismiss a process run: stop it if it runs, drop its results")
 async def dismiss_job(request: Request, job_id: str) -> Response:
+    check_known(request.query_params, set())
     await _job(request, job_id)
     await processjobs.dismiss(request.app.state.pool, job_id)
     row = await _job(request, job_id)
@@ -203,6 +209,7 @@ async def statistics_chart(
     request: Request,
     municipalities: Annotated[str | None, Query(description="comma-separated slugs (default: all)")] = None,
 ) -> Response:
+    check_known(request.query_params, {"municipalities"})
     wanted = [m.strip() for m in municipalities.split(",") if m.strip()] if municipalities else None
     sites, zones = await _statistics_members(request, wanted)
     stats = await statistics(request.app.state.pool, sites, zones)
@@ -221,6 +228,7 @@ async def conflicts_map(
     sites_filter: Annotated[str | None, Query(alias="sitesFilter")] = None,
     default_buffer: Annotated[float, Query(alias="defaultBuffer", ge=0, le=10_000)] = 300,
 ) -> Response:
+    check_known(request.query_params, {"sites", "constraints", "sitesFilter", "defaultBuffer"})
     inputs: dict[str, Any] = {"sites": sites, "constraints": constraints, "defaultBuffer": default_buffer}
     if sites_filter is not None:
         inputs["sitesFilter"] = sites_filter

@@ -5,7 +5,7 @@ An empty tile is answered 204 No Content in both formats; a tile outside the mat
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -14,7 +14,7 @@ from service.cache import etag_for
 from service.catalog import Collection
 from service.crs import CRS84, epsg_uri
 from service.db import connection
-from service.deps import CollectionId, Scope
+from service.deps import JSON_ONLY, CollectionId, Scope
 from service.errors import NotFound
 from service.observability import TILE_HIT, TILE_MISS
 from service.params import check_known
@@ -33,7 +33,7 @@ TmsId = Annotated[str, Path(alias="tileMatrixSetId",
 TileMatrix = Annotated[int, Path(alias="tileMatrix", description="zoom level")]
 TileRow = Annotated[int, Path(alias="tileRow")]
 TileCol = Annotated[int, Path(alias="tileCol")]
-F = Annotated[str | None, Query(description="mvt (default) or geojson", pattern="^(mvt|json|geojson)$")]
+F = Annotated[Literal["mvt", "json", "geojson"] | None, Query(description="mvt (default) or geojson")]
 KIND_NAMES = {"string": "String", "number": "Number", "integer": "Number", "boolean": "Boolean", "date": "String"}
 
 
@@ -260,7 +260,8 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         c = scope.collection(collection_id)
         return [c], c.id, c.title, f"/collections/{c.id}"
 
-    @router.get("/tileMatrixSets", operation_id=f"{kind}.getTileMatrixSetsList", summary="Tile matrix sets")
+    @router.get("/tileMatrixSets", operation_id=f"{kind}.getTileMatrixSetsList", summary="Tile matrix sets",
+                dependencies=JSON_ONLY)
     async def tile_matrix_sets(request: Request, scope: ScopeDep) -> Response:
         check_known(request.query_params, {"f"})
         base = root(request, scope)
@@ -269,7 +270,7 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
              "links": [link(f"{base}/tileMatrixSets/{tid}", "self", JSON)]} for tid, tms in matrix_sets().items()]})
 
     @router.get("/tileMatrixSets/{tileMatrixSetId}", operation_id=f"{kind}.getTileMatrixSet",
-                summary="A tile matrix set definition")
+                summary="A tile matrix set definition", dependencies=JSON_ONLY)
     async def tile_matrix_set(request: Request, scope: ScopeDep, tms_id: TmsId) -> Response:
         check_known(request.query_params, {"f"})
         return json_response(get_tms(tms_id).model_dump(mode="json", exclude_none=True))
@@ -292,7 +293,7 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
         return json_response(tileset_doc(root(request, scope), url, title, collections, tms_id))
 
     async def tilejson(request: Request, scope: Scope, collection_id: str | None, tms_id: str) -> Response:
-        check_known(request.query_params, set())
+        check_known(request.query_params, {"f"})
         if tms_id != "WebMercatorQuad":
             get_tms(tms_id)
             raise NotFound("TileJSON describes WebMercatorQuad tiles only", parameter="tileMatrixSetId")
@@ -323,7 +324,7 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
     for path, cid in (("", None), ("/collections/{collectionId}", "collection")):
         _register(router, kind, path, cid, ScopeDep, tilesets, tileset, tilejson, tile, style_doc)
 
-    @router.get("/styles", operation_id=f"{kind}.getStyles", summary="Styles")
+    @router.get("/styles", operation_id=f"{kind}.getStyles", summary="Styles", dependencies=JSON_ONLY)
     async def styles(request: Request, scope: ScopeDep) -> Response:
         check_known(request.query_params, {"f"})
         url = root(request, scope) + "/styles/default"
@@ -374,17 +375,19 @@ def _register(router: APIRouter, kind: str, path: str, cid: str | None, ScopeDep
             return await style_doc(request, scope, None, style_id)
 
     tile_responses = {200: {"content": {MVT: {}, GEOJSON: {}}}, 204: {"description": "empty tile"}}
-    router.get(f"{path}/tiles", operation_id=f"{kind}.get{op}Tilesets", summary="Tilesets")(_tilesets)
+    router.get(f"{path}/tiles", operation_id=f"{kind}.get{op}Tilesets", summary="Tilesets",
+               dependencies=JSON_ONLY)(_tilesets)
     router.get(f"{path}/tiles/{{tileMatrixSetId}}", operation_id=f"{kind}.get{op}Tileset",
-               summary="Tileset metadata")(_tileset)
+               summary="Tileset metadata", dependencies=JSON_ONLY)(_tileset)
     router.get(f"{path}/tiles/{{tileMatrixSetId}}/tilejson.json", operation_id=f"{kind}.get{op}TileJSON",
                summary="TileJSON 3.0 (WebMercatorQuad)", response_class=Response,
-               responses={200: {"content": {JSON: {}}}})(_tilejson)
+               responses={200: {"content": {JSON: {}}}}, dependencies=JSON_ONLY)(_tilejson)
     router.get(f"{path}/tiles/{{tileMatrixSetId}}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
                operation_id=f"{kind}.get{op}Tile", summary="A vector tile (MVT or GeoJSON)",
                response_class=Response, responses=tile_responses)(_tile)
     router.get(f"{path}/styles/{{styleId}}", operation_id=f"{kind}.get{op}Style", summary="MapLibre style",
-               response_class=Response, responses={200: {"content": {STYLE: {}}}})(_style)
+               response_class=Response, responses={200: {"content": {STYLE: {}}}},
+               dependencies=JSON_ONLY)(_style)
 
 
 
