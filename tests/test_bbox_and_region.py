@@ -56,6 +56,11 @@ async def test_regional_collection_has_every_municipality(client):
     assert set(by_muni) == {"halle", "leipzig", "magdeburg"}
     only_leipzig = (await client.get("/region/collections/commercial-sites/items?municipality=leipzig")).json()
     assert only_leipzig["numberMatched"] == 5
+    # The queryables list the slugs as an enum; a misspelt one is named, not answered with an empty page.
+    for wrong in ("Leipzig", "leipzg"):
+        r = await client.get(f"/region/collections/commercial-sites/items?municipality={wrong}")
+        assert r.status_code == 400 and r.json()["parameter"] == "municipality", r.text
+        assert "halle, leipzig, magdeburg" in r.json()["description"] and repr(wrong) in r.json()["description"]
     regional_meta = (await client.get("/region/collections/ecological-zones")).json()
     assert regional_meta["municipalities"] == ["halle", "leipzig", "magdeburg"]
 

@@ -338,6 +338,9 @@ async def _items_query(request: Request, scope: Scope, c: Collection, for_export
     for name in set(params.keys()) - base:
         if name == "municipality" and c.regional:
             query.members = [m for m in c.members if m[1] == params[name]]
+            if not query.members:  # the queryables list the slugs: `Leipzig` is a typo, not an empty answer
+                raise InvalidParameter(f"municipality must be one of {', '.join(m[1] for m in c.members)}; got "
+                                       f"{params[name]!r}", parameter=name)
             continue
         kind, value = property_filter(layer, name, params[name])
         if kind == "json":
