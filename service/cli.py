@@ -156,6 +156,9 @@ def mirror_cmd(
     collection: Annotated[str | None, typer.Option(help="collection id here (default: the source's)")] = None,
     key: Annotated[str | None, typer.Option(help="API key at the source (for internal collections)",
                                             envvar="GEOTWIN_MIRROR_KEY")] = None,
+    again: Annotated[bool, typer.Option(
+        "--again", help="read the source's whole feed again and drop what it no longer has (after the source was "
+                        "restored from a backup)")] = False,
     url: UrlOpt = None,
 ) -> None:
     """Bring a copy of another GeoTwin's collection up to date through its change feed (run it from cron)."""
@@ -179,7 +182,7 @@ def mirror_cmd(
                     def step(done: int, latest: int) -> None:
                         progress.update(task, completed=done, total=max(done, 1))
 
-                    return await mirror(client, source.rstrip("/"), conn, municipality, target, step)
+                    return await mirror(client, source.rstrip("/"), conn, municipality, target, step, again)
         finally:
             await conn.close()
 

@@ -98,6 +98,13 @@ class HistoryPruned(GeoTwinError):
     code = "HistoryPruned"
 
 
+class HistoryRewound(HistoryPruned):
+    """A reader's cursor is beyond the change log: the database was restored from an older backup. Gone (410)
+    like a pruned log, and mended the same way: read the feed again from the start."""
+
+    code = "HistoryRewound"
+
+
 class RequestTimeout(GeoTwinError):
     """The client stopped sending its body."""
 

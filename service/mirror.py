@@ -42,9 +42,10 @@ ON CONFLICT (collection_id) DO UPDATE SET source = EXCLUDED.source, last_change_
 
 
 async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connection, municipality: str,
-                 collection: str, progress: Callable[[int, int], None] | None = None) -> int:
+                 collection: str, progress: Callable[[int, int], None] | None = None, again: bool = False) -> int:
     """Bring `municipality`/`collection` here up to date with the collection at URL `source`; returns the
-    number of changes applied. The collection is created (from the source's metadata) on the first run."""
+    number of changes applied. The collection is created (from the source's metadata) on the first run.
+    `again` reads the whole feed again, whatever the cursor says."""
     meta = (await client.get(source)).raise_for_status().json()
     layer = registry().get(meta.get("layerType", {}).get("name", ""))
     if layer is None:
@@ -60,23 +61,26 @@ async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connectio
                                        meta.get("keywords") or [], "public")
     cursor = await conn.fetchval("SELECT last_change_id FROM mirror_cursor WHERE collection_id = $1", c_pk) or 0
     try:
-        return await _follow(client, source, conn, c_pk, layer, cursor, progress)
+        if not again:
+            return await _follow(client, source, conn, c_pk, layer, cursor, progress)
     except _Pruned:
-        # The source pruned changes this copy has not seen (`geotwin history prune`), deletions among them:
-        # read the whole feed again, which starts with every feature as it was when the history was cut, and
-        # drop what it no longer has. One transaction: readers see the old copy until the new one is complete.
-        async with conn.transaction():
-            alive: dict[str, bool] = {}
-            applied = await _follow(client, source, conn, c_pk, layer, 0, progress, alive)
-            await act_as(conn, f"mirror:{source}", c_pk, bulk=True)
-            await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid <> ALL($2::text[])", c_pk,
-                               [fid for fid, exists in alive.items() if exists])
-            await refresh_collection(conn, c_pk)
-        return applied
+        pass
+    # The source pruned changes this copy has not seen (`geotwin history prune`), deletions among them, or was
+    # restored from a backup older than this copy's cursor: read the whole feed again, which starts with every
+    # feature as it was when the history was cut, and drop what it no longer has. One transaction: readers see
+    # the old copy until the new one is complete.
+    async with conn.transaction():
+        alive: dict[str, bool] = {}
+        applied = await _follow(client, source, conn, c_pk, layer, 0, progress, alive)
+        await act_as(conn, f"mirror:{source}", c_pk, bulk=True)
+        await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid <> ALL($2::text[])", c_pk,
+                           [fid for fid, exists in alive.items() if exists])
+        await refresh_collection(conn, c_pk)
+    return applied
 
 
 class _Pruned(Exception):
-    """The source's change feed no longer reaches back to this copy's cursor (410)."""
+    """The source's change feed no longer reaches back to this copy's cursor, or no longer reaches it (410)."""
 
 
 async def _follow(client: httpx.AsyncClient, source: str, conn: asyncpg.Connection, c_pk: int, layer: Any,

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from service.db import connection, stored_json
 from service.deps import JSON_ONLY, CollectionId, FeatureId, Scope
-from service.errors import HistoryPruned, InvalidParameter, NotFound
+from service.errors import HistoryPruned, HistoryRewound, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
 from service.responses import base_url, link, segment
 from service.sql.history import LATEST, OPS, changes_sql, versions_sql
@@ -95,6 +95,13 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         async with connection(scope.pool) as conn:
             rows = await conn.fetch(sql, *args)
             latest = await conn.fetchval(LATEST, c.members[0][0])
+        if not rows and start > max(latest or 0, c.history_pruned_through):
+            # Only a restore from an older backup takes the log back behind a cursor it handed out; the ids
+            # that follow repeat ones the reader has passed, so "nothing new" would hide them for ever.
+            raise HistoryRewound(f"after={start} is beyond the change log of {c.id!r}, which ends at "
+                                 f"{latest or 0}: the source was restored from an older backup (or the number is "
+                                 "not from this feed). Start again from after=0", parameter="after",
+                                 latestChangeId=latest or 0)
         more, rows = len(rows) > size, rows[:size]
         member = _member(scope)
         url = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/changes"
