@@ -1,6 +1,7 @@
 """Authentication and the access rules, below every route: no endpoint can forget them.
 
-Per request: read the credential (if any) into a `Principal` (`request.state.principal`), or answer 401.
+Per request: read the credential (if any, see `credential`) into a `Principal` (`request.state.principal`), or
+answer 401.
 Then apply the rules by path and method:
 
 | request                                         | needs                          |
@@ -29,6 +30,7 @@ limit → 429 with Retry-After.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import re
@@ -82,11 +84,30 @@ def permitted(principal: Principal | None, method: str, path: str) -> bool:
 
 
 def credential(headers: dict[bytes, bytes]) -> str | None:
+    """The key or token a request carries: `Authorization: Bearer …`, `X-API-Key: …`, or a key as the password
+    of `Authorization: Basic` (any user name), which GDAL (GDAL_HTTP_USERPWD), OWSLib and QGIS's Basic
+    configuration send. Other Basic credentials, and other schemes, are a proxy's or the intranet's (nginx
+    auth_basic, Windows' Negotiate) and are left to them. A Bearer or X-API-Key header with nothing in it is a
+    401 (AuthError): it is a script whose variable is empty, which would otherwise read as anonymous."""
     auth = headers.get(b"authorization", b"").decode("latin-1").strip()
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
-    return key or None
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        if not value.strip():
+            raise AuthError("Authorization: Bearer carries no key or token (an empty variable?)")
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            password = ""
+        if password.startswith(KEY_PREFIX):
+            return password
+    if b"x-api-key" in headers:
+        key = headers[b"x-api-key"].decode("latin-1").strip()
+        if not key:
+            raise AuthError("X-API-Key carries no key (an empty variable?)")
+        return key
+    return None
 
 
 EXPENSIVE = re.compile(r"^/processes/[^/]+/execution$|/export$|/imports$")
@@ -147,14 +168,14 @@ class Access:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        token = credential(headers)
         principal: Principal | None = None
-        if token is not None:
-            try:
+        try:
+            token = credential(headers)
+            if token is not None:
                 principal = await self._authenticate(scope, token)
-            except AuthError as exc:
-                await _deny(send, 401, "Unauthorized", str(exc))
-                return
+        except AuthError as exc:
+            await _deny(send, 401, "Unauthorized", str(exc))
+            return
         scope.setdefault("state", {})["principal"] = principal
         need = required(scope["method"], scope["path"])
         if need is not None:  # the same rule as `permitted`, with the reason when it says no

@@ -1,10 +1,10 @@
 """Who is asking, and what they may do: API keys, OpenID Connect tokens, and the one access policy.
 
 Authentication happens once per request, in `service.access.Access` (an ASGI middleware under every route).
-It turns `Authorization: Bearer …` or `X-API-Key: …` into a `Principal`, or answers 401 for a credential
-that is wrong, expired or revoked. What a principal may do is decided by `Principal.can` alone: the
-middleware applies it to every write and to the key and administration paths; reads of internal
-collections go through the per-principal catalog view (`service.deps`).
+It turns `Authorization: Bearer …`, `X-API-Key: …` or a key as a Basic password into a `Principal`, or
+answers 401 for a credential that is wrong, expired, revoked or empty. What a principal may do is decided by
+`Principal.can` alone: the middleware applies it to every write and to the key and administration paths;
+reads of internal collections go through the per-principal catalog view (`service.deps`).
 
 Keys look like `gt_<prefix>_<secret>`: 256 bits of secret from `secrets`, stored as a SHA-256 hash (a slow
 password hash buys nothing against a random 256-bit secret) and compared in constant time. The prefix only

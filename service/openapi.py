@@ -25,7 +25,7 @@ EXCEPTION = {
 ANSWERS = {
     "304": "Not modified: the representation still has the ETag given in If-None-Match",
     "400": "A parameter or the body is not understood; the body names which",
-    "401": "The credential sent (X-API-Key or a bearer token) is not valid",
+    "401": "The credential sent (X-API-Key, a key as Basic password, or a bearer token) is not valid or empty",
     "403": "The credential does not carry the role this needs",
     "404": "No such resource",
     "406": "None of the media types in Accept (or f) is offered",
@@ -125,6 +125,8 @@ def _document_answers(doc: dict[str, Any], if_match_optional: bool = False) -> N
     components["securitySchemes"] = {
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                    "description": "A key from `geotwin keys create` or POST …/keys"},
+        "basic": {"type": "http", "scheme": "basic",
+                  "description": "A key as the password, any user name (for clients that know only these)"},
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                    "description": "A token of the OpenID Connect issuer the deployment trusts "
                                   "(GEOTWIN_AUTH__OIDC_ISSUER; without it, tokens are refused)"},
@@ -164,8 +166,8 @@ def _document_answers(doc: dict[str, Any], if_match_optional: bool = False) -> N
             for code in sorted(codes):
                 responses.setdefault(code, {"$ref": f"#/components/responses/{code}"})
             # Reads need no credential (one may show a member's internal collections); the rest need one.
-            op["security"] = ([{"apiKey": []}, {"bearer": []}] if needs is not None
-                              else [{}, {"apiKey": []}, {"bearer": []}])
+            op["security"] = ([{"apiKey": []}, {"basic": []}, {"bearer": []}] if needs is not None
+                              else [{}, {"apiKey": []}, {"basic": []}, {"bearer": []}])
             if needs is not None:
                 role, _ = needs
                 who = "a platform administrator" if role == "platform" else f"the municipality's {role}"

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import httpx
 from owslib.ogcapi.features import Features
+from owslib.util import Authentication
 from pyproj import Transformer
 
-from tests.conftest import run_qgis
+from tests.conftest import new_key, run_qgis
 
 HERE = Path(__file__).parent
 
 
-def run(*cmd: str) -> str:
+def run(*cmd: str, **env: str) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={"CPL_DEBUG": "OFF",
-                                                                                     "PATH": "/usr/bin:/bin"})
+                                                                                     "PATH": "/usr/bin:/bin", **env})
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -75,6 +76,30 @@ def test_owslib_pages_through_the_largest_demo_collection(live_server):
         offset += 5
     assert len(seen) == len(set(seen)) == total
     assert any(f.startswith("leipzig:") for f in seen) and any(f.startswith("magdeburg:") for f in seen)
+
+
+def test_gdal_and_owslib_send_a_key_as_the_basic_password(live_server, db_url):
+    """Clients that know only user and password (GDAL_HTTP_USERPWD, OWSLib's Authentication, FME, older QGIS)
+    send the key as the password and see their municipality's internal collections. A proxy's own Basic
+    credentials pass through as before; an empty Bearer header is a 401, not an anonymous read."""
+    import asyncio
+
+    key = asyncio.run(new_key(db_url, "halle", "viewer", "Basic"))
+    root = f"{live_server}/municipalities/halle"
+    listed = set(re.findall(r"^\d+: ([\w-]+)", run("ogrinfo", "-ro", "-q", f"OAPIF:{root}",
+                                                      GDAL_HTTP_USERPWD=f"planer:{key}", GDAL_HTTP_AUTH="BASIC"), re.M))
+    assert "internal-notes" in listed
+    assert "internal-notes" not in run("ogrinfo", "-ro", "-q", f"OAPIF:{root}")
+    api = Features(root, auth=Authentication("planer", key))
+    assert "internal-notes" in {c["id"] for c in api.collections()["collections"]}
+    assert api.collection_items("internal-notes", limit=1)["numberMatched"] > 0
+    wrong = httpx.get(f"{root}/collections", auth=("planer", key[:-2] + "xx"))
+    assert wrong.status_code == 401 and "not valid" in wrong.json()["description"]
+    proxy = httpx.get(f"{root}/collections", auth=("staging", "Sommer2026"))
+    assert proxy.status_code == 200 and "internal-notes" not in proxy.text
+    for empty in ({"Authorization": "Bearer"}, {"X-API-Key": ""}):  # curl -H "…: Bearer $UNSET"
+        r = httpx.get(f"{root}/collections", headers=empty)
+        assert r.status_code == 401 and "carries no key" in r.json()["description"], empty
 
 
 def test_gdal_knows_every_field_before_it_has_seen_one(live_server, tmp_path):
