@@ -108,6 +108,13 @@ async def test_geojson_output_has_sites_and_overlaps(ana):
     assert r.headers["content-type"].startswith("application/geo+json") and kinds == {"site", "overlap"}
 
 
+@pytest.mark.parametrize(("query", "words"), [("defaultBuffer=nan", "finite"), ("defaultBuffer=-1", "0"),
+                                                ("sitez=x", "unknown query parameter 'sitez'")])
+async def test_the_conflict_map_names_a_bad_parameter(ana, query, words):
+    r = await ana.get(f"/processes/conflicts/map?{query}")
+    assert r.status_code == 400 and r.json()["parameter"] == query.split("=")[0] and words in r.json()["description"]
+
+
 @pytest.mark.parametrize("inputs, parameter", [
     ({"sites": "halle", "constraints": "/region/collections/ecological-zones"}, "sites"),
     ({"sites": "/region/collections/ecological-zones", "constraints": "/region/collections/ecological-zones"},

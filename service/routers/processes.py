@@ -226,7 +226,8 @@ async def conflicts_map(
     sites: Annotated[str, Query(description="collection path")] = "/region/collections/commercial-sites",
     constraints: Annotated[str, Query(description="collection path")] = "/region/collections/ecological-zones",
     sites_filter: Annotated[str | None, Query(alias="sitesFilter")] = None,
-    default_buffer: Annotated[float, Query(alias="defaultBuffer", ge=0, le=10_000)] = 300,
+    default_buffer: Annotated[float, Query(alias="defaultBuffer", ge=0, le=10_000, allow_inf_nan=False,
+                                           description="metres (0–10,000)")] = 300,
 ) -> Response:
     check_known(request.query_params, {"sites", "constraints", "sitesFilter", "defaultBuffer"})
     inputs: dict[str, Any] = {"sites": sites, "constraints": constraints, "defaultBuffer": default_buffer}
