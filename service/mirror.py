@@ -80,7 +80,7 @@ async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connectio
 
 
 class _Pruned(Exception):
-    """The source's change feed no longer reaches back to this copy's cursor, or no longer reaches it (410)."""
+    """The source's change feed answered 410 to this copy's cursor: pruned behind it, or restored to before it."""
 
 
 async def _follow(client: httpx.AsyncClient, source: str, conn: asyncpg.Connection, c_pk: int, layer: Any,
