@@ -102,6 +102,22 @@ def test_gdal_and_owslib_send_a_key_as_the_basic_password(live_server, db_url):
         assert r.status_code == 401 and "carries no key" in r.json()["description"], empty
 
 
+def test_qgis_reads_an_internal_collection_with_the_key_in_a_basic_configuration(live_server, db_url, tmp_path):
+    """Debian's QGIS (3.22) has no API header authentication; its *Basic* configuration with the key as the
+    password opens the municipality's internal collection, which it cannot open without."""
+    import asyncio
+
+    key = asyncio.run(new_key(db_url, "halle", "viewer", "QGIS Basic"))
+    for home in ("with", "without"):
+        (tmp_path / home).mkdir()
+    root = f"{live_server}/municipalities/halle"
+    with_key = run_qgis("qgis_oapif.py", root, "internal-notes", "EPSG:25832", key, home=tmp_path / "with")
+    expected = httpx.get(f"{root}/collections/internal-notes/items", headers={"X-API-Key": key}).json()
+    assert with_key["valid"] and set(with_key["features"]) == {str(f["id"]) for f in expected["features"]} != set()
+    without = run_qgis("qgis_oapif.py", root, "internal-notes", "EPSG:25832", home=tmp_path / "without")
+    assert not without["valid"]
+
+
 def test_gdal_knows_every_field_before_it_has_seen_one(live_server, tmp_path):
     """With one feature per page, GDAL still gets every layer-type field (from the feature schema) and one
     geometry type, so nothing a later feature carries is dropped on export."""
