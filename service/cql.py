@@ -85,6 +85,8 @@ class Node:
     kind: str  # a queryable kind, "predicate", "interval", "array" or "null"
     sql: Sql
     values: tuple[Any, ...] = ()  # for arrays: the literal values
+    prop: Queryable | None = None  # for a property: what it is (its enum, if any)
+    text: str | None = None  # for a text literal: its value
 
 
 class Filter:
@@ -160,6 +162,18 @@ def _kinds_compatible(a: str, b: str) -> bool:
     return a == b or "null" in (a, b)
 
 
+def _check_codes(prop: Node, others: tuple[Node, ...]) -> None:
+    """A property with a list of codes (zoning, availability, …) compared for equality with text that is none
+    of them: a typo that would find nothing, refused as `zoning=XX` is."""
+    allowed = prop.prop.schema.get("enum") if prop.prop else None
+    if not allowed:
+        return
+    for other in others:
+        if other.text is not None and other.text not in allowed:
+            raise _bad(f"{prop.prop.name} must be one of {', '.join(map(str, allowed))}; the filter compares it "
+                       f"with {other.text!r}", property=prop.prop.name)
+
+
 class _Compiler:
     def __init__(self, crs: Crs, queryables: dict[str, Queryable]) -> None:
         self.crs = crs
@@ -172,7 +186,7 @@ class _Compiler:
         if isinstance(tree, int | float):
             return self._bound("number", float(tree), "float8")
         if isinstance(tree, str):
-            return self._bound("string", tree, "text")
+            return Node("string", lambda a, m: f"{a(tree)}::text", text=tree)
         if tree is None:
             return Node("null", lambda a, m: "NULL")
         if isinstance(tree, list):
@@ -207,7 +221,7 @@ class _Compiler:
         if q is None:
             known = ", ".join(sorted(self.queryables))
             raise _bad(f"{name!r} is not a queryable of this collection (queryables: {known})", property=str(name))
-        return Node(q.kind, lambda a, m: q.typed_sql(m))
+        return Node(q.kind, lambda a, m: q.typed_sql(m), prop=q)
 
     def _day(self, value: Any, what: str) -> dt.date:
         text = str(value)
@@ -297,6 +311,9 @@ class _Compiler:
             raise self._mismatch(op, raw_args, left, right)
         if left.kind == "boolean" and sql_op not in ("=", "<>"):
             raise _bad(f"booleans can only be compared with = or <>, not {op}")
+        if sql_op in ("=", "<>"):
+            _check_codes(left, (right,))
+            _check_codes(right, (left,))
         return Node("predicate", lambda a, m: f"{left.sql(a, m)} {sql_op} {right.sql(a, m)}")
 
     def _mismatch(self, op: str, raw_args: list[Any], *nodes: Node) -> InvalidParameter:
@@ -336,6 +353,7 @@ class _Compiler:
             raise _bad("IN needs at least one value in its list")
         if not all(_kinds_compatible(value.kind, i.kind) for i in items):
             raise self._mismatch(op, raw_args, value, items[0])
+        _check_codes(value, items)
         return Node("predicate", lambda a, m: f"{value.sql(a, m)} IN ({', '.join(i.sql(a, m) for i in items)})")
 
     # ----- spatial

@@ -246,6 +246,11 @@ async def test_filter_literals_in_another_crs(client):
     ("name LIKE '%\\'", None, {}),  # ends with LIKE's escape character: was a 400 naming no parameter
     ('{"op": "like", "args": [{"property": "name"}, "Hafen\\\\"]}', "cql2-json", {}),
     ("CASEI(name) LIKE CASEI('%\\')", None, {}),  # the same inside CASEI: reached the database
+    # A code the property does not have: found nothing without a word, while ?zoning=XX is a 400.
+    ("zoning = 'XX'", None, {"property": "zoning"}),
+    ("'reservd' <> availability", None, {"property": "availability"}),
+    ("availability IN ('verfuegbar', 'verfügbar')", None, {"property": "availability"}),
+    ('{"op": "=", "args": [{"property": "municipality"}, "Leipzig"]}', "cql2-json", {"property": "municipality"}),
 ])
 async def test_malformed_filters_are_400_naming_what_and_where(client, flt, lang, where):
     params = {"filter": flt} | ({"filter-lang": lang} if lang else {})
@@ -256,6 +261,15 @@ async def test_malformed_filters_are_400_naming_what_and_where(client, flt, lang
     for key, value in where.items():
         assert body[key] == value, body
     assert body["description"]
+
+
+async def test_a_filter_names_the_codes_a_property_takes(client):
+    r = await client.get(f"{SITES}/items", params={"filter": "zoning = 'XX' OR zoning = 'GE'"})
+    assert r.status_code == 400
+    assert r.json()["description"] == "zoning must be one of GE, GI, SO, GE_E; the filter compares it with 'XX'"
+    # Codes are compared as given; CASEI, LIKE and orderings are not checked against the list.
+    for flt in ("zoning = 'GE'", "CASEI(zoning) = 'ge'", "zoning LIKE 'G%'", "availability > 'a'"):
+        assert (await client.get(f"{SITES}/items", params={"filter": flt, "limit": 1})).status_code == 200, flt
 
 
 async def test_random_filters_never_cause_a_server_error(client):
