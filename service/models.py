@@ -36,6 +36,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STORAGE_SRID = 25832
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# A municipality's AGS has 8 digits (15002000), a district's 5 (15088); the Land is its first two.
+AGS_PATTERN = r"^([0-9]{5}|[0-9]{8})$"
 
 # Properties with a b-tree expression index, as (property, kind). The query builder uses the same
 # expression (`property_expr`), so the index is hit. Numbers go through `geotwin_num`, which is null for
@@ -100,7 +102,7 @@ class Municipality(Base):
 
     __table_args__ = (
         CheckConstraint(f"slug ~ '{SLUG_PATTERN}'", name="slug_format"),
-        CheckConstraint("ags ~ '^[0-9]{5,8}$'", name="ags_format"),
+        CheckConstraint(f"ags ~ '{AGS_PATTERN}'", name="ags_format"),
     )
 
 

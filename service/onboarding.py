@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.loader import NUL
-from service.models import SLUG_PATTERN
+from service.models import AGS_PATTERN, SLUG_PATTERN
 
 
 def _no_nul(value: str) -> str:
@@ -46,7 +46,6 @@ LAENDER: dict[str, tuple[str, str, int]] = {
     "12": ("Brandenburg", "BB", 25833), "13": ("Mecklenburg-Vorpommern", "MV", 25833),
     "14": ("Sachsen", "SN", 25833), "15": ("Sachsen-Anhalt", "ST", 25832), "16": ("Thüringen", "TH", 25832),
 }
-AGS_PATTERN = r"^([0-9]{5}|[0-9]{8})$"
 _EPSG = re.compile(r"^(?:EPSG:{1,2}|https?://www\.opengis\.net/def/crs/EPSG/0/)?([0-9]+)$", re.IGNORECASE)
 
 

@@ -111,3 +111,21 @@ async def test_validity_columns_that_disagree_with_the_properties_follow_them_on
         assert await conn.fetchval("SELECT valid_to FROM feature WHERE id = $1", pk) is None
     finally:
         await conn.close()
+
+
+async def test_an_ags_of_six_or_seven_digits_is_refused_from_0016_on_and_an_old_one_named(old_db, caplog):
+    """0001 let psql store 5 to 8 digits; from 0016 on, the database holds to 5 or 8 as the API does. A key
+    stored before is kept (the upgrade must not stop the service from starting) and named in a warning."""
+    conn = await asyncpg.connect(old_db)
+    try:
+        await conn.execute("UPDATE municipality SET ags = '150020' WHERE slug = 'halle'")
+        with caplog.at_level("WARNING", logger="alembic.runtime.migration"):
+            await asyncio.to_thread(upgrade, old_db)
+        assert "halle (150020)" in caplog.text
+        assert await conn.fetchval("SELECT ags FROM municipality WHERE slug = 'halle'") == "150020"
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE municipality SET ags = '1471300' WHERE slug = 'leipzig'")
+        await conn.execute("UPDATE municipality SET ags = '15002000' WHERE slug = 'halle'")
+        await conn.execute("ALTER TABLE municipality VALIDATE CONSTRAINT ck_municipality_ags_format")
+    finally:
+        await conn.close()
