@@ -57,6 +57,34 @@ def geometry_problems(path: str | Path, wanted: dict[int, str]) -> dict[int, str
     return found
 
 
+def text_with_nul(path: str | Path) -> tuple[int, str, str] | None:
+    """The first feature (index, id or "", property) whose text holds U+0000, read as a stream; None when no
+    feature's properties or id hold it (a member elsewhere does)."""
+    with open(path, "rb") as handle:
+        for index, feature in enumerate(ijson.items(handle, "features.item", use_float=True)):
+            if not isinstance(feature, dict):
+                return None
+            fid = feature.get("id")
+            shown = "" if fid is None else str(fid).replace("\x00", "\\u0000")
+            if isinstance(fid, str) and "\x00" in fid:
+                return index, shown, "id"
+            properties = feature.get("properties")
+            for name, value in (properties.items() if isinstance(properties, dict) else ()):
+                if "\x00" in name or _holds_nul(value):
+                    return index, shown, name.replace("\x00", "\\u0000")
+    return None
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def geometry_problem(raw: Any) -> str | None:
     """What is wrong with a GeoJSON geometry, or None if nothing is."""
     if raw is None:

@@ -6,6 +6,7 @@ option, before anything is written. `service.importer` reads and writes what thi
 from __future__ import annotations
 
 import codecs
+import re
 import shutil
 import tempfile
 import zipfile
@@ -84,10 +85,13 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
                                "Shapefile), .csv or .gml (XPlanGML)", parameter="file")
     encoding = text_encoding(options.encoding)
     if driver in ("GeoJSON", "CSV"):
+        nul = _NulFinder(driver == "GeoJSON")
         if encoding is None:
-            _check_utf8(path)
+            _check_utf8(path, nul)
         else:
-            path = _utf8_copy(path, encoding)
+            path = _utf8_copy(path, encoding, nul)
+        if nul.found is not None:
+            _refuse_nul(path, driver, nul)
     if driver == "ESRI Shapefile":
         return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
     if driver in MAGIC:
@@ -105,7 +109,7 @@ def remove_copy(original: Path, read: Path) -> None:
         shutil.rmtree(read.parent, ignore_errors=True)
 
 
-def _utf8_copy(path: Path, encoding: str) -> Path:
+def _utf8_copy(path: Path, encoding: str, nul: _NulFinder) -> Path:
     """`path`, a text file in `encoding`, copied as UTF-8 (streamed: memory stays flat)."""
     directory = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     target = directory / ("utf8" + path.suffix.lower())
@@ -116,11 +120,13 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
             while True:
                 chunk = source.read(1 << 20)
                 try:
-                    out.write(decoder.decode(chunk, final=not chunk).encode())
+                    text = decoder.decode(chunk, final=not chunk).encode()
                 except UnicodeError as exc:
                     at = offset + getattr(exc, "start", 0) - max(len(getattr(exc, "object", chunk)) - len(chunk), 0)
                     raise InvalidData(f"the file is not {encoding}: it cannot be read as that at offset {at:,} "
                                       "(is the encoding right?)", parameter="encoding") from None
+                out.write(text)
+                nul.feed(text)
                 if not chunk:
                     return target
                 offset += len(chunk)
@@ -129,11 +135,12 @@ def _utf8_copy(path: Path, encoding: str) -> Path:
         raise
 
 
-def _check_utf8(path: Path) -> None:
+def _check_utf8(path: Path, nul: _NulFinder) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
+            nul.feed(chunk)
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
@@ -146,6 +153,61 @@ def _check_utf8(path: Path) -> None:
         except UnicodeDecodeError:
             raise InvalidData("the file ends in the middle of a UTF-8 character (truncated?)",
                               parameter="file") from None
+
+
+# U+0000 in a text: GDAL cuts the text there without a word, and PostgreSQL cannot store it (an edit holding it
+# is refused). A GeoJSON file writes it as the escape \u0000 (a backslash before it that is escaped itself does
+# not count); a raw NUL byte is no text in either format.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_TAIL = 64  # bytes of the previous chunk kept, for an escape that a chunk boundary splits
+
+
+class _NulFinder:
+    """Where a streamed UTF-8 file first holds U+0000: its offset and line (1-based)."""
+
+    def __init__(self, json_text: bool) -> None:
+        self.json_text = json_text
+        self.found: tuple[int, int] | None = None
+        self._tail = b""
+        self._offset = 0  # of the tail's first byte
+        self._lines = 0  # newlines before the tail
+
+    def feed(self, chunk: bytes) -> None:
+        if self.found is not None or not chunk:
+            return
+        data = self._tail + chunk
+        at = data.find(b"\x00")
+        if self.json_text:
+            escape = _NUL_ESCAPE.search(data)
+            if escape is not None:
+                start = escape.end() - 6
+                at = start if at < 0 else min(at, start)
+        if at >= 0:
+            self.found = (self._offset + at, self._lines + data.count(b"\n", 0, at) + 1)
+            return
+        keep = data[-_NUL_TAIL:]
+        self._lines += data.count(b"\n", 0, len(data) - len(keep))
+        self._offset += len(data) - len(keep)
+        self._tail = keep
+
+
+def _refuse_nul(path: Path, driver: str, nul: _NulFinder) -> None:
+    """Refuse a file whose text holds U+0000, naming the feature and property in a GeoJSON file where the
+    stream lines up, else the offset and line."""
+    offset, line = nul.found or (0, 0)
+    why = "text may not hold the character U+0000 (NUL), which the database cannot store (GDAL would cut it there)"
+    if driver == "GeoJSON":
+        from service.geojsoncheck import text_with_nul
+
+        try:
+            where = text_with_nul(path)
+        except Exception:  # noqa: BLE001 - a file ijson cannot read: fall back to the offset
+            where = None
+        if where is not None:
+            index, fid, name = where
+            raise InvalidData(f"feature {index}{f' ({fid})' if fid else ''}: {name}: {why}", parameter="file",
+                              index=index, property=name)
+    raise InvalidData(f"line {line:,} (offset {offset:,}): {why}", parameter="file")
 
 
 def xplan_in_zip(path: Path, max_bytes: int) -> str | None:

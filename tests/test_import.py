@@ -185,6 +185,45 @@ async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_give
     assert set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")) <= work_dirs, "the UTF-8 copies are removed"
 
 
+async def test_text_holding_nul_is_refused_with_where_as_an_edit_holding_it_is(imp_db, files, tmp_path):
+    """GDAL cut a text at U+0000 without a word ("Vor\\u0000Nach" came in as "Vor"); an edit holding it is a 422.
+    A GeoJSON file is refused naming the feature and property, a CSV naming the line; an escaped backslash
+    before "u0000" is text like any other."""
+    original = await collection_state(imp_db)
+    demo = json.loads(DEMO.read_text())
+    demo["features"][3]["properties"]["name"] = "Vor\x00Nach"
+    with_nul = tmp_path / "nul.geojson"
+    with_nul.write_text(json.dumps(demo))  # as \u0000
+    as_utf16 = tmp_path / "nul16.geojson"
+    as_utf16.write_bytes(json.dumps(demo).encode("utf-16"))
+    lines = files["csv"].read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b",", b",\x00", 1)
+    csv_nul = tmp_path / "nul.csv"
+    csv_nul.write_bytes(b"\n".join(lines))
+    for path, options, where in [(with_nul, {}, {"index": 3, "property": "name"}),
+                                 (as_utf16, {"encoding": "utf-16"}, {"index": 3, "property": "name"}),
+                                 (csv_nul, {"crs": "EPSG:25832"}, {})]:
+        with pytest.raises(GeoTwinError) as err:
+            await run_import(imp_db, path, **options)
+        assert "U+0000" in err.value.description, (path.name, err.value.description)
+        assert err.value.where == {"parameter": "file", **where}, (path.name, err.value.where)
+    assert "line 3 " in err.value.description
+    assert await collection_state(imp_db) == original
+    demo["features"][3]["properties"]["name"] = "C:\\u0000\\Pläne"  # a backslash, then u0000
+    escaped = tmp_path / "escaped.geojson"
+    escaped.write_text(json.dumps(demo))
+    assert "\\\\u0000" in escaped.read_text()
+    await run_import(imp_db, escaped)
+    fid = demo["features"][3]["id"]
+    conn = await asyncpg.connect(imp_db)
+    try:
+        assert await conn.fetchval("SELECT properties->>'name' FROM feature WHERE fid = $1", fid) == "C:\\u0000\\Pläne"
+    finally:
+        await conn.close()
+    await run_import(imp_db, DEMO)
+    assert await collection_state(imp_db) == original
+
+
 async def test_a_file_of_several_layers_needs_layer_and_qgis_styles_do_not_count(imp_db, files, tmp_path):
     """QGIS keeps a project's styles in the GeoPackage (`layer_styles`, a table without geometries): the one layer
     with geometries is read. Of two such layers, or two Shapefiles in a zip, neither is guessed: the error lists
