@@ -63,6 +63,8 @@ def landing(root: str, dataset: Dataset, fmt: str, api_title: str) -> dict[str, 
             link(f"{root}/tiles", TILESETS_VECTOR, JSON, "vector tiles of all collections (one layer each)"),
             link(f"{root}/tileMatrixSets", TILING_SCHEMES, JSON, "tile matrix sets"),
             link(f"{root}/styles", STYLES, JSON, "map styles"),
+            link(root.removesuffix(dataset.path) + ("/" if dataset.regional else "/municipalities"), "up", JSON,
+                 "service root" if dataset.regional else "all municipalities"),
         ],
     }
 

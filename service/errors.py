@@ -215,7 +215,13 @@ def install(app: FastAPI) -> None:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # every method of the path, not just those of the first route matching it
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
-        return _json(exc.status_code, {"code": code, "description": str(exc.detail)}, headers=headers or None)
+        description = str(exc.detail)
+        if exc.status_code == 404 and description == "Not Found":  # no route has this path
+            from service.responses import base_url
+
+            description = (f"nothing at {request.url.path}: the paths this service answers are listed at "
+                           f"{base_url(request)}/api (OpenAPI; ?f=html in a browser)")
+        return _json(exc.status_code, {"code": code, "description": description}, headers=headers or None)
 
     @app.exception_handler(asyncpg.exceptions.DataError)
     async def _data(request: Request, exc: Exception) -> Response:

@@ -194,6 +194,23 @@ async def test_service_root_lists_municipalities_and_region(client):
     assert doc["region"]["collections"] == ["commercial-sites", "ecological-zones", "planning-zones"]
 
 
+async def test_a_client_going_up_from_an_api_root_finds_the_municipalities(client):
+    """`/municipalities/halle` → its `up` link → `/municipalities`, which lists what the root lists (a browser is
+    sent to the root page); the region's `up` is the root. A path nothing answers names where the paths are."""
+    up = {d: next(x["href"] for x in (await client.get(d)).json()["links"] if x["rel"] == "up")
+          for d in (HALLE, "/region")}
+    assert up == {HALLE: "http://testserver/municipalities", "/region": "http://testserver/"}
+    listed = await client.get("/municipalities")
+    assert listed.status_code == 200
+    assert listed.json()["municipalities"] == (await client.get("/")).json()["municipalities"]
+    page = await client.get("/municipalities", headers={"Accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"] == "http://testserver/"
+    missing = await client.get("/municipality/halle")
+    assert missing.status_code == 404
+    assert missing.json()["description"].startswith("nothing at /municipality/halle: the paths this service "
+                                                    "answers are listed at http://testserver/api")
+
+
 async def test_cors_allows_any_origin(client):
     r = await client.get(f"{SITES}/items", headers={"origin": "https://masterportal.example"})
     assert r.headers["access-control-allow-origin"] == "*"

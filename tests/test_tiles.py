@@ -240,6 +240,14 @@ async def test_styles_colour_by_code_with_legends(client):
     one = (await client.get(f"{HALLE}/collections/commercial-sites/styles/default")).json()
     assert {layer.get("source-layer") for layer in one["layers"]} - {None} == {"commercial-sites"}
     assert (await client.get(f"{HALLE}/styles/fancy")).status_code == 404
+    # Each style list (a dataset's, a collection's) links the styles that are there.
+    for base in (HALLE, f"{HALLE}/collections/commercial-sites", "/region/collections/ecological-zones"):
+        listed = (await client.get(f"{base}/styles")).json()
+        href = listed["styles"][0]["links"][0]["href"]
+        assert href == f"http://testserver{base}/styles/default"
+        assert (await client.get(href)).status_code == 200
+    missing = await client.get(f"{HALLE}/collections/nowhere/styles")
+    assert missing.status_code == 404 and missing.json()["parameter"] == "collectionId"
 
 
 async def test_head_and_cors_on_tiles(client):

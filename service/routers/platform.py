@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
+from service.catalog import Catalog
 from service.deps import JSON_ONLY, HtmlOrJson, current_catalog
 from service.errors import NotFound
 from service.i18n import N_
@@ -63,19 +64,39 @@ async def root(request: Request, f: HtmlOrJson = None) -> Response:
                  "statistics of commercial land and protection, with charts"),
             link(f"{base}/conformance", "conformance", JSON, "conformance classes of the service root"),
         ],
-        "municipalities": [
-            {"id": m.slug, "title": m.name, "ags": m.ags, "state": m.state,
-             "crs": f"http://www.opengis.net/def/crs/EPSG/0/{m.crs}", "bbox": list(m.bbox) if m.bbox else None,
-             "collections": len(catalog.datasets[m.slug].collections),
-             "links": [link(f"{base}/municipalities/{m.slug}", "child", JSON, f"API root of {m.name}")]}
-            for m in catalog.municipalities.values()
-        ],
+        "municipalities": _municipalities(catalog, base),
         "region": {"id": "region", "title": "Region", "collections": sorted(catalog.region.collections),
                    "links": [link(f"{base}/region", "child", JSON, "regional API root")]},
     }
     if fmt == "html":
         return html_response(request, "root.html", doc=doc, layer_types=registry())
     return json_response(doc)
+
+
+@router.get("/municipalities", operation_id="platform.getMunicipalities",
+            summary="The municipalities that publish here, each with its API root",
+            responses={303: {"description": "HTML asked for: the service root's page, which lists them"}})
+async def municipalities(request: Request, f: HtmlOrJson = None) -> Response:
+    """What the service root lists, on its own: where a client lands that goes up from an API root. A browser
+    is sent to the root page, which shows them on a map."""
+    check_known(request.query_params, {"f"})
+    base = base_url(request)
+    if negotiate(request) == "html":
+        return RedirectResponse(f"{base}/", status_code=303, headers={"Vary": "Accept"})
+    catalog = await current_catalog(request)
+    return json_response({"municipalities": _municipalities(catalog, base),
+                          "links": [link(f"{base}/municipalities", "self", JSON, "the municipalities"),
+                                    link(f"{base}/", "up", JSON, "service root")]})
+
+
+def _municipalities(catalog: Catalog, base: str) -> list[dict]:
+    return [
+        {"id": m.slug, "title": m.name, "ags": m.ags, "state": m.state,
+         "crs": f"http://www.opengis.net/def/crs/EPSG/0/{m.crs}", "bbox": list(m.bbox) if m.bbox else None,
+         "collections": len(catalog.datasets[m.slug].collections),
+         "links": [link(f"{base}/municipalities/{m.slug}", "child", JSON, f"API root of {m.name}")]}
+        for m in catalog.municipalities.values()
+    ]
 
 
 @router.get("/conformance", operation_id="platform.getConformance",

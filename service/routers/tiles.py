@@ -327,11 +327,23 @@ def build_tiles_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitabl
     @router.get("/styles", operation_id=f"{kind}.getStyles", summary="Styles", dependencies=JSON_ONLY)
     async def styles(request: Request, scope: ScopeDep) -> Response:
         check_known(request.query_params, {"f"})
-        url = root(request, scope) + "/styles/default"
-        return json_response({"styles": [{"id": "default", "title": "By land use, availability and protection "
-                                          "category", "links": [link(url, "stylesheet", STYLE)]}]})
+        return _style_list(root(request, scope))
+
+    @router.get("/collections/{collectionId}/styles", operation_id=f"{kind}.getCollectionStyles",
+                summary="Styles of one collection", dependencies=JSON_ONLY)
+    async def collection_styles(request: Request, scope: ScopeDep, collection_id: CollectionId) -> Response:
+        check_known(request.query_params, {"f"})
+        c = scope.collection(collection_id)
+        return _style_list(f"{root(request, scope)}/collections/{c.id}")
 
     return router
+
+
+def _style_list(base: str) -> Response:
+    """The styles a dataset or a collection offers (OGC API – Styles' list): the one MapLibre style."""
+    return json_response({"styles": [{"id": "default", "title": "By land use, availability and protection category",
+                                      "links": [link(f"{base}/styles/default", "stylesheet", STYLE)]}],
+                          "links": [link(f"{base}/styles", "self", JSON)]})
 
 
 def _register(router: APIRouter, kind: str, path: str, cid: str | None, ScopeDep: Any, tilesets, tileset, tilejson,
