@@ -86,12 +86,16 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
     encoding = text_encoding(options.encoding)
     if driver in ("GeoJSON", "CSV"):
         nul = _NulFinder(driver == "GeoJSON")
+        original = path
         if encoding is None:
             _check_utf8(path, nul)
         else:
             path = _utf8_copy(path, encoding, nul)
         if nul.found is not None:
-            _refuse_nul(path, driver, nul)
+            try:
+                _refuse_nul(path, driver, nul)
+            finally:
+                remove_copy(original, path)
     if driver == "ESRI Shapefile":
         return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
     if driver in MAGIC:

@@ -190,6 +190,7 @@ async def test_text_holding_nul_is_refused_with_where_as_an_edit_holding_it_is(i
     A GeoJSON file is refused naming the feature and property, a CSV naming the line; an escaped backslash
     before "u0000" is text like any other."""
     original = await collection_state(imp_db)
+    work_dirs = set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"))
     demo = json.loads(DEMO.read_text())
     demo["features"][3]["properties"]["name"] = "Vor\x00Nach"
     with_nul = tmp_path / "nul.geojson"
@@ -209,6 +210,7 @@ async def test_text_holding_nul_is_refused_with_where_as_an_edit_holding_it_is(i
         assert err.value.where == {"parameter": "file", **where}, (path.name, err.value.where)
     assert "line 3 " in err.value.description
     assert await collection_state(imp_db) == original
+    assert set(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*")) <= work_dirs, "the UTF-8 copy is removed"
     demo["features"][3]["properties"]["name"] = "C:\\u0000\\Pläne"  # a backslash, then u0000
     escaped = tmp_path / "escaped.geojson"
     escaped.write_text(json.dumps(demo))
