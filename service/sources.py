@@ -6,7 +6,6 @@ option, before anything is written. `service.importer` reads and writes what thi
 from __future__ import annotations
 
 import codecs
-import re
 import shutil
 import tempfile
 import zipfile
@@ -162,7 +161,6 @@ def _check_utf8(path: Path, nul: _NulFinder) -> None:
 # U+0000 in a text: GDAL cuts the text there without a word, and PostgreSQL cannot store it (an edit holding it
 # is refused). A GeoJSON file writes it as the escape \u0000 (a backslash before it that is escaped itself does
 # not count); a raw NUL byte is no text in either format.
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _NUL_TAIL = 64  # bytes of the previous chunk kept, for an escape that a chunk boundary splits
 
 
@@ -182,10 +180,9 @@ class _NulFinder:
         data = self._tail + chunk
         at = data.find(b"\x00")
         if self.json_text:
-            escape = _NUL_ESCAPE.search(data)
-            if escape is not None:
-                start = escape.end() - 6
-                at = start if at < 0 else min(at, start)
+            escape = _nul_escape(data)
+            if escape >= 0:
+                at = escape if at < 0 else min(at, escape)
         if at >= 0:
             self.found = (self._offset + at, self._lines + data.count(b"\n", 0, at) + 1)
             return
@@ -193,6 +190,20 @@ class _NulFinder:
         self._lines += data.count(b"\n", 0, len(data) - len(keep))
         self._offset += len(data) - len(keep)
         self._tail = keep
+
+
+def _nul_escape(data: bytes) -> int:
+    """Where `data` first holds the JSON escape \\u0000 that is not an escaped backslash followed by "u0000";
+    -1 if nowhere. bytes.find, not a regular expression: one tried at every byte took 7 s for 92 MB."""
+    at = data.find(b"\\u0000")
+    while at >= 0:
+        before = at
+        while before > 0 and data[before - 1] == 0x5C:  # backslashes in front of this one
+            before -= 1
+        if (at - before) % 2 == 0:
+            return at
+        at = data.find(b"\\u0000", at + 1)
+    return -1
 
 
 def _refuse_nul(path: Path, driver: str, nul: _NulFinder) -> None:
