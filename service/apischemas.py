@@ -118,6 +118,9 @@ OGC = {
         finished={"type": "string", "format": "date-time"}, progress={"type": "integer"},
         inputs={"type": "object"}, links=LINKS),
     "JobList": _obj(["jobs", "links"], jobs=_array(ref("StatusInfo")), links=LINKS),
+    "Results": {"type": "object", "description": "the results document (`response: document`): each output by "
+                                                 "its id, its value inline with its media type",
+                "additionalProperties": _obj(["value", "mediaType"], value={}, mediaType=STRING)},
     # Imports (GeoTwin's own: an upload becomes a job of the collection)
     "ImportStarted": _obj(["id", "status", "links"], id=STRING, status={"type": "string", "enum": ["queued"]},
                           links=LINKS),

@@ -82,6 +82,9 @@ for _doc in PROCESSES.values():
 
 # What an execute request may hold (OGC API - Processes 1.0, execute.yaml); `subscriber` is not offered.
 EXECUTE_MEMBERS = {"inputs", "outputs", "response"}
+# `raw`: the result as it is (the default); `document`: the standard's results document, {"result": {"value": …,
+# "mediaType": …}} (/req/core/process-execute-sync-document, /req/core/job-results-async-document).
+RESPONSE_TYPES = ("raw", "document")
 FORMAT_OF = {JSON: "json", GEOJSON: "geojson", "text/csv": "csv"}  # an output's media type -> f
 
 
@@ -96,6 +99,10 @@ def format_asked(spec: dict[str, Any], outputs: Any, f: str | None) -> str | Non
     if unknown := sorted(set(outputs) - set(spec["outputs"])):
         raise InvalidParameter(f"no output {unknown[0][:40]!r}; outputs: {', '.join(spec['outputs'])}",
                                parameter="outputs")
+    mode = (outputs.get("result") or {}).get("transmissionMode", "value")
+    if mode not in spec["outputTransmission"]:
+        raise InvalidParameter(f"outputs: the result is sent by value, not by {str(mode)[:40]!r} "
+                               "(the process's outputTransmission)", parameter="outputs")
     result = spec["outputs"]["result"]["schema"]
     offered = [one["contentMediaType"] for one in result.get("oneOf", [result])]
     media = ((outputs.get("result") or {}).get("format") or {}).get("mediaType")
@@ -107,3 +114,13 @@ def format_asked(spec: dict[str, Any], outputs: Any, f: str | None) -> str | Non
     if f is not None and f != FORMAT_OF[media]:
         raise InvalidParameter(f"f={f} and outputs' {media} ask for different formats", parameter="f")
     return FORMAT_OF[media]
+
+
+def response_asked(body: dict[str, Any]) -> str:
+    """The execute request's `response`: `raw` (the default) or `document`."""
+    response = body.get("response", "raw")
+    if response not in RESPONSE_TYPES:
+        raise InvalidParameter(f"response is raw (the result as it is, the default) or document (a results "
+                               f"document: {{\"result\": {{\"value\": …, \"mediaType\": …}}}}), not "
+                               f"{str(response)[:40]!r}", parameter="response")
+    return response

@@ -178,6 +178,11 @@ async def dismiss(pool: Any, job: str) -> None:
         await conn.execute(DISMISS, job)
 
 
+def asked(row: dict[str, Any]) -> dict[str, Any]:
+    """What the job's execute request asked: its inputs, and `f` and `response` where they were given."""
+    return orjson.loads(row["inputs"]) if isinstance(row["inputs"], str) else row["inputs"]
+
+
 def status_info(row: dict[str, Any], base: str) -> dict[str, Any]:
     """OGC API – Processes statusInfo of a job row."""
     status = row["shown_status"]
@@ -190,14 +195,15 @@ def status_info(row: dict[str, Any], base: str) -> dict[str, Any]:
         "started": row["started_at"].isoformat() if row["started_at"] else None,
         "finished": row["finished_at"].isoformat() if row["finished_at"] else None,
         "progress": 100 if status == "successful" else None,
-        "inputs": orjson.loads(row["inputs"]) if isinstance(row["inputs"], str) else row["inputs"],
+        "inputs": asked(row),
     }
     url = f"{base}/jobs/{row['id']}"
     links = [{"href": url, "rel": "self", "type": "application/json", "title": "status"},
              {"href": f"{base}/processes/{row['process_id']}", "rel": "up", "type": "application/json",
               "title": "the process"}]
     if status == "successful":
+        media = "application/json" if asked(row).get("response") == "document" else row["media_type"]
         links.append({"href": f"{url}/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
-                      "type": row["media_type"], "title": "results"})
+                      "type": media, "title": "results"})
     info["links"] = links
     return {k: v for k, v in info.items() if v is not None}

@@ -79,6 +79,26 @@ async def test_async_results_equal_the_synchronous_answer(api, process, inputs, 
         assert 'filename="conflicts.csv"' in results.headers["content-disposition"]
 
 
+@pytest.mark.parametrize("f", [None, "csv"])
+async def test_a_job_asked_for_a_results_document_answers_with_one(api, f):
+    """A job started with `response: document` keeps to it: its results are the document
+    (/req/core/job-results-async-document), and the status links them as JSON."""
+    params = {"f": f} if f else {}
+    body = {"inputs": CONFLICTS, "response": "document"}
+    sync = await api.post("/processes/conflicts/execution", params=params, json=body)
+    started = await api.post("/processes/conflicts/execution", params=params, json=body, headers=ASYNC)
+    assert started.status_code == 201, started.text
+    done = await finished(api, started.headers["location"])
+    assert done["status"] == "successful" and done["inputs"]["response"] == "document", done
+    link = next(x for x in done["links"] if x["rel"].endswith("/results"))
+    assert link["type"] == "application/json"
+    results = await api.get(link["href"])
+    assert results.status_code == 200 and results.headers["content-type"] == "application/json"
+    assert results.json() == sync.json()
+    assert results.json()["result"]["mediaType"] == ("text/csv" if f else "application/json")
+    assert not await openapi_misfits(api, "/api", "get", "/jobs/{job_id}/results", "200", results.json())
+
+
 @pytest.mark.parametrize(("inputs", "parameter"), [
     ({"sites": "/region/collections/nowhere", "constraints": CONFLICTS["constraints"]}, "sites"),
     ({**CONFLICTS, "defaultBuffer": -1}, "defaultBuffer"),

@@ -9,7 +9,7 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from tests.conftest import app_client, new_key
+from tests.conftest import app_client, new_key, openapi_misfits
 
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
 X0, Y0 = 330_000.0, 5_680_000.0  # south-east of Leipzig, EPSG:25833: no demo feature near
@@ -306,13 +306,41 @@ async def test_the_output_format_is_asked_for_in_the_body_as_the_standard_says(a
         assert region["summary"][key] == pytest.approx(sum(s[key] for s in region["sites"]), abs=1e-4)
 
 
+@pytest.mark.parametrize("outputs, f, media", [
+    (None, None, "application/json"),
+    ({"result": {"format": {"mediaType": "application/geo+json"}}}, None, "application/geo+json"),
+    (None, "csv", "text/csv"),
+])
+async def test_a_results_document_holds_the_raw_result_as_its_value(ana, outputs, f, media):
+    """`response: document` (OGC API – Processes 1.0, /req/core/process-execute-sync-document) was a 400: a
+    client that asks for it gets {"result": {"value": …, "mediaType": …}}, the raw answer's content inside."""
+    body = {"inputs": {"sites": "/municipalities/leipzig/collections/commercial-sites",
+                       "sitesFilter": "name = 'Handgerechnet'",
+                       "constraints": "/municipalities/leipzig/collections/ecological-zones"}}
+    body |= {"outputs": outputs} if outputs else {}
+    params = {"f": f} if f else {}
+    raw = await ana.post("/processes/conflicts/execution", params=params, json=body | {"response": "raw"})
+    doc = await ana.post("/processes/conflicts/execution", params=params, json=body | {"response": "document"})
+    assert doc.status_code == 200 and doc.headers["content-type"] == "application/json", doc.text
+    assert "content-disposition" not in doc.headers
+    assert not await openapi_misfits(ana, "/api", "post", "/processes/{process_id}/execution", "200", doc.json())
+    result = doc.json()["result"]
+    assert result["mediaType"] == media
+    if media == "text/csv":
+        assert result["value"] == raw.text.lstrip("\ufeff") and "hand-1" in result["value"]
+    else:
+        assert result["value"] == raw.json()
+
+
 @pytest.mark.parametrize("body, params, parameter, words", [
     ({"outputs": {"result": {"format": {"mediaType": "image/png"}}}}, {}, "outputs",
      "the result comes as application/json, application/geo+json, text/csv, not 'image/png'"),
     ({"outputs": {"map": {}}}, {}, "outputs", "no output 'map'; outputs: result"),
     ({"outputs": "csv"}, {}, "outputs", 'outputs is {"result"'),
     ({"outputs": {"result": {"format": {"mediaType": "text/csv"}}}}, {"f": "json"}, "f", "ask for different formats"),
-    ({"response": "document"}, {}, "response", "a results document is not offered"),
+    ({"response": "documents"}, {}, "response", "response is raw (the result as it is, the default) or document"),
+    ({"outputs": {"result": {"transmissionMode": "reference"}}}, {}, "outputs",
+     "the result is sent by value, not by 'reference'"),
     ({"input": {}}, {}, "input", "unknown member 'input' of the body; it takes inputs, outputs, response"),
     ({}, {"fromat": "csv"}, "fromat", "unknown query parameter 'fromat'"),
 ])

@@ -29,7 +29,7 @@ from service.errors import InvalidParameter, NotFound
 from service.layertypes import registry
 from service.models import STORAGE_SRID
 from service.params import check_known, parse_int
-from service.processdocs import EXECUTE_MEMBERS, GEOJSON, JSON, PROCESSES, format_asked
+from service.processdocs import EXECUTE_MEMBERS, GEOJSON, JSON, PROCESSES, RESPONSE_TYPES, format_asked, response_asked
 from service.responses import base_url, html_response, link
 from service.sql.analysis import conflicts_sql, protection_statistics_sql, site_search_sql, site_statistics_sql
 
@@ -38,6 +38,11 @@ PATH = re.compile(r"^/(?:region|municipalities/(?P<m>[^/]+))/collections/(?P<c>[
 FEATURE_PATH = re.compile(r"^(?P<collection>/(?:region|municipalities/[^/]+)/collections/[^/]+)/items/(?P<id>[^/]+)$")
 DIMENSIONS = ("availability", "zoning", "servicing")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# A result as the execute request's `response` asked for it: the results document, or the result as it is.
+RESULT = {"200": {"description": "The result", "content": {
+    JSON: {"schema": {"anyOf": [{"$ref": "#/components/schemas/Results"},
+                                {"type": "object", "description": "`response: raw`: the process's own JSON"}]}},
+    GEOJSON: {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}}}
 
 
 @router.get("/processes", summary="The planning tools (OGC API – Processes)", dependencies=JSON_ONLY)
@@ -67,14 +72,17 @@ async def describe_process(request: Request, process_id: str) -> Response:
 
 
 @router.post("/processes/{process_id}/execution", summary="Run a process (synchronously, or as a job)",
-             description="Answers with the result; with `Prefer: respond-async` the inputs are checked, a job is "
-                         "started and the answer is 201 with its status (`Location: /jobs/{jobId}`).",
-             openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": {
+             description="Answers with the result as it is (`response: raw`, the default), or with OGC API – "
+                         "Processes' results document (`response: document`: "
+                         '`{"result": {"value": …, "mediaType": …}}`, a CSV result as a string). With `Prefer: '
+                         "respond-async` the inputs are checked, a job is started and the answer is 201 with its "
+                         "status (`Location: /jobs/{jobId}`); the job's results come as `response` asked.",
+             openapi_extra={"responses": RESULT, "requestBody": {"required": True, "content": {JSON: {"schema": {
                  "type": "object", "required": ["inputs"], "properties": {
                      "inputs": {"type": "object"},
                      "outputs": {"type": "object", "description": "the result's format: "
                                  '{"result": {"format": {"mediaType": "text/csv"}}}, as f= chooses it'},
-                     "response": {"type": "string", "enum": ["raw"], "default": "raw"}}}}}}})
+                     "response": {"type": "string", "enum": list(RESPONSE_TYPES), "default": "raw"}}}}}}})
 async def execute(request: Request, process_id: str,
                   f: Annotated[str | None, Query(description="json (default) or geojson")] = None) -> Response:
     if process_id not in PROCESSES:
@@ -87,9 +95,7 @@ async def execute(request: Request, process_id: str,
     if unknown := sorted(set(body) - EXECUTE_MEMBERS):
         raise InvalidParameter(f"unknown member {unknown[0][:40]!r} of the body; it takes "
                                f"{', '.join(sorted(EXECUTE_MEMBERS))}", parameter=unknown[0][:40])
-    if body.get("response", "raw") != "raw":
-        raise InvalidParameter("response: the result comes as it is (raw); a results document is not offered",
-                               parameter="response")
+    response = response_asked(body)
     spec = PROCESSES[process_id]
     f = format_asked(spec, body.get("outputs"), f)
     unknown = sorted(set(inputs) - set(spec["inputs"]))
@@ -99,13 +105,14 @@ async def execute(request: Request, process_id: str,
     compute = await PREPARE[process_id](request, inputs, f)  # every input checked: bad ones are a 400 now
     if _prefers_async(request):
         principal = principal_of(request)
-        job = await processjobs.start(request.app, process_id, principal.subject if principal else "",
-                                      {"inputs": inputs, "f": f} if f else {"inputs": inputs}, compute)
+        asked = {"inputs": inputs} | ({"f": f} if f else {}) | ({"response": response} if response != "raw" else {})
+        job = await processjobs.start(request.app, process_id, principal.subject if principal else "", asked,
+                                      compute)
         row = await processjobs.read(request.app.state.pool, job)
         base = base_url(request)
         return Response(orjson.dumps(processjobs.status_info(row, base)), status_code=201, media_type=JSON,
                         headers={"Location": f"{base}/jobs/{job}", "Preference-Applied": "respond-async"})
-    return output_response(await compute(request.app.state.pool))
+    return output_response(await compute(request.app.state.pool), response)
 
 
 @router.get("/jobs", summary="Your asynchronous process runs, newest first", dependencies=JSON_ONLY)
@@ -144,7 +151,8 @@ async def job_status(request: Request, job_id: str) -> Response:
     return Response(orjson.dumps(processjobs.status_info(row, base_url(request))), media_type=JSON)
 
 
-@router.get("/jobs/{job_id}/results", summary="Result of a finished process run (the synchronous answer's body)")
+@router.get("/jobs/{job_id}/results", summary="Result of a finished process run (the synchronous answer's body)",
+            openapi_extra={"responses": RESULT})
 async def job_results(request: Request, job_id: str) -> Response:
     check_known(request.query_params, set())  # the result comes in the format its execution chose
     row = await _job(request, job_id)
@@ -152,7 +160,7 @@ async def job_results(request: Request, job_id: str) -> Response:
     if status == "successful":
         out = await processjobs.result(request.app.state.pool, job_id)
         if out is not None:
-            return output_response(out)
+            return output_response(out, processjobs.asked(row).get("response", "raw"))
     if status == "failed":
         info = processjobs.status_info(row, base_url(request))
         code = row["error_status"] if row["status"] == "failed" and row["error_status"] else 503
@@ -179,7 +187,13 @@ def _prefers_async(request: Request) -> bool:
     return any(p.strip().split(";")[0].strip() == "respond-async" for p in prefer.split(","))
 
 
-def output_response(out: processjobs.Output) -> Response:
+def output_response(out: processjobs.Output, response: str = "raw") -> Response:
+    """The result as it is (`raw`), or in the results document (`document`): a JSON result as the value itself,
+    a text one (CSV) as a string, without the byte-order mark that is there for spreadsheets."""
+    if response == "document":
+        media = out.media_type.split(";")[0].strip()
+        value = orjson.Fragment(out.body) if media in (JSON, GEOJSON) else out.body.decode().removeprefix("\ufeff")
+        return Response(orjson.dumps({"result": {"value": value, "mediaType": media}}), media_type=JSON)
     headers = dict(out.headers)
     if out.filename:
         headers["Content-Disposition"] = f'attachment; filename="{out.filename}"'
