@@ -42,10 +42,12 @@ import orjson
 from limits import parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KEY_PREFIX, AuthError, Principal, TokenVerifier, principal_for_key
 from service.db import connection
+from service.errorpage import error_answer, wants_page
 from service.observability import RATE_LIMITS_UNCOUNTED
 from service.settings import LimitSettings
 
@@ -174,19 +176,19 @@ class Access:
             if token is not None:
                 principal = await self._authenticate(scope, token)
         except AuthError as exc:
-            await _deny(send, 401, "Unauthorized", str(exc))
+            await _deny(scope, send, 401, "Unauthorized", str(exc))
             return
         scope.setdefault("state", {})["principal"] = principal
         need = required(scope["method"], scope["path"])
         if need is not None:  # the same rule as `permitted`, with the reason when it says no
             role, municipality = need
             if principal is None:
-                await _deny(send, 401, "Unauthorized", "this request needs an API key or token "
+                await _deny(scope, send, 401, "Unauthorized", "this request needs an API key or token "
                                                        "(Authorization: Bearer …)")
                 return
             if not principal.can(role, municipality):
                 target = f"{role} of {municipality}" if municipality else role
-                await _deny(send, 403, "Forbidden",
+                await _deny(scope, send, 403, "Forbidden",
                             f"{principal.subject} ({_describe(principal)}) may not do this: it needs {target}")
                 return
         kind = cost(scope["method"], scope["path"])
@@ -195,7 +197,7 @@ class Access:
             who = ([f"key {principal.subject}"] if principal else []) + [f"address {address}"]
             wait = await self.limits.exceeded(kind, who)
             if wait is not None:
-                await _deny(send, 429, "TooManyRequests",
+                await _deny(scope, send, 429, "TooManyRequests",
                             f"too many {'expensive requests' if kind == 'expensive' else 'writes'}: at most "
                             f"{self.limits.rules[kind]}; try again in {wait} s", retry_after=wait)
                 return
@@ -224,7 +226,17 @@ def _describe(p: Principal) -> str:
     return f"{p.role} of {p.municipality}" if p.municipality else p.role
 
 
-async def _deny(send: Send, status: int, code: str, description: str, retry_after: int | None = None) -> None:
+async def _deny(scope: Scope, send: Send, status: int, code: str, description: str,
+                retry_after: int | None = None) -> None:
+    request = Request(scope)
+    if wants_page(request):  # a browser: the same as a page (service.errorpage)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="geotwin"'
+        page = error_answer(request, status, {"code": code, "description": description}, headers)
+        await send({"type": "http.response.start", "status": status, "headers": page.raw_headers})
+        await send({"type": "http.response.body", "body": page.body})
+        return
     body = orjson.dumps({"code": code, "description": description})
     headers: list[tuple[bytes, Any]] = [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode())]

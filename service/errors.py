@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -157,10 +156,6 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
-
-
 def json_kind(value: object) -> str:
     """What a parsed JSON value is, in words: "an array", "a string", …."""
     if isinstance(value, dict):
@@ -170,12 +165,14 @@ def json_kind(value: object) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers: domain errors, FastAPI's validation errors, HTTP errors, database outages."""
+    """Register the handlers: domain errors, FastAPI's validation errors, HTTP errors, database outages. Each
+    answers JSON, or a page where a browser asks for one (service.errorpage)."""
+    from service.errorpage import error_answer  # it renders with service.responses, which imports this module
 
     @app.exception_handler(GeoTwinError)
-    async def _domain(_: Request, exc: GeoTwinError) -> Response:
+    async def _domain(request: Request, exc: GeoTwinError) -> Response:
         status = status_of(exc)
-        return _json(status, exc.body(), headers={"Retry-After": "5"} if status == 503 else None)
+        return error_answer(request, status, exc.body(), headers={"Retry-After": "5"} if status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -186,9 +183,10 @@ def install(app: FastAPI) -> None:
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if not (media == "application/json" or media.endswith("+json")):  # FastAPI read no JSON at all
                 refused = UnsupportedMediaType.refusing(media, ("application/json",))
-                return _json(status_of(refused), refused.body())
-            return _json(400, {"code": "InvalidParameterValue",
-                               "description": f"the body is a JSON object, not {json_kind(first.get('input'))}"})
+                return error_answer(request, status_of(refused), refused.body())
+            return error_answer(request, 400, {
+                "code": "InvalidParameterValue",
+                "description": f"the body is a JSON object, not {json_kind(first.get('input'))}"})
         if loc and loc[0] in ("query", "path", "header"):
             where = {"parameter": loc[-1]}
         elif loc and loc[0] == "body" and len(loc) > 1:  # a JSON body's member, e.g. `keywords.2`
@@ -198,7 +196,7 @@ def install(app: FastAPI) -> None:
             message = f"{where['property']}: {message}"
         else:
             where = {}
-        return _json(400, {"code": "InvalidParameterValue", "description": message, **where})
+        return error_answer(request, 400, {"code": "InvalidParameterValue", "description": message, **where})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -221,7 +219,8 @@ def install(app: FastAPI) -> None:
 
             description = (f"nothing at {request.url.path}: the paths this service answers are listed at "
                            f"{base_url(request)}/api (OpenAPI; ?f=html in a browser)")
-        return _json(exc.status_code, {"code": code, "description": description}, headers=headers or None)
+        return error_answer(request, exc.status_code, {"code": code, "description": description},
+                            headers=headers or None)
 
     @app.exception_handler(asyncpg.exceptions.DataError)
     async def _data(request: Request, exc: Exception) -> Response:
@@ -230,32 +229,34 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, asyncpg.exceptions.InvalidEscapeSequenceError) and "filter" in request.query_params:
             # A LIKE pattern that ends in a backslash, only known once the pattern is computed (a property's
             # value on the right of LIKE): the filter's fault, not the database's.
-            return _json(400, {"code": "InvalidParameterValue", "parameter": "filter",
-                               "description": "a LIKE pattern ends with the escape character \\; write \\\\ for a "
-                                              "backslash itself"})
-        return _json(400, {"code": "InvalidParameterValue",
-                           "description": f"a value the database cannot take: {str(exc)[:200]}"})
+            return error_answer(request, 400, {
+                "code": "InvalidParameterValue", "parameter": "filter",
+                "description": "a LIKE pattern ends with the escape character \\; write \\\\ for a backslash itself"})
+        return error_answer(request, 400, {"code": "InvalidParameterValue",
+                                           "description": f"a value the database cannot take: {str(exc)[:200]}"})
 
     @app.exception_handler(asyncpg.exceptions.TransactionRollbackError)
-    async def _rolled_back(_: Request, exc: Exception) -> Response:
+    async def _rolled_back(request: Request, exc: Exception) -> Response:
         # SQLSTATE class 40 (a deadlock, a serialization failure): another write collided with this one and
         # the database rolled this one back whole. Writers of a collection take its lock first, so this is
         # the net below; the request can simply be sent again.
-        return _json(409, {"code": "Conflict", "description": "a concurrent write collided with this one; "
-                                                              "nothing was written, send it again"})
+        return error_answer(request, 409, {
+            "code": "Conflict", "description": "a concurrent write collided with this one; nothing was written, "
+                                               "send it again"})
 
     @app.exception_handler(asyncpg.exceptions.LockNotAvailableError)
-    async def _locked(_: Request, exc: Exception) -> Response:
+    async def _locked(request: Request, exc: Exception) -> Response:
         # lock_timeout (GEOTWIN_DB_LOCK_TIMEOUT_S): another write, typically an import, holds the collection.
-        return _json(409, {"code": "Conflict", "description": "another write holds this collection (an import or "
-                                                              "an edit); nothing was written, try again shortly"},
-                     headers={"Retry-After": "5"})
+        return error_answer(request, 409, {
+            "code": "Conflict", "description": "another write holds this collection (an import or an edit); "
+                                               "nothing was written, try again shortly"}, headers={"Retry-After": "5"})
 
     @app.exception_handler(asyncpg.exceptions.QueryCanceledError)
-    async def _canceled(_: Request, exc: Exception) -> Response:
-        return _json(503, {"code": "ServiceUnavailable",
-                           "description": "the request took longer than the database allows; narrow it down "
-                                          "(bbox, filter, limit) or run it as a job"}, headers={"Retry-After": "5"})
+    async def _canceled(request: Request, exc: Exception) -> Response:
+        return error_answer(request, 503, {
+            "code": "ServiceUnavailable", "description": "the request took longer than the database allows; narrow "
+                                                         "it down (bbox, filter, limit) or run it as a job"},
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(asyncpg.exceptions.CannotConnectNowError)
     @app.exception_handler(asyncpg.exceptions.TooManyConnectionsError)
@@ -266,12 +267,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.exceptions.InvalidAuthorizationSpecificationError)  # login refused
     @app.exception_handler(ConnectionError)
     @app.exception_handler(OSError)
-    async def _db_down(_: Request, exc: Exception) -> Response:
+    async def _db_down(request: Request, exc: Exception) -> Response:
         # /ready and the log at start-up name the cause for the administrator; callers only learn to retry.
-        return _json(503, {"code": "ServiceUnavailable", "description": "the database is not reachable"},
-                     headers={"Retry-After": "5"})
+        return error_answer(request, 503, {"code": "ServiceUnavailable",
+                                           "description": "the database is not reachable"},
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         # A bug: logged with its traceback by the server; the caller still gets JSON, with the request id.
-        return _json(500, {"code": "ServerError", "description": "internal error", "requestId": REQUEST_ID.get()})
+        return error_answer(request, 500, {"code": "ServerError", "description": "internal error",
+                                           "requestId": REQUEST_ID.get()})

@@ -119,7 +119,9 @@ def _document_answers(doc: dict[str, Any], if_match_optional: bool = False) -> N
     for fastapi_only in ("HTTPValidationError", "ValidationError"):
         schemas.pop(fastapi_only, None)
     schemas["Exception"] = EXCEPTION
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Exception"}}}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Exception"}},
+             # a read asking for HTML (f=html, or a browser's Accept) gets the same as a page (service.errorpage)
+             "text/html": {"schema": {"type": "string"}}}
     components["responses"] = {code: {"description": text, "content": error} if code != "304" else
                                {"description": text} for code, text in ANSWERS.items()}
     components["securitySchemes"] = {

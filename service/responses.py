@@ -141,12 +141,12 @@ def negotiate(request: Request) -> str:
             return "html"
         raise InvalidParameter(f"f must be json, geojson or html; got {f!r}", parameter="f")
     accept = request.headers.get("accept", "")
-    best_html = _quality(accept, ("text/html",))
-    best_json = _quality(accept, ("application/json", "application/geo+json", "application/*"))
+    best_html = quality(accept, ("text/html",))
+    best_json = quality(accept, ("application/json", "application/geo+json", "application/*"))
     return "html" if best_html > best_json else "json"
 
 
-def _quality(accept: str, types: tuple[str, ...]) -> float:
+def quality(accept: str, types: tuple[str, ...]) -> float:
     best = 0.0
     for part in accept.split(","):
         fields = [f.strip() for f in part.split(";")]

@@ -222,3 +222,34 @@ async def test_head_answers_like_get_without_a_body(client):
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-type"] == get.headers["content-type"]
     assert (await client.head(f"{SITES}/items/nope")).status_code == 404
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(("path", "headers", "status", "words"), [
+    (f"{HALLE}/collections/nowhere", {"accept": BROWSER}, 404, "collectionId"),
+    (f"{SITES}/items?f=html&bbox=1,2", {}, 400, "bbox"),
+    ("/nowhere", {"accept": BROWSER}, 404, "nothing at /nowhere"),
+    (f"{HALLE}/keys", {"accept": BROWSER}, 401, "needs an API key"),
+])
+async def test_a_browser_reads_an_error_as_a_page_and_a_client_as_json(client, path, headers, status, words):
+    """Errors were JSON even for a browser asking for HTML: a planner following a stale link saw raw JSON. A read
+    asking for HTML gets the same as a page (same status, the description, where, the way back), in German for a
+    German browser; a client asking for JSON or nothing, and every write, keeps the JSON body."""
+    r = await client.get(path, headers={**headers, "accept-language": "de-DE,de;q=0.9"})
+    assert r.status_code == status and r.headers["content-type"].startswith("text/html"), r.text
+    page = html.unescape(r.text)
+    assert words in page and 'href="http://testserver/api?f=html"' in page, page
+    assert {400: "Die Anfrage ist nicht verständlich", 401: "Dafür ist ein Schlüssel nötig",
+            404: "Nicht gefunden"}[status] in page
+    assert r.headers["cache-control"] == "no-store" and "nonce-" in r.headers["content-security-policy"]
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    for accept in ("application/json", "*/*", ""):
+        plain = path.replace("f=html&", "")
+        r = await client.get(plain, headers={"accept": accept} if accept else {})
+        assert r.status_code == status and r.headers["content-type"] == "application/json", (plain, accept)
+        assert words in str(r.json())
+    r = await client.post(f"{HALLE}/collections/nowhere/items", headers={"accept": BROWSER}, json={})
+    assert r.headers["content-type"] == "application/json"

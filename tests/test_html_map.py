@@ -220,3 +220,16 @@ async def test_statistics_page_charts_what_its_tables_say(live_server, page):
 async def test_api_documentation_page_runs_under_its_content_security_policy(live_server, page):
     await page.goto(f"{live_server}/api?f=html")
     await wait_until(page, "document.querySelectorAll('.opblock').length > 20")
+
+
+async def test_a_stale_link_shows_a_page_that_leads_back(live_server):
+    """A feature deleted since a planner bookmarked it: Chromium shows the error as a page in German, whose
+    start link leads back to the municipalities."""
+    async with browser_page(locale="de-DE") as page:
+        answer = await page.goto(f"{live_server}/municipalities/halle/collections/commercial-sites/items/gone")
+        assert answer.status == 404
+        assert await page.locator("h1").inner_text() == "Nicht gefunden"
+        assert "gone" in await page.get_by_test_id("error-description").inner_text()
+        await page.locator("main a", has_text="Start").click()
+        await page.wait_for_url(f"{live_server}/")
+        assert "Halle (Saale)" in await page.locator("main").inner_text()
