@@ -100,6 +100,7 @@ def collection(root: str, base: str, c: Collection, crs: list[str], fmt: str | N
         link(schema_url, "profile", SCHEMA, f"the layer-type contract {c.layer_type.name} {c.layer_type.version}"),
         link(f"{url}/tiles", TILESETS_VECTOR, JSON, "vector tiles of this collection"),
         link(f"{url}/styles/default", "stylesheet", "application/vnd.mapbox.style+json", "MapLibre style"),
+        link(f"{url}/styles", STYLES, JSON, "map styles of this collection"),
         *download_links(url, [], "the whole collection"),
     ]
     if fmt:

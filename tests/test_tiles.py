@@ -240,8 +240,11 @@ async def test_styles_colour_by_code_with_legends(client):
     one = (await client.get(f"{HALLE}/collections/commercial-sites/styles/default")).json()
     assert {layer.get("source-layer") for layer in one["layers"]} - {None} == {"commercial-sites"}
     assert (await client.get(f"{HALLE}/styles/fancy")).status_code == 404
-    # Each style list (a dataset's, a collection's) links the styles that are there.
+    # Each style list (a dataset's, a collection's) links the styles that are there, and is linked from the
+    # document above it.
     for base in (HALLE, f"{HALLE}/collections/commercial-sites", "/region/collections/ecological-zones"):
+        above = (await client.get(base)).json()["links"]
+        assert f"http://testserver{base}/styles" in {x["href"] for x in above if x["rel"].endswith("/styles")}
         listed = (await client.get(f"{base}/styles")).json()
         href = listed["styles"][0]["links"][0]["href"]
         assert href == f"http://testserver{base}/styles/default"
