@@ -128,10 +128,14 @@ OGC = {
         ["id", "collection", "status"], id=STRING, collection=STRING,
         status={"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
         source={"type": "string", "description": "the uploaded file's name"}, options={"type": "object"},
-        processed={"type": "integer", "nullable": True, "description": "the file's features read and checked so far"},
+        stage={"type": "string", "nullable": True, "enum": ["reading", "converting", "checking", None],
+               "description": "what a running import does: an XPlanGML file is `reading` (processed: its features "
+                              "read so far, total 0) and then `converting` (processed: its zones converted); every "
+                              "file is then `checking` (its features checked and moved in)"},
+        processed={"type": "integer", "nullable": True, "description": "what the stage has done so far"},
         total={"type": "integer", "nullable": True,
-               "description": "the file's features; 0 while it is not yet known (an XPlanGML file being read, whose "
-                              "features read so far are in processed)"},
+               "description": "what the stage has to do: the file's features (its zones); 0 while that is not yet "
+                              "known (an XPlanGML file being read)"},
         progress={"type": "number", "nullable": True, "description": "processed / total, 0 to 1; null while the "
                                                                      "total is not known"},
         created={"type": "string", "format": "date-time"},

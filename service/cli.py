@@ -261,11 +261,11 @@ def import_cmd(
             try:
                 with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TimeElapsedColumn(), console=console) as progress:
-                    task = progress.add_task(f"checking {file.name}", total=None)
+                    task = progress.add_task(f"reading {file.name}", total=None)
 
-                    async def step(report) -> None:  # no total yet: an XPlanGML file is being read
+                    async def step(report) -> None:  # an XPlanGML file is read and converted first
                         progress.update(task, completed=report.processed, total=report.total or None,
-                                        description=f"{'checking' if report.total else 'reading'} {file.name}")
+                                        description=f"{report.stage} {file.name}")
 
                     report = await import_file(conn, pk, registry()[kind], file, options, step, "cli")
                     progress.update(task, description=f"imported {file.name}")

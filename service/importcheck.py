@@ -72,6 +72,9 @@ class ImportReport:
     shortened_fields: dict[str, str] = field(default_factory=dict)  # property -> a Shapefile's shortened name
     linearized: int = 0  # curved geometries (arcs) read as straight segments
     skipped: dict[str, int] = field(default_factory=dict)  # an XPlanGML file's objects that are no zones, by class
+    # What the import is doing, for its progress: an XPlanGML file is `reading` (total 0: not known yet), then
+    # `converting` (zones of total), before every import's `checking` (features checked and moved, of total).
+    stage: str = "checking"
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "driver": self.driver, "crs": self.crs, "total": self.total,

@@ -159,17 +159,21 @@ async def _import_xplan(conn: asyncpg.Connection, collection_pk: int, layer: Lay
 
 async def _converted(gml: Path, crs: str | None, work: Path, name: str,
                      progress: Callable[[ImportReport], Any] | None) -> tuple[xplan.Converted, list[FeatureIssue]]:
-    """The XPlanGML file converted (in a thread). Reading a large plan takes a while before any zone is checked,
-    so the features read so far are shown as progress meanwhile, of a total not yet known (0)."""
-    reading = ImportReport(name, "XPlanGML")
+    """The XPlanGML file converted (in a thread). Converting a large plan takes a while before any zone is
+    checked, so it is shown as progress meanwhile: the features read so far, of a total not yet known (0), then
+    the zones converted of all of them."""
+    reading = ImportReport(name, "XPlanGML", stage="reading")
 
     def seen(n: int) -> None:  # from the conversion's thread: one assignment, read by the loop below
         reading.processed = n
 
-    converting = asyncio.ensure_future(asyncio.to_thread(xplan.convert, gml, crs, work, seen))
+    def wrote(n: int, total: int) -> None:  # the same; a moment's mix of the two stages is shown once at most
+        reading.stage, reading.total, reading.processed = "converting", total, n
+
+    converting = asyncio.ensure_future(asyncio.to_thread(xplan.convert, gml, crs, work, seen, wrote))
     while progress is not None and not converting.done():
         await asyncio.wait({converting}, timeout=0.5)
-        if reading.processed:
+        if reading.processed or reading.stage == "converting":
             await progress(reading)
     return await converting
 

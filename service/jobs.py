@@ -86,7 +86,8 @@ CREATE = """
 INSERT INTO import_job (id, collection_id, source, options, actor) VALUES ($1, $2, $3, $4::text::jsonb, $5)
 """
 QUEUED = "UPDATE import_job SET heartbeat_at = now() WHERE id = $1 AND status = 'queued' RETURNING id"
-PROGRESS = "UPDATE import_job SET status = 'running', processed = $2, total = $3, heartbeat_at = now() WHERE id = $1"
+PROGRESS = ("UPDATE import_job SET status = 'running', processed = $2, total = $3, stage = $4, heartbeat_at = now() "
+            "WHERE id = $1")
 FINISH = """
 UPDATE import_job SET status = $2, report = $3::text::jsonb, error = $4, finished_at = now(), heartbeat_at = now()
 WHERE id = $1
@@ -276,7 +277,7 @@ async def _import(app: Any, pool: Any, job: str, collection_pk: int, layer: Laye
         async with connection(pool) as conn:
             async def beat(report: ImportReport) -> None:
                 async with connection(pool) as side:
-                    await side.execute(PROGRESS, job, report.processed, report.total)
+                    await side.execute(PROGRESS, job, report.processed, report.total, report.stage)
 
             await conn.execute(LOCK, IMPORT_LOCKS, job)
             try:  # the outcome is recorded before the lock goes: a job is never seen running without its lock
@@ -323,6 +324,7 @@ async def read(pool: Any, job: str, collection_pk: int) -> dict[str, Any] | None
                              if status == "failed" and row["status"] != "failed" else None)
     return {"id": row["id"], "collection": row["collection"], "status": status, "source": row["source"],
             "options": orjson.loads(row["options"]) if isinstance(row["options"], str) else row["options"],
+            "stage": row["stage"] if status == "running" else None,
             "processed": row["processed"], "total": row["total"],
             "progress": round(row["processed"] / row["total"], 4) if row["total"] else None,
             "created": row["created_at"].isoformat(),

@@ -274,6 +274,8 @@ class ImportJob(Base):
     options: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     processed: Mapped[int] = mapped_column(BigInteger, server_default="0")
     total: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    stage: Mapped[str | None] = mapped_column(Text, nullable=True,
+                                              comment="reading, converting (an XPlanGML file) or checking")
     report: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     actor: Mapped[str] = mapped_column(Text, server_default="")

@@ -357,10 +357,13 @@ def _zone_properties(zone: _Object) -> tuple[dict[str, Any], list[tuple[str, str
 
 
 def convert(path: Path, given_crs: str | None = None, work: Path | None = None,
-            seen: Callable[[int], Any] | None = None) -> tuple[Converted, list[FeatureIssue]]:
+            seen: Callable[[int], Any] | None = None,
+            wrote: Callable[[int, int], Any] | None = None) -> tuple[Converted, list[FeatureIssue]]:
     """The file's zones as a GeoPackage in `work` (a new work directory when None; the caller removes it), and
     every problem found. Raises InvalidData for a file that is no XPlanGML, or one without plan or zones.
-    `seen` is told how many of the file's features have been read, every thousand."""
+    `seen` is told how many of the file's features have been read, every thousand; `wrote` how many zones of how
+    many are in the GeoPackage, before the first and after each batch (GDAL reads their geometries from the file
+    once more meanwhile: as long again as the first reading, or longer)."""
     found = _read(path, seen)
     by_id = {o.gml_id: o for o in found.objects}
     plans = [o for o in found.objects if o.kind in PLANS]
@@ -401,7 +404,7 @@ def convert(path: Path, given_crs: str | None = None, work: Path | None = None,
     srid = _srid(found.srs_name, given_crs)
     work = work or Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
     target = work / "zones.gpkg"
-    positions = _write(path, target, written, lambda zone: plan_props[plan_of(zone).gml_id][0], srid)
+    positions = _write(path, target, written, lambda zone: plan_props[plan_of(zone).gml_id][0], srid, wrote)
     return Converted(target, positions, dict(found.skipped), found.version, found.curved), issues
 
 
@@ -410,13 +413,16 @@ def _counted(counts: Counter[str]) -> str:
 
 
 def _write(source: Path, target: Path, zones: dict[str, _Zone], plan_props: Callable[[_Zone], dict[str, Any]],
-           srid: int) -> list[int]:
+           srid: int, wrote: Callable[[int, int], Any] | None = None) -> list[int]:
     """The zones, each with the geometry GDAL reads from the file (joined by gml:id), written class by class in
     batches; returns the n-th written zone's index among the file's features. A zone GDAL does not return comes
     last, without geometry (the importer's check names it). `zones` is emptied as they are written."""
     positions: list[int] = []
     pending = zones  # those not yet written: each is released once written
     first = True
+    total = len(zones)
+    if wrote is not None:
+        wrote(0, total)
 
     def flush(batch: list[tuple[_Zone, bytes | None]]) -> None:
         nonlocal first
@@ -428,6 +434,8 @@ def _write(source: Path, target: Path, zones: dict[str, _Zone], plan_props: Call
                             geometry_type="Unknown", crs=f"EPSG:{srid}", append=not first)
         positions.extend(zone.index for zone, _ in batch)
         first = False
+        if wrote is not None:
+            wrote(len(positions), total)
 
     try:
         for kind in sorted({zone.kind for zone in zones.values()}):

@@ -622,7 +622,7 @@ async def _wait(client, url: str, headers: dict) -> dict:
     raise AssertionError("the import job did not finish")
 
 
-async def test_api_import_job_reports_progress_and_result(api, files):
+async def test_api_import_job_reports_progress_and_result(api, files, imp_db):
     client, auth = api
     r = await client.post(f"{COLLECTION}/imports", params={"filename": "sites.gpkg", "mode": "replace"},
                           headers=auth, content=files["gpkg"].read_bytes())
@@ -632,6 +632,12 @@ async def test_api_import_job_reports_progress_and_result(api, files):
     assert not await openapi_misfits(client, doc, "post", items, "202", r.json())
     job = await _wait(client, r.headers["location"], auth)
     assert job["status"] == "succeeded" and job["processed"] == job["total"] == 6 and job["progress"] == 1
+    assert job["stage"] is None  # named while it runs: the last one was checking
+    conn = await asyncpg.connect(imp_db)
+    try:
+        assert await conn.fetchval("SELECT stage FROM import_job WHERE id = $1", job["id"]) == "checking"
+    finally:
+        await conn.close()
     assert not await openapi_misfits(client, doc, "get", items + "/{jobId}", "200", job)
     assert job["report"]["imported"] == 6 and job["report"]["crs"].endswith("25832")
     r = await client.post(f"{COLLECTION}/imports", params={"filename": "sites.csv"}, headers=auth,

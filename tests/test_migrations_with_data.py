@@ -116,6 +116,7 @@ async def test_validity_columns_that_disagree_with_the_properties_follow_them_on
 async def test_an_ags_of_six_or_seven_digits_is_refused_from_0016_on_and_an_old_one_named(old_db, caplog):
     """0001 let psql store 5 to 8 digits; from 0016 on, the database holds to 5 or 8 as the API does. A key
     stored before is kept (the upgrade must not stop the service from starting) and named in a warning."""
+    await asyncio.to_thread(command.downgrade, alembic_config(old_db), "0015")
     conn = await asyncpg.connect(old_db)
     try:
         await conn.execute("UPDATE municipality SET ags = '150020' WHERE slug = 'halle'")

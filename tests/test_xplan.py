@@ -273,8 +273,12 @@ async def test_a_large_plan_is_read_as_a_stream_with_progress_and_each_zone_keep
     monkeypatch.setattr(xplan, "BATCH", 1000)  # written (and read from GDAL) in three batches
     path = make_plan(2500, tmp_path)  # the plan, its area and 2,500 copies of its first zone on a grid
     seen: list[int] = []
-    converted, issues = xplan.convert(path, work=tmp_path, seen=seen.append)
+    wrote: list[tuple[int, int]] = []
+    converted, issues = xplan.convert(path, work=tmp_path, seen=seen.append, wrote=lambda *n: wrote.append(n))
     assert issues == [] and seen == [1000, 2000]  # features read so far, every thousand
+    # then the zones converted: the counter moves on while GDAL reads their geometries once more (it stood
+    # still for 12 s of a 29 s conversion of 100,000 zones)
+    assert wrote == [(0, 2500), (1000, 2500), (2000, 2500), (2500, 2500)]
     assert len(converted.positions) == 2500 and sorted(converted.positions) == list(range(2, 2502))
     await run_import(xp_db, path, mode="replace")
     conn = await asyncpg.connect(xp_db)
