@@ -275,6 +275,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        # A bug: logged with its traceback by the server; the caller still gets JSON, with the request id.
+        # A bug: logged with its traceback by the server; the caller still gets the request id (JSON or a page).
         return error_answer(request, 500, {"code": "ServerError", "description": "internal error",
                                            "requestId": REQUEST_ID.get()})
