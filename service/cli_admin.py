@@ -243,13 +243,12 @@ def history_prune(
 
     import asyncpg
 
+    from service.params import instant
     from service.sql.history import PRUNE
 
-    try:
-        horizon = datetime.fromisoformat(before.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"not a date or RFC 3339 time: {before!r}", param_hint="--before") from None
-    horizon = horizon if horizon.tzinfo else horizon.replace(tzinfo=UTC)
+    horizon = instant(before)
+    if horizon is None:
+        raise typer.BadParameter(f"not a date or RFC 3339 time: {before!r}", param_hint="--before")
     if horizon > datetime.now(UTC):
         raise typer.BadParameter("lies in the future", param_hint="--before")
 

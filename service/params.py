@@ -145,6 +145,20 @@ def parse_properties(raw: str | None, known: set[str] | None) -> list[str] | Non
     return names
 
 
+def instant(text: str) -> datetime | None:
+    """A moment as people write it: an RFC 3339 date-time, a date (its first moment), or either without a zone
+    (then UTC); None when it is none of these. `T` or a space may separate date and time."""
+    # An unencoded `+` in a URL's query arrives as a space: `…T12:00:00 01:00` meant `+01:00`.
+    text = re.sub(r"(\d{2}:\d{2}(:\d{2}(\.\d+)?)?) (\d{2}:?\d{2})$", r"\1+\4", text.strip())
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:?\d{2})?)?", text):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:  # 2026-02-30, 25:00
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _instant(text: str) -> date | None:
     if text in ("", ".."):
         return None

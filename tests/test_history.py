@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -95,6 +95,34 @@ async def test_change_feed_pages_in_order(hist):
 
 async def _features(dsn: str, municipality: str) -> dict[str, tuple[str, dict]]:
     return await _features_of(dsn, municipality, "commercial-sites")
+
+
+async def test_as_of_and_since_take_a_date_or_a_time_without_zone(hist):
+    """A planner types a date (an HTML date field sends one): its first moment, in UTC, as the CLI reads it."""
+    client, editor = hist
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("d-1", "Heute")))
+    assert r.status_code == 201
+    now = datetime.now(UTC)
+    today, tomorrow = now.date(), now.date() + timedelta(days=1)
+    current = (await client.get(f"{SITES}/items", params={"limit": 1})).json()["numberMatched"]
+
+    ahead = (await client.get(f"{SITES}/items", params={"asOf": tomorrow.isoformat(), "limit": 1})).json()
+    assert ahead["numberMatched"] == current
+    naive = now.replace(tzinfo=None).isoformat(sep=" ")
+    assert (await client.get(f"{SITES}/items", params={"asOf": naive, "limit": 1})).json()["numberMatched"] == current
+    # `+01:00` written into a URL unencoded arrives as ` 01:00`: read as the offset it was meant to be.
+    later = now + timedelta(seconds=1)  # the URL carries whole seconds
+    berlin = later.astimezone(timezone(timedelta(hours=1))).replace(microsecond=0, tzinfo=None).isoformat()
+    r = await client.get(f"{SITES}/items?asOf={berlin}+01:00&limit=1")
+    assert r.status_code == 200 and r.json()["numberMatched"] == current
+
+    since_today = (await client.get(f"{SITES}/changes", params={"since": today.isoformat()})).json()["changes"]
+    assert "d-1" in {c["id"] for c in since_today}
+    assert (await client.get(f"{SITES}/changes", params={"since": tomorrow.isoformat()})).json()["changes"] == []
+    for name, value in (("since", "2026-02-30"), ("asOf", "24.11.2026"), ("asOf", "2026-11-24T25:00")):
+        r = await client.get(f"{SITES}/{'changes' if name == 'since' else 'items'}", params={name: value})
+        assert r.status_code == 400 and r.json()["parameter"] == name
+        assert "2026-05-01" in r.json()["description"], "the answer shows the forms it takes"
 
 
 async def test_a_neighbour_mirrors_a_collection_incrementally(hist, hist_db, empty_db):

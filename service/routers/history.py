@@ -8,7 +8,7 @@ is shown to the municipality's own members only.
 """
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from service.db import connection, stored_json
 from service.deps import JSON_ONLY, CollectionId, FeatureId, Scope
 from service.errors import HistoryPruned, HistoryRewound, InvalidParameter, NotFound
-from service.params import MAX_NUMBER, check_known, parse_crs, parse_int, parse_limit
+from service.params import MAX_NUMBER, check_known, instant, parse_crs, parse_int, parse_limit
 from service.responses import base_url, link, segment
 from service.sql.history import LATEST, OPS, changes_sql, versions_sql
 
@@ -27,17 +27,15 @@ FEED = "application/json"
 
 
 def parse_instant(raw: str | None, name: str) -> datetime | None:
-    """An RFC 3339 date-time with a time zone (`2026-05-01T12:00:00Z`)."""
+    """An RFC 3339 date-time (`2026-05-01T12:00:00Z`), or a plain date (`2026-05-01`) standing for its first
+    moment; either in UTC when it names no zone, as `geotwin history prune --before` reads it."""
     if raw is None:
         return None
-    try:
-        moment = datetime.fromisoformat(raw.strip().replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise InvalidParameter(f"{name} must be an RFC 3339 date-time with a time zone, like "
-                               f"2026-05-01T12:00:00Z; got {raw!r}", parameter=name)
-    return moment.astimezone(UTC)
+    moment = instant(raw)
+    if moment is None:
+        raise InvalidParameter(f"{name} must be an RFC 3339 date-time like 2026-05-01T12:00:00Z or a date like "
+                               f"2026-05-01 (its start, UTC when no zone is given); got {raw!r}", parameter=name)
+    return moment
 
 
 def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -> APIRouter:
@@ -72,7 +70,8 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         after: Annotated[int | None, Query(ge=0, le=MAX_NUMBER,
                                            description="only changes with a higher changeId (the last one you "
                                                        "applied); follow the `next` link")] = None,
-        since: Annotated[str | None, Query(description="only changes at or after this RFC 3339 time")] = None,
+        since: Annotated[str | None, Query(description="only changes at or after this RFC 3339 time, "
+                                                       "or this date's start (UTC when no zone is given)")] = None,
         limit: Annotated[int | None, Query(ge=1, le=MAX_NUMBER, description="changes per page (default 1000; "
                                                                            "at most 10000)")] = None,
         crs: Annotated[str | None, Query(description="CRS of the geometries (default CRS84)")] = None,

@@ -177,7 +177,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         skip_geometry: Annotated[str | None, Query(alias="skipGeometry", description="true: features without "
                                                    "geometry", json_schema_extra={"enum": ["true", "false"]})] = None,
         as_of: Annotated[str | None, Query(alias="asOf", description="the collection as it was at this RFC 3339 "
-                                           "time (from the change log)")] = None,
+                                           "time, or at the start of this date (UTC when no zone is given; "
+                                           "from the change log)")] = None,
     ) -> Response:
         c = scope.collection(collection_id)
         query = await _items_query(request, scope, c)
