@@ -14,6 +14,7 @@ checks each one's geometry member against GeoJSON (RFC 7946) with geojson-pydant
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,11 @@ def holds_other_than_numbers(raw: dict) -> bool:
     return any(mark in text for mark in (b'"', b"true", b"false", b"null"))
 
 
-def open_ring(raw: dict) -> str:
+def open_ring(raw: dict, show: Callable[[Any], str] = str) -> str:
     """What is wrong with the first ring of a GeoJSON (Multi)Polygon whose last position is not its first; ""
     when all close. Shapely closes such a ring without a word, with a line from its last point back to the
     first: a repair, made only when asked (RFC 7946 §3.1.6: the first and last positions are identical; an
-    import refuses such a ring too)."""
+    import refuses such a ring too). `show` writes one coordinate (as the file had it, by default)."""
     coords = raw.get("coordinates")
     polygons = [coords] if raw.get("type") == "Polygon" else coords if raw.get("type") == "MultiPolygon" else []
     for polygon in polygons if isinstance(polygons, list) else []:
@@ -128,7 +129,7 @@ def open_ring(raw: dict) -> str:
             if isinstance(ring, list) and len(ring) >= 2:
                 first, last = ring[0], ring[-1]
                 if isinstance(first, list) and isinstance(last, list) and first != last:
-                    return ring_not_closed(*(" ".join(str(v) for v in end) for end in (first, last)))
+                    return ring_not_closed(*(" ".join(show(v) for v in end) for end in (first, last)))
     return ""
 
 

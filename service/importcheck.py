@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import geomet.wkb
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -18,7 +19,7 @@ import shapely
 
 from service.crs import Crs, to_lonlat
 from service.errors import InvalidParameter
-from service.geojsoncheck import ring_not_closed
+from service.geojsoncheck import open_ring
 from service.layertypes import LayerType
 from service.loader import EMPTY, FeatureIssue, id_problem
 from service.sources import ImportOptions
@@ -276,12 +277,11 @@ def unreadable_geometry(data: bytes | None) -> str:
         return "no geometry"
     if "closed linestring" not in reason:
         return f"{CANNOT_READ}{reason}"
-    closed = shapely.from_wkb(data, on_invalid="fix")
-    rings = [] if closed is None else shapely.get_rings(shapely.get_parts(closed))
-    if len(rings) != 1:
+    try:  # GEOS reads no WKB with a ring left open; geomet reads it as it is, so the report can say which
+        raw = geomet.wkb.loads(data)
+    except Exception:  # noqa: BLE001 - whatever geomet makes of it, the general words still hold
         return SOME_RING_OPEN
-    coords = shapely.get_coordinates(rings[0])  # closed by GEOS, so the ring's own last point is the one before
-    return ring_not_closed(*(" ".join(f"{v:.15g}" for v in xy) for xy in (coords[0], coords[-2])))
+    return open_ring(raw, lambda v: f"{v:.15g}") or SOME_RING_OPEN
 
 
 # Reads the features with these FIDs again, their curves as GDAL approximates them by straight segments.

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import time
@@ -323,6 +324,28 @@ async def test_geometries_that_cannot_be_read_are_named_with_the_reason(imp_db, 
     [issue] = err.value.where["report"]["issues"]
     assert (issue["index"], issue["property"]) == (3, "geometry")
     assert issue["message"].startswith("the geometry cannot be read: "), issue
+    assert await collection_state(imp_db) == before
+
+
+async def test_a_hole_left_open_in_a_geopackage_is_named_with_its_ends(imp_db, tmp_path):
+    """GEOS reads no WKB with an open ring, so the report once said only that some ring does not close. For a
+    polygon with holes it now says which, as it does for a GeoJSON file."""
+    gpkg = tmp_path / "hole.gpkg"
+    ogr("-f", "GPKG", str(gpkg), str(DEMO), "-nln", "sites", "-lco", "SPATIAL_INDEX=NO")
+    rings = [[(706000, 5708000), (706100, 5708000), (706100, 5708100), (706000, 5708000)],
+             [(706050, 5708010), (706090, 5708010), (706090, 5708050), (706050, 5708020.25)]]
+    wkb = struct.pack("<BII", 1, 3, len(rings)) + b"".join(
+        struct.pack("<I", len(ring)) + b"".join(struct.pack("<dd", *xy) for xy in ring) for ring in rings)
+    with contextlib.closing(sqlite3.connect(gpkg)) as db, db:
+        blob = db.execute("SELECT geom FROM sites WHERE fid = 2").fetchone()[0]
+        header = blob[:3] + bytes([blob[3] & 0b11110001]) + blob[4:8]  # "GP", version, flags (no envelope), SRS
+        db.execute("UPDATE sites SET geom = ? WHERE fid = 2", (header + wkb,))
+    before = await collection_state(imp_db)
+    with pytest.raises(GeoTwinError) as err:
+        await run_import(imp_db, gpkg)
+    assert [(i["index"], i["property"], i["message"]) for i in err.value.where["report"]["issues"]] == [
+        (1, "geometry", "a ring of its geometry does not close: it begins at 706050 5708010 and ends at 706050 "
+                        "5708020.25")]
     assert await collection_state(imp_db) == before
 
 
