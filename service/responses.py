@@ -6,11 +6,13 @@ import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+from babel.dates import format_datetime
 from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -45,6 +47,13 @@ def _hectares(value: object) -> str:
     """An area in hectares, two decimals: 3,870.25 or 3.870,25."""
     return format_decimal(value, format="#,##0.00", locale=i18n.current()) if isinstance(value, int | float) \
         else str(value)
+
+
+def _moment(value: object) -> str:
+    """A moment as the page's language writes it, in UTC as the API reads one: 01.11.2026, 00:00:00 UTC."""
+    if not hasattr(value, "tzinfo"):
+        return str(value)
+    return f"{format_datetime(value, format='medium', tzinfo=UTC, locale=i18n.current())} UTC"
 
 
 def segment(value: object) -> str:
@@ -117,6 +126,7 @@ TEMPLATES.env.filters["coded"] = _coded
 TEMPLATES.env.filters["segment"] = segment
 TEMPLATES.env.filters["count"] = _count
 TEMPLATES.env.filters["hectares"] = _hectares
+TEMPLATES.env.filters["moment"] = _moment
 TEMPLATES.env.filters["titled"] = _titled
 TEMPLATES.env.add_extension("jinja2.ext.i18n")
 TEMPLATES.env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]

@@ -369,14 +369,16 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "links": links}
     if fmt == "html":
         features = stored_json("[" + ",".join(rows) + "]")
-        present = {k for f in features for k in f["properties"]} - {"municipality"}
-        columns = (["municipality"] if c.regional else []) + c.layer_type.ordered_keys(present)
+        # No features (a filter, or a date before the first import): the table still shows what it would hold.
+        present = {k for f in features for k in f["properties"]} or set(c.layer_type.schema.get("properties", {}))
+        columns = (["municipality"] if c.regional else []) + c.layer_type.ordered_keys(present - {"municipality"})
         root = _root(request, scope)
         downloads = export.download_links(f"{root}/collections/{c.id}", request.query_params.multi_items(),
                                           "the selection")
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("asOf", "offset")]
         return with_etag(html_response(request, "items.html", meta=meta, features=features, columns=columns,
                                        collection=c, dataset=scope.dataset, root=root, query=query,
-                                       downloads=downloads), etag)
+                                       downloads=downloads, kept=kept, current="?" + urlencode(kept)), etag)
     body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
     return _content_crs(with_etag(Response(body, media_type=GEOJSON), etag), query.output)
 
