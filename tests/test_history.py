@@ -75,6 +75,37 @@ async def test_versions_and_items_as_of_a_past_time(hist):
     assert (await client.get(f"{SITES}/items/never/versions")).status_code == 404
 
 
+async def test_a_feature_s_versions_as_a_page_say_what_changed(hist):
+    """A planner follows the item page's link: each version, newest first, with what it changed (a property's
+    title, before and after, the geometry) and a link to the collection as it was; who, for members alone."""
+    client, editor = hist
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("p-1", "Alte Ziegelei")))
+    moved = site("p-1", "Alte Ziegelei", x=11.96)
+    moved["properties"]["availability"] = "reserviert"
+    r = await client.put(f"{SITES}/items/p-1", headers={**editor, "If-Match": r.headers["etag"]},
+                         content=json.dumps(moved))
+    assert r.status_code == 200
+    german = {"Accept-Language": "de-DE,de;q=0.9"}
+    item = (await client.get(f"{SITES}/items/p-1", params={"f": "html"}, headers=german)).text
+    assert f'href="http://testserver{SITES}/items/p-1/versions?f=html"' in item
+
+    page = await client.get(f"{SITES}/items/p-1/versions", params={"f": "html"}, headers=german)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "Versionen von Alte Ziegelei" in html and "2 Versionen, die neueste zuerst." in html
+    assert html.index("geändert") < html.index("angelegt"), "newest first"
+    assert "Verfügbarkeit</span>: verfügbar" in html and "→ reserviert" in html and "die Geometrie" in html
+    assert "<th>Von</th>" not in html and "Planungsamt" not in html, "the public sees no actor"
+    assert "asOf=" in html and "f=html" in html
+    mine = (await client.get(f"{SITES}/items/p-1/versions", params={"f": "html"},
+                             headers={**german, "Authorization": editor["Authorization"]})).text
+    assert "<th>Von</th>" in mine and "Planungsamt" in mine
+    listed = (await client.get(f"{SITES}/items/p-1/versions")).json()
+    assert [v["op"] for v in listed["versions"]] == ["insert", "update"], "JSON stays oldest first"
+    assert any(lk["rel"] == "alternate" and lk["type"] == "text/html" for lk in listed["links"])
+    assert (await client.get(f"{SITES}/items/p-1/versions", params={"f": "xml"})).status_code == 400
+
+
 async def test_change_feed_pages_in_order(hist):
     client, editor = hist
     latest = (await client.get(f"{SITES}/changes", params={"limit": 1})).json()["latestChangeId"]

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from service.db import connection, stored_json
-from service.deps import JSON_ONLY, CollectionId, FeatureId, Scope
+from service.deps import JSON_ONLY, CollectionId, FeatureId, HtmlOrJson, Scope
 from service.errors import HistoryPruned, HistoryRewound, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, instant, parse_crs, parse_int, parse_limit
-from service.responses import base_url, link, segment
+from service.responses import HTML, base_url, html_response, link, negotiate, segment
 from service.sql.history import LATEST, OPS, changes_sql, versions_sql
 
 FEED = "application/json"
@@ -43,12 +43,14 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
     ScopeDep = Annotated[Scope, Depends(scope_dep)]
 
     @router.get("/collections/{collectionId}/items/{featureId:fid}/versions", operation_id="municipality.getVersions",
-                summary="Every version of a feature, oldest first", response_class=Response,
-                dependencies=JSON_ONLY)
+                summary="Every version of a feature, oldest first (`f=html`: a page of what changed, newest first)",
+                response_class=Response, responses={200: {"content": {FEED: {}, HTML: {}}}})
     async def versions(request: Request, scope: ScopeDep, collection_id: CollectionId, feature_id: FeatureId,
+                       f: HtmlOrJson = None,
                        crs: Annotated[str | None, Query(description="CRS of the geometries")] = None) -> Response:
         check_known(request.query_params, {"f", "crs"})
         c = scope.collection(collection_id)
+        fmt = negotiate(request)
         out_crs = parse_crs(crs, request.app.state.crs, "crs")
         sql, args = versions_sql(c.members[0][0], feature_id, False, out_crs)
         async with connection(scope.pool) as conn:
@@ -56,10 +58,19 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         if not rows:
             raise NotFound(f"feature {feature_id!r} never existed in {c.id!r}", parameter="featureId")
         member = _member(scope)
-        now = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items/{segment(feature_id)}"
+        root = f"{base_url(request)}{scope.dataset.path}"
+        now = f"{root}/collections/{c.id}/items/{segment(feature_id)}"
+        entries = [_entry(r, member) for r in rows]
+        if fmt == "html":
+            last = next((e["feature"]["properties"] for e in reversed(entries) if e["feature"]), {})  # not a delete's
+            title = last.get("name") or last.get("zone_name") or feature_id
+            return html_response(request, "versions.html", fid=feature_id, title=title, member=member,
+                                 versions=what_changed(entries), collection=c, dataset=scope.dataset, root=root,
+                                 items=f"{root}/collections/{c.id}/items", now=now)
         body = {"id": feature_id, "historyFrom": c.history_from.isoformat() if c.history_from else None,
-                "versions": [_entry(r, member) for r in rows],
-                "links": [link(now, "about", "application/geo+json", "the feature now")]}
+                "versions": entries,
+                "links": [link(now, "about", "application/geo+json", "the feature now"),
+                          link(f"{now}/versions?f=html", "alternate", HTML, "what changed, as a page")]}
         return Response(orjson.dumps(body), media_type=FEED, headers={"Cache-Control": "no-cache"})
 
     @router.get("/collections/{collectionId}/changes", operation_id="municipality.getChanges",
@@ -119,6 +130,23 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
 def _member(scope: Scope) -> bool:
     m = scope.dataset.municipality
     return scope.principal is not None and m is not None and scope.principal.can("viewer", m.slug)
+
+
+def what_changed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A feature's versions for a page, newest first, each with what it changed against the one before: the
+    properties as (name, before, after), and whether the geometry moved."""
+    shown, before = [], None
+    for entry in entries:
+        after = entry["feature"]
+        changes, moved = [], False
+        if entry["op"] == "update" and before and after:
+            was, now = before.get("properties") or {}, after.get("properties") or {}
+            changes = [(k, was.get(k), now.get(k)) for k in [*now, *(k for k in was if k not in now)]
+                       if was.get(k) != now.get(k)]
+            moved = before.get("geometry") != after.get("geometry")
+        shown.append({**entry, "at": datetime.fromisoformat(entry["at"]), "changes": changes, "moved": moved})
+        before = after or before
+    return shown[::-1]
 
 
 def _entry(row: Any, member: bool) -> dict[str, Any]:
