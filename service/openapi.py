@@ -20,6 +20,11 @@ EXCEPTION = {
         "parameter": {"type": "string", "description": "the query or path parameter at fault"},
         "property": {"type": "string", "description": "the feature property (or geometry) at fault"},
         "index": {"type": "integer", "description": "the feature's position in the body or file"},
+        "deletedAt": {"type": "string", "format": "date-time",
+                      "description": "a feature that is no longer there: when it was deleted"},
+        "links": {"type": "array", "items": {"type": "object", "required": ["href", "rel"], "properties": {
+            "href": {"type": "string"}, "rel": {"type": "string"}, "type": {"type": "string"},
+            "title": {"type": "string"}}}, "description": "e.g. a deleted feature's versions (version-history)"},
     },
 }
 ANSWERS = {

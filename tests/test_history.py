@@ -106,6 +106,28 @@ async def test_a_feature_s_versions_as_a_page_say_what_changed(hist):
     assert (await client.get(f"{SITES}/items/p-1/versions", params={"f": "xml"})).status_code == 400
 
 
+async def test_a_deleted_feature_s_link_says_when_and_leads_to_its_versions(hist):
+    """A bookmark or a QGIS project still naming a deleted site: the 404 says when it went, and links its
+    versions (JSON and the page); an id that never existed gets the plain 404."""
+    client, editor = hist
+    r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("g-1", "Abgerissen")))
+    r = await client.delete(f"{SITES}/items/g-1", headers={**editor, "If-Match": r.headers["etag"]})
+    assert r.status_code == 204
+    gone = await client.get(f"{SITES}/items/g-1")
+    body = gone.json()
+    assert gone.status_code == 404 and body["parameter"] == "featureId"
+    deleted = datetime.fromisoformat(body["deletedAt"])
+    assert abs((datetime.now(UTC) - deleted).total_seconds()) < 60
+    [versions] = [lk["href"] for lk in body["links"] if lk["rel"] == "version-history"]
+    assert body["deletedAt"] in body["description"] and versions in body["description"]
+    listed = (await client.get(versions.removeprefix("http://testserver"))).json()["versions"]
+    assert [v["op"] for v in listed] == ["insert", "delete"]
+    page = (await client.get(f"{SITES}/items/g-1", params={"f": "html"}, headers={"Accept-Language": "de"})).text
+    assert f'href="{versions}?f=html"' in page and "Versionen: was sich wann änderte" in page
+    never = (await client.get(f"{SITES}/items/never-was")).json()
+    assert "deletedAt" not in never and "links" not in never
+
+
 async def test_change_feed_pages_in_order(hist):
     client, editor = hist
     latest = (await client.get(f"{SITES}/changes", params={"limit": 1})).json()["latestChangeId"]

@@ -49,6 +49,7 @@ from service.responses import (
 )
 from service.routers.history import parse_instant
 from service.sql.features import ItemsQuery, Output, count_sql, item_sql, items_sql
+from service.sql.history import DELETED_AT
 
 ITEMS_PARAMS = {"f", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs",
                 "sortby", "properties", "skipGeometry", "asOf"}
@@ -256,10 +257,14 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         fmt = negotiate(request)
         out = _output(request, c, fmt)
         sql, args = item_sql(members, c.regional, c.layer_type.multi_polygon, fid, out)
+        readable = bool(members and fid and "\x00" not in fid)
         async with connection(scope.pool) as conn:
-            row = await conn.fetchrow(sql, *args) if members and fid and "\x00" not in fid else None
+            row = await conn.fetchrow(sql, *args) if readable else None
+            # A link to a feature deleted since: when, and where its versions are (a regional id has none).
+            deleted = await conn.fetchval(DELETED_AT, members[0][0], fid) \
+                if row is None and readable and not c.regional else None
         if row is None:
-            raise NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
+            raise _no_feature(c, feature_id, deleted, f"{_root(request, scope)}/collections/{c.id}/items")
         # The ETag is the feature's change id (what If-Match on a write compares), tagged per representation.
         params = sorted(request.query_params.items())
         etag = feature_etag(row[1], "" if fmt == "json" and not params else f"{variant(request, fmt)}|{params}")
@@ -381,6 +386,16 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
                                        downloads=downloads, kept=kept, current="?" + urlencode(kept)), etag)
     body = orjson.dumps(meta)[:-1] + b',"features":[' + ",".join(rows).encode() + b"]}"
     return _content_crs(with_etag(Response(body, media_type=GEOJSON), etag), query.output)
+
+
+def _no_feature(c: Collection, feature_id: str, deleted: datetime | None, items: str) -> NotFound:
+    if deleted is None:
+        return NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
+    versions = f"{items}/{segment(feature_id)}/versions"
+    at = deleted.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return NotFound(f"no feature {feature_id!r} in collection {c.id!r}: it was deleted at {at}; its versions: "
+                    f"{versions}", parameter="featureId", deletedAt=at,
+                    links=[link(versions, "version-history", "application/json", "the feature's versions")])
 
 
 async def _number_matched(request: Request, conn: Any, c: Collection, query: ItemsQuery, returned: int) -> int:
