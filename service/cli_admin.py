@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from service.localdb import SUPERUSER, running_port
-from service.settings import DatabaseSettings
+from service.settings import DatabaseSettings, Settings
 
 console = Console()
 UrlOpt = Annotated[str | None, typer.Option("--url", help="libpq URL; default from PG* settings / .env")]
@@ -230,8 +230,9 @@ def collections_delete(collection: CollectionRef,
 
 @history_app.command("prune")
 def history_prune(
-    before: Annotated[str, typer.Option(help="keep the history from this date or RFC 3339 time on (UTC when "
-                                             "no zone is given), e.g. 2025-01-01")],
+    before: Annotated[str, typer.Option(help="keep the history from this date or RFC 3339 time on (in "
+                                             "GEOTWIN_API__TIME_ZONE, Europe/Berlin by default, when no zone is "
+                                             "given), e.g. 2025-01-01")],
     collection: Annotated[list[str] | None, typer.Option(
         help="municipality/collection, e.g. halle/commercial-sites; repeatable; default: every collection")] = None,
     url: UrlOpt = None,
@@ -246,7 +247,7 @@ def history_prune(
     from service.params import instant
     from service.sql.history import PRUNE
 
-    horizon = instant(before)
+    horizon = instant(before, Settings().api.zone)
     if horizon is None:
         raise typer.BadParameter(f"not a date or RFC 3339 time: {before!r}", param_hint="--before")
     if horizon > datetime.now(UTC):

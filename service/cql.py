@@ -104,9 +104,10 @@ def _bad(message: str, **where: Any) -> InvalidParameter:
     return InvalidParameter(message, parameter="filter", **where)
 
 
-def parse(raw: str, lang: str | None, crs: Crs, queryables: dict[str, Queryable]) -> Filter:
+def parse(raw: str, lang: str | None, crs: Crs, queryables: dict[str, Queryable],
+          zone: dt.tzinfo = dt.UTC) -> Filter:
     """Parse and check a filter; every problem is a 400 naming the parameter and, where it helps, the
-    property or position."""
+    property or position. A TIMESTAMP compared with a date is the day it falls on in `zone`."""
     lang = lang or "cql2-text"
     if lang not in FILTER_LANGS:
         raise InvalidParameter(f"filter-lang must be one of {', '.join(FILTER_LANGS)}; got {lang!r}",
@@ -134,7 +135,7 @@ def parse(raw: str, lang: str | None, crs: Crs, queryables: dict[str, Queryable]
         raise _bad(f"filter is not valid cql2-json: {_first_line(str(exc))}") from None
     except ValueError as exc:  # cql2 raises it for literals it cannot convert
         raise _bad(f"filter cannot be read: {_first_line(str(exc))}") from None
-    node = _Compiler(crs, queryables).node(tree)
+    node = _Compiler(crs, queryables, zone).node(tree)
     if node.kind == "boolean":
         inner = node.sql
         node = Node("predicate", lambda a, m: f"{inner(a, m)} IS TRUE")
@@ -175,9 +176,10 @@ def _check_codes(prop: Node, others: tuple[Node, ...]) -> None:
 
 
 class _Compiler:
-    def __init__(self, crs: Crs, queryables: dict[str, Queryable]) -> None:
+    def __init__(self, crs: Crs, queryables: dict[str, Queryable], zone: dt.tzinfo) -> None:
         self.crs = crs
         self.queryables = queryables
+        self.zone = zone
 
     # ----- dispatch
     def node(self, tree: Any) -> Node:
@@ -233,7 +235,7 @@ class _Compiler:
             moment = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 raise ValueError
-            return moment.astimezone(dt.UTC).date()
+            return moment.astimezone(self.zone).date()
         except ValueError:
             raise _bad(f"{what}({text!r}) is not a valid {what.lower()} (RFC 3339)") from None
 

@@ -110,6 +110,7 @@ def service_openapi(app: FastAPI) -> dict[str, Any]:
         _document_answers(doc, app.state.settings.api.if_match == "optional")
         _document_shapes(doc)
         _document_crs(doc, app.state.crs.uris)
+        _document_zone(doc, app.state.settings.api.time_zone)
         app.state.openapi_30 = doc
     return app.state.openapi_30
 
@@ -206,6 +207,16 @@ def _document_crs(doc: dict[str, Any], offered: list[str]) -> None:
             for p in op.get("parameters", []) if isinstance(op, dict) else []:
                 if p.get("in") == "query" and p.get("name") in ("crs", "bbox-crs", "filter-crs"):
                     p["schema"] = {**p.get("schema", {}), "type": "string", "enum": offered}
+
+
+def _document_zone(doc: dict[str, Any], zone: str) -> None:
+    """Name the deployment's time zone (GEOTWIN_API__TIME_ZONE) where a parameter reads a time without one."""
+    for item in doc["paths"].values():
+        for op in item.values():
+            for p in op.get("parameters", []) if isinstance(op, dict) else []:
+                if "the service's time zone" in p.get("description", ""):
+                    p["description"] = p["description"].replace("the service's time zone",
+                                                                f"the service's time zone, {zone},")
 
 
 def root_openapi(app: FastAPI, dataset: Dataset, root_url: str, prefix: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
@@ -145,9 +145,10 @@ def parse_properties(raw: str | None, known: set[str] | None) -> list[str] | Non
     return names
 
 
-def instant(text: str) -> datetime | None:
+def instant(text: str, zone: tzinfo = UTC) -> datetime | None:
     """A moment as people write it: an RFC 3339 date-time, a date (its first moment), or either without a zone
-    (then UTC); None when it is none of these. `T` or a space may separate date and time."""
+    (then read in `zone`, the service's time zone); as UTC, or None when it is none of these. `T` or a space may
+    separate date and time."""
     # An unencoded `+` in a URL's query arrives as a space: `…T12:00:00 01:00` meant `+01:00`.
     text = re.sub(r"(\d{2}:\d{2}(:\d{2}(\.\d+)?)?) (\d{2}:?\d{2})$", r"\1+\4", text.strip())
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:?\d{2})?)?", text):
@@ -156,23 +157,25 @@ def instant(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:  # 2026-02-30, 25:00
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
 
 
-def _instant(text: str) -> date | None:
-    """A date, or a date-time that names its zone (RFC 3339, as OGC API – Features asks), as a UTC day."""
+def _instant(text: str, zone: tzinfo) -> date | None:
+    """A date, or a date-time that names its zone (RFC 3339, as OGC API – Features asks), as the day it falls on
+    in `zone` (validity dates are the municipality's days)."""
     if text in ("", ".."):
         return None
-    zoned = re.search(r"[Tt].*([Zz]|[+-]\d{2}:?\d{2})$", text) or re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)
-    if not zoned or (moment := instant(text)) is None:
+    day = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)
+    zoned = re.search(r"[Tt].*([Zz]|[+-]\d{2}:?\d{2})$", text)
+    if not (day or zoned) or (moment := instant(text)) is None:
         raise InvalidParameter(
             f"datetime: {text!r} is not an RFC 3339 date (2024-05-01) or date-time (2024-05-01T12:00:00Z)",
             parameter="datetime")
-    return moment.date()
+    return date.fromisoformat(text) if day else moment.astimezone(zone).date()
 
 
-def parse_datetime(raw: str | None) -> tuple[date | None, date | None] | None:
-    """An instant or an interval (`a/b`, `../b`, `a/..`) compared by day with the validity dates."""
+def parse_datetime(raw: str | None, zone: tzinfo = UTC) -> tuple[date | None, date | None] | None:
+    """An instant or an interval (`a/b`, `../b`, `a/..`) compared by day (in `zone`) with the validity dates."""
     if raw is None:
         return None
     if "/" in raw:
@@ -180,13 +183,13 @@ def parse_datetime(raw: str | None) -> tuple[date | None, date | None] | None:
         if len(parts) != 2 or parts == ["..", ".."] or parts == ["", ""]:
             raise InvalidParameter(f"datetime: {raw!r} is not an interval like 2020-01-01/2024-12-31 or ../2024-12-31",
                                    parameter="datetime")
-        start, end = _instant(parts[0]), _instant(parts[1])
+        start, end = _instant(parts[0], zone), _instant(parts[1], zone)
         if start and end and start > end:
             raise InvalidParameter("datetime: the interval's start is after its end", parameter="datetime")
         return start, end
     if raw in ("", ".."):
         raise InvalidParameter("datetime must not be empty", parameter="datetime")
-    day = _instant(raw)
+    day = _instant(raw, zone)
     return day, day
 
 

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -17,6 +17,8 @@ from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 
 from service import i18n
 from service.errors import InvalidParameter
@@ -49,11 +51,26 @@ def _hectares(value: object) -> str:
         else str(value)
 
 
-def _moment(value: object) -> str:
-    """A moment as the page's language writes it, in UTC as the API reads one: 01.11.2026, 00:00:00 UTC."""
-    if not hasattr(value, "tzinfo"):
+def _zone(context: Context) -> tzinfo:
+    """The service's clock (GEOTWIN_API__TIME_ZONE), which is how the API reads a time without a zone."""
+    request = context.get("request")
+    return request.app.state.settings.api.zone if request is not None else UTC
+
+
+@pass_context
+def _moment(context: Context, value: object) -> str:
+    """A moment as the page's language writes it, on the service's clock: 01.11.2026, 00:00:00 MEZ."""
+    if not isinstance(value, datetime):
         return str(value)
-    return f"{format_datetime(value, format='medium', tzinfo=UTC, locale=i18n.current())} UTC"
+    zone, language = _zone(context), i18n.current()
+    return f"{format_datetime(value, format='medium', tzinfo=zone, locale=language)} " \
+           f"{format_datetime(value, format='z', tzinfo=zone, locale=language)}"
+
+
+@pass_context
+def _day(context: Context, value: datetime) -> str:
+    """The date a moment falls on, on the service's clock, as a date field takes it: 2026-11-01."""
+    return value.astimezone(_zone(context)).date().isoformat()
 
 
 def segment(value: object) -> str:
@@ -127,6 +144,7 @@ TEMPLATES.env.filters["segment"] = segment
 TEMPLATES.env.filters["count"] = _count
 TEMPLATES.env.filters["hectares"] = _hectares
 TEMPLATES.env.filters["moment"] = _moment
+TEMPLATES.env.filters["day"] = _day
 TEMPLATES.env.filters["titled"] = _titled
 TEMPLATES.env.add_extension("jinja2.ext.i18n")
 TEMPLATES.env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]

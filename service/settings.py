@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import SplitResult, quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -78,6 +79,23 @@ class ApiSettings(BaseModel):
     # overwritten unseen. `optional` also takes such writes from clients that send none (QGIS's OGC API -
     # Features editing, from QGIS 3.32): without the header the last writer wins; a stale one is still 412.
     if_match: Literal["required", "optional"] = "required"
+    # The municipality's clock (an IANA name): a date or time given without a zone (`asOf=2026-11-01`,
+    # `geotwin history prune --before`) is read in it, a moment compared with a validity date falls on its
+    # day there, and the HTML pages show moments in it. JSON always gives UTC.
+    time_zone: str = "Europe/Berlin"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not an IANA time zone like Europe/Berlin or UTC: {name!r}") from None
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
 
     @field_validator("basemap_style_url")
     @classmethod

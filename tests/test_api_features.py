@@ -176,6 +176,20 @@ async def test_datetime_against_validity(client):
     assert "bp47-1" not in after and "bp47a-1" in after
 
 
+async def test_a_moment_falls_on_the_municipality_s_day(client):
+    """Validity dates are Halle's days: 30 June 2011, 23:30 UTC is already 1 July in Halle, when B-Plan 47a took
+    over from 47, in the datetime parameter and in a filter's TIMESTAMP alike (the service's time zone,
+    Europe/Berlin by default)."""
+    zones = f"{HALLE}/collections/planning-zones/items"
+    for moment in ("2011-06-30T23:30:00Z", "2011-07-01T01:30:00+02:00"):
+        shown = {f["id"] for f in (await client.get(zones, params={"datetime": moment})).json()["features"]}
+        assert "bp47a-1" in shown and "bp47-1" not in shown, moment
+    late = {f["id"] for f in (await client.get(zones, params={"datetime": "2011-06-30T21:30:00Z"})).json()["features"]}
+    assert "bp47-1" in late and "bp47a-1" not in late
+    started = (await client.get(zones, params={"filter": "in_force_from = TIMESTAMP('2011-06-30T23:30:00Z')"})).json()
+    assert {f["id"] for f in started["features"]} >= {"bp47a-1"}
+
+
 async def test_schemas_served_at_stable_urls(client):
     index = (await client.get("/schemas")).json()
     assert {lt["name"] for lt in index["layerTypes"]} == {"planning-zone", "commercial-site", "ecological-zone",

@@ -88,6 +88,10 @@ async def test_root_openapi_is_a_standalone_ogc_api(client):
     assert {"collectionId", "limit", "offset", "bbox", "datetime"} <= names and "municipality" not in names
     cid = next(p for p in items["parameters"] if p["name"] == "collectionId")
     assert "commercial-sites" in cid["schema"]["enum"] and "internal-notes" not in cid["schema"]["enum"]
+    as_of = next(p for p in items["parameters"] if p["name"] == "asOf")
+    assert "in the service's time zone, Europe/Berlin, when none is given" in as_of["description"]
+    changes = doc["paths"]["/collections/{collectionId}/changes"]["get"]
+    assert "Europe/Berlin" in next(p for p in changes["parameters"] if p["name"] == "since")["description"]
     region = (await client.get("/region/api")).json()
     validate(region)
     assert region["servers"][0]["url"].endswith("/region")

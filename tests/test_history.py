@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -151,11 +152,12 @@ async def _features(dsn: str, municipality: str) -> dict[str, tuple[str, dict]]:
 
 
 async def test_as_of_and_since_take_a_date_or_a_time_without_zone(hist):
-    """A planner types a date (an HTML date field sends one): its first moment, in UTC, as the CLI reads it."""
+    """A planner types a date (an HTML date field sends one): its first moment on the municipality's clock
+    (the service's time zone, Europe/Berlin by default), as the CLI reads it."""
     client, editor = hist
     r = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("d-1", "Heute")))
     assert r.status_code == 201
-    now = datetime.now(UTC)
+    now = datetime.now(ZoneInfo("Europe/Berlin"))
     today, tomorrow = now.date(), now.date() + timedelta(days=1)
     current = (await client.get(f"{SITES}/items", params={"limit": 1})).json()["numberMatched"]
 
@@ -163,6 +165,10 @@ async def test_as_of_and_since_take_a_date_or_a_time_without_zone(hist):
     assert ahead["numberMatched"] == current
     naive = now.replace(tzinfo=None).isoformat(sep=" ")
     assert (await client.get(f"{SITES}/items", params={"asOf": naive, "limit": 1})).json()["numberMatched"] == current
+    # Half an hour from now on a UTC clock is still an hour or more ago in Halle: read in Halle, d-1 came after.
+    utc_soon = (datetime.now(UTC) + timedelta(minutes=30)).replace(tzinfo=None).isoformat(timespec="seconds")
+    assert "d-1" in {c["id"] for c in (await client.get(f"{SITES}/changes", params={"since": utc_soon})).json()[
+        "changes"]}
     # `+01:00` written into a URL unencoded arrives as ` 01:00`: read as the offset it was meant to be.
     later = now + timedelta(seconds=1)  # the URL carries whole seconds
     berlin = later.astimezone(timezone(timedelta(hours=1))).replace(microsecond=0, tzinfo=None).isoformat()
@@ -176,6 +182,7 @@ async def test_as_of_and_since_take_a_date_or_a_time_without_zone(hist):
         r = await client.get(f"{SITES}/{'changes' if name == 'since' else 'items'}", params={name: value})
         assert r.status_code == 400 and r.json()["parameter"] == name
         assert "2026-05-01" in r.json()["description"], "the answer shows the forms it takes"
+        assert "Europe/Berlin" in r.json()["description"], "and the zone a time without one is read in"
 
 
 async def test_a_neighbour_mirrors_a_collection_incrementally(hist, hist_db, empty_db):

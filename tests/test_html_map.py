@@ -237,7 +237,7 @@ async def test_a_stale_link_shows_a_page_that_leads_back(live_server):
 
 async def test_a_planner_picks_a_date_and_sees_the_collection_as_it_was(live_server):
     """The items page's date field sends a plain date (`asOf=2026-11-01`): the page says which moment it shows,
-    keeps the other parameters (here a filter) and leads back to today's state."""
+    on the municipality's clock, keeps the other parameters (here a filter) and leads back to today's state."""
     async with browser_page(locale="de-DE") as page:
         await page.goto(f"{live_server}/municipalities/halle/collections/commercial-sites/items?f=html&zoning=GI")
         today = await page.locator("main p").first.inner_text()
@@ -245,7 +245,9 @@ async def test_a_planner_picks_a_date_and_sees_the_collection_as_it_was(live_ser
         await page.get_by_role("button", name="Anzeigen").click()
         await page.wait_for_url(re.compile(r"asOf=2000-01-01"))
         assert "zoning=GI" in page.url
-        assert "Stand vom 01.01.2000, 00:00:00 UTC" in await page.locator(".notice").inner_text()
+        # The date's start on Halle's clock (the service's time zone), and the field keeps the date it was given.
+        assert "Stand vom 01.01.2000, 00:00:00 MEZ" in await page.locator(".notice").inner_text()
+        assert await page.locator("input[name=asOf]").input_value() == "2000-01-01"
         assert (await page.locator("main p").first.inner_text()).startswith("0 von 0")
         heads = await page.locator(".wide th").all_inner_texts()
         assert "Gebietsart" in heads, "an empty table still names its columns"

@@ -232,6 +232,9 @@ def test_commands_beside_the_demo_work_on_its_database(cluster, db_url, tmp_path
     ({"GEOTWIN_API__MAX_LIMIT": "zehntausend"},
      "GEOTWIN_API__MAX_LIMIT='zehntausend': Input should be a valid integer", ["serve"]),
     ({"PGPORT": "5432x"}, "PGPORT='5432x': Input should be a valid integer", ["migrate", "serve"]),
+    ({"GEOTWIN_API__TIME_ZONE": "Mitteleuropa"},
+     "GEOTWIN_API__TIME_ZONE='Mitteleuropa': Value error, not an IANA time zone like Europe/Berlin",
+     ["serve", "history prune --before 2025-01-01"]),
     ({"GEOTWIN_DB_POOL_MAX": "viele"}, "GEOTWIN_DB_POOL_MAX='viele': Input should be a valid integer",
      ["migrate", "serve"]),
 ])
@@ -239,7 +242,7 @@ def test_a_setting_that_cannot_be_read_is_named_in_a_line(setting, says, command
     """A wrong value stops the command that reads it (serve reads them all) with the variable and the value it
     was given."""
     env = {**os.environ, "COLUMNS": "200", **setting}
-    for command in ([c, *(["--port", str(free_port())] if c == "serve" else [])] for c in commands):
+    for command in ([*c.split(), *(["--port", str(free_port())] if c == "serve" else [])] for c in commands):
         result = subprocess.run([str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "geotwin"), *command],
                                 env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert result.returncode == 2, result.stderr[-2000:]

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,15 +27,16 @@ from service.sql.history import LATEST, OPS, changes_sql, versions_sql
 FEED = "application/json"
 
 
-def parse_instant(raw: str | None, name: str) -> datetime | None:
+def parse_instant(raw: str | None, name: str, zone: ZoneInfo) -> datetime | None:
     """An RFC 3339 date-time (`2026-05-01T12:00:00Z`), or a plain date (`2026-05-01`) standing for its first
-    moment; either in UTC when it names no zone, as `geotwin history prune --before` reads it."""
+    moment; either in the service's time zone when it names none, as `geotwin history prune --before` reads it."""
     if raw is None:
         return None
-    moment = instant(raw)
+    moment = instant(raw, zone)
     if moment is None:
         raise InvalidParameter(f"{name} must be an RFC 3339 date-time like 2026-05-01T12:00:00Z or a date like "
-                               f"2026-05-01 (its start, UTC when no zone is given); got {raw!r}", parameter=name)
+                               f"2026-05-01 (its start, in {zone.key} when no zone is given); got {raw!r}",
+                               parameter=name)
     return moment
 
 
@@ -82,7 +84,8 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                                            description="only changes with a higher changeId (the last one you "
                                                        "applied); follow the `next` link")] = None,
         since: Annotated[str | None, Query(description="only changes at or after this RFC 3339 time, "
-                                                       "or this date's start (UTC when no zone is given)")] = None,
+                                                       "or this date's start (in the service's time zone when "
+                                                       "none is given)")] = None,
         limit: Annotated[int | None, Query(ge=1, le=MAX_NUMBER, description="changes per page (default 1000; "
                                                                            "at most 10000)")] = None,
         crs: Annotated[str | None, Query(description="CRS of the geometries (default CRS84)")] = None,
@@ -91,7 +94,7 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         c = scope.collection(collection_id)
         params = request.query_params
         start = parse_int(params.get("after"), "after", 0, 0)
-        moment = parse_instant(params.get("since"), "since")
+        moment = parse_instant(params.get("since"), "since", request.app.state.settings.api.zone)
         size = parse_limit(params.get("limit"), 1000, 10_000)
         out_crs = parse_crs(params.get("crs"), request.app.state.crs, "crs")
         if 0 < start < c.history_pruned_through:

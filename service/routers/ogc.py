@@ -178,8 +178,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         skip_geometry: Annotated[str | None, Query(alias="skipGeometry", description="true: features without "
                                                    "geometry", json_schema_extra={"enum": ["true", "false"]})] = None,
         as_of: Annotated[str | None, Query(alias="asOf", description="the collection as it was at this RFC 3339 "
-                                           "time, or at the start of this date (UTC when no zone is given; "
-                                           "from the change log)")] = None,
+                                           "time, or at the start of this date (in the service's time zone "
+                                           "when none is given; from the change log)")] = None,
     ) -> Response:
         c = scope.collection(collection_id)
         query = await _items_query(request, scope, c)
@@ -322,11 +322,11 @@ async def _items_query(request: Request, scope: Scope, c: Collection, for_export
     query = ItemsQuery(
         members=c.members, regional=c.regional, multi=c.layer_type.multi_polygon,
         bbox=parse_bbox(params.get("bbox"), bbox_crs), bbox_crs=bbox_crs,
-        interval=parse_datetime(params.get("datetime")),
+        interval=parse_datetime(params.get("datetime"), settings.zone),
         limit=0 if for_export else parse_limit(params.get("limit"), settings.default_limit, settings.max_limit),
         offset=0 if for_export else parse_int(params.get("offset"), "offset", 0, 0),
         output=_output(request, c, "json" if for_export else negotiate(request)),
-        as_of=parse_instant(params.get("asOf"), "asOf"),
+        as_of=parse_instant(params.get("asOf"), "asOf", settings.zone),
     )
     if query.as_of and c.history_from and query.as_of < c.history_from:
         raise HistoryPruned(f"the history of {c.id!r} reaches back to {c.history_from.isoformat()}; asOf is earlier",
@@ -335,7 +335,7 @@ async def _items_query(request: Request, scope: Scope, c: Collection, for_export
         known = queryables.build(c, await queryables.observed(request, scope.pool, c))
         filter_crs = parse_crs(params.get("filter-crs"), offered, "filter-crs") or offered.find(CRS84)
         if "filter" in params:
-            query.filter = cql.parse(params["filter"], params.get("filter-lang"), filter_crs, known)
+            query.filter = cql.parse(params["filter"], params.get("filter-lang"), filter_crs, known, settings.zone)
         query.sortby = parse_sortby(params.get("sortby"), known)
     else:
         for name in ("filter-lang", "filter-crs"):

@@ -277,7 +277,8 @@ async def _conflicts_query(request: Request, inputs: dict[str, Any]) -> tuple[st
             raise InvalidParameter("sitesFilter is CQL2 text", parameter="sitesFilter")
         known = queryables.build(sites, await queryables.observed(request, request.app.state.pool, sites))
         try:
-            site_filter = cql.parse(inputs["sitesFilter"], "cql2-text", request.app.state.crs.find(CRS84), known)
+            site_filter = cql.parse(inputs["sitesFilter"], "cql2-text", request.app.state.crs.find(CRS84), known,
+                                    request.app.state.settings.api.zone)
         except InvalidParameter as exc:
             exc.where["parameter"] = "sitesFilter"
             raise
