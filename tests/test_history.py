@@ -128,6 +128,12 @@ async def test_a_deleted_feature_s_link_says_when_and_leads_to_its_versions(hist
     never = (await client.get(f"{SITES}/items/never-was")).json()
     assert "deletedAt" not in never and "links" not in never
 
+    # The neighbour's bookmark in the regional view: the same, with the versions in Halle's collection.
+    regional = await client.get("/region/collections/commercial-sites/items/halle:g-1")
+    assert regional.status_code == 404 and regional.json()["deletedAt"] == body["deletedAt"]
+    assert [lk["href"] for lk in regional.json()["links"] if lk["rel"] == "version-history"] == [versions]
+    assert "deletedAt" not in (await client.get("/region/collections/commercial-sites/items/leipzig:g-1")).json()
+
 
 async def test_change_feed_pages_in_order(hist):
     client, editor = hist

@@ -260,11 +260,13 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
         readable = bool(members and fid and "\x00" not in fid)
         async with connection(scope.pool) as conn:
             row = await conn.fetchrow(sql, *args) if readable else None
-            # A link to a feature deleted since: when, and where its versions are (a regional id has none).
-            deleted = await conn.fetchval(DELETED_AT, members[0][0], fid) \
-                if row is None and readable and not c.regional else None
+            # A link to a feature deleted since: when, and where its versions are (a regional id's are in its
+            # municipality's collection, which is public, as every collection of the region is).
+            deleted = await conn.fetchrow(DELETED_AT, members[0][0], fid) if row is None and readable else None
         if row is None:
-            raise _no_feature(c, feature_id, deleted, f"{_root(request, scope)}/collections/{c.id}/items")
+            items = f"{base_url(request)}/municipalities/{members[0][1]}/collections/{deleted['slug']}/items" \
+                if deleted and c.regional else f"{_root(request, scope)}/collections/{c.id}/items"
+            raise _no_feature(c, feature_id, fid, deleted["at"] if deleted else None, items)
         # The ETag is the feature's change id (what If-Match on a write compares), tagged per representation.
         params = sorted(request.query_params.items())
         etag = feature_etag(row[1], "" if fmt == "json" and not params else f"{variant(request, fmt)}|{params}")
@@ -388,10 +390,11 @@ async def _serve_items(request: Request, scope: Scope, c: Collection, query: Ite
     return _content_crs(with_etag(Response(body, media_type=GEOJSON), etag), query.output)
 
 
-def _no_feature(c: Collection, feature_id: str, deleted: datetime | None, items: str) -> NotFound:
+def _no_feature(c: Collection, feature_id: str, fid: str, deleted: datetime | None, items: str) -> NotFound:
+    """No such feature; for one deleted since, when, and its versions (in `items`, as `fid`)."""
     if deleted is None:
         return NotFound(f"no feature {feature_id!r} in collection {c.id!r}", parameter="featureId")
-    versions = f"{items}/{segment(feature_id)}/versions"
+    versions = f"{items}/{segment(fid)}/versions"
     at = deleted.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return NotFound(f"no feature {feature_id!r} in collection {c.id!r}: it was deleted at {at}; its versions: "
                     f"{versions}", parameter="featureId", deletedAt=at,

@@ -38,8 +38,9 @@ def changes_sql(collection_pk: int, after: int, since: datetime | None, limit: i
 
 LATEST = "SELECT max(change_id) FROM feature_change WHERE collection_id = $1"
 # When a feature that is not there was deleted (none when it never existed, or the log was pruned past it).
-DELETED_AT = ("SELECT at FROM feature_change WHERE collection_id = $1 AND fid = $2 AND op = 'D' "
-              "ORDER BY change_id DESC LIMIT 1")
+# When a feature was deleted, and the slug of its municipality's collection (where a regional id's versions are).
+DELETED_AT = ("SELECT h.at, c.slug FROM feature_change h JOIN collection c ON c.id = h.collection_id "
+              "WHERE h.collection_id = $1 AND h.fid = $2 AND h.op = 'D' ORDER BY h.change_id DESC LIMIT 1")
 
 # `geotwin history prune`: drop a collection's change log before `$2`, except each feature's state at that time
 # (its latest change before it, unless that was its deletion), so `asOf` from `$2` on and a mirror starting from
