@@ -106,6 +106,17 @@ async def test_a_feature_s_versions_as_a_page_say_what_changed(hist):
     assert any(lk["rel"] == "alternate" and lk["type"] == "text/html" for lk in listed["links"])
     assert (await client.get(f"{SITES}/items/p-1/versions", params={"f": "xml"})).status_code == 400
 
+    # Deleted and created again under the same id: compared with what it was when deleted.
+    now = await client.get(f"{SITES}/items/p-1")
+    await client.delete(f"{SITES}/items/p-1", headers={**editor, "If-Match": now.headers["etag"]})
+    assert (await client.post(f"{SITES}/items", headers=editor,
+                              content=json.dumps(site("p-1", "Neue Ziegelei", x=11.96)))).status_code == 201
+    html = (await client.get(f"{SITES}/items/p-1/versions", params={"f": "html"}, headers=german)).text
+    again = html[html.index("erneut angelegt"):html.index("gelöscht")]
+    assert "gegenüber dem Stand beim Löschen:" in again and "Alte Ziegelei → Neue Ziegelei" in again
+    assert "reserviert (reserviert) → verfügbar" in again
+    assert "die Geometrie" not in again, "the geometry is where it was"
+
 
 async def test_a_deleted_feature_s_link_says_when_and_leads_to_its_versions(hist):
     """A bookmark or a QGIS project still naming a deleted site: the 404 says when it went, and links its

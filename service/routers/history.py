@@ -137,18 +137,21 @@ def _member(scope: Scope) -> bool:
 
 def what_changed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A feature's versions for a page, newest first, each with what it changed against the one before: the
-    properties as (name, before, after), and whether the geometry moved."""
-    shown, before = [], None
+    properties as (name, before, after), and whether the geometry moved. A feature created again after its
+    deletion (`again`) is compared with what it was when deleted."""
+    shown, before, previous = [], None, None
     for entry in entries:
         after = entry["feature"]
         changes, moved = [], False
-        if entry["op"] == "update" and before and after:
+        again = entry["op"] == "insert" and previous == "delete"
+        if (entry["op"] == "update" or again) and before and after:
             was, now = before.get("properties") or {}, after.get("properties") or {}
             changes = [(k, was.get(k), now.get(k)) for k in [*now, *(k for k in was if k not in now)]
                        if was.get(k) != now.get(k)]
             moved = before.get("geometry") != after.get("geometry")
-        shown.append({**entry, "at": datetime.fromisoformat(entry["at"]), "changes": changes, "moved": moved})
-        before = after or before
+        shown.append({**entry, "at": datetime.fromisoformat(entry["at"]), "changes": changes, "moved": moved,
+                      "again": again})
+        before, previous = after or before, entry["op"]
     return shown[::-1]
 
 
