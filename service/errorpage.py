@@ -10,6 +10,7 @@ request id) and keeps the status code and headers.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -37,8 +38,9 @@ def error_answer(request: Request, status: int, body: dict[str, Any],
     """The error as a page if the request asks for one, else as the JSON body every client reads."""
     if wants_page(request):
         try:
+            deleted = datetime.fromisoformat(body["deletedAt"]) if "deletedAt" in body else None
             page = html_response(request, "error.html", status=status, error=body, maplibre=False,
-                                 where=[(k, body[k]) for k in WHERE if k in body])
+                                 where=[(k, body[k]) for k in WHERE if k in body], deleted=deleted)
         except Exception:  # the page is a courtesy: never let it hide the error itself
             log.exception("the error page could not be rendered; answering JSON")
         else:

@@ -241,20 +241,27 @@ async def test_head_answers_like_get_without_a_body(client):
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
-@pytest.mark.parametrize(("path", "headers", "status", "words"), [
-    (f"{HALLE}/collections/nowhere", {"accept": BROWSER}, 404, "collectionId"),
-    (f"{SITES}/items?f=html&bbox=1,2", {}, 400, "bbox"),
-    ("/nowhere", {"accept": BROWSER}, 404, "nothing at /nowhere"),
-    (f"{HALLE}/keys", {"accept": BROWSER}, 401, "needs an API key"),
+@pytest.mark.parametrize(("path", "headers", "status", "words", "lead"), [
+    (f"{HALLE}/collections/nowhere", {"accept": BROWSER}, 404, "collectionId",
+     "Hier gibt es keine Sammlung mit dieser Kennung."),
+    (f"{SITES}/items?f=html&bbox=1,2", {}, 400, "bbox", "Der Wert des Parameters bbox ist nicht verständlich."),
+    (f"{SITES}/items?f=html&zoom=3", {}, 400, "zoom", "Diese Adresse kennt keinen Parameter zoom."),
+    ("/nowhere", {"accept": BROWSER}, 404, "nothing at /nowhere", "Unter dieser Adresse gibt es nichts."),
+    (f"{HALLE}/keys", {"accept": BROWSER}, 401, "needs an API key", None),
 ])
-async def test_a_browser_reads_an_error_as_a_page_and_a_client_as_json(client, path, headers, status, words):
+async def test_a_browser_reads_an_error_as_a_page_and_a_client_as_json(client, path, headers, status, words, lead):
     """Errors were JSON even for a browser asking for HTML: a planner following a stale link saw raw JSON. A read
     asking for HTML gets the same as a page (same status, the description, where, the way back), in German for a
-    German browser; a client asking for JSON or nothing, and every write, keeps the JSON body."""
+    German browser: what happened in a sentence of its own, then the API's description as the details; a client
+    asking for JSON or nothing, and every write, keeps the JSON body."""
     r = await client.get(path, headers={**headers, "accept-language": "de-DE,de;q=0.9"})
     assert r.status_code == status and r.headers["content-type"].startswith("text/html"), r.text
     page = html.unescape(r.text)
     assert words in page and 'href="http://testserver/api?f=html"' in page, page
+    if lead:
+        assert f'<p class="lead">{lead}</p>' in page and "Einzelheiten (auf Englisch):" in page, page
+    if "parameter" in r.text:
+        assert "Wo: Parameter <code>" in page
     assert {400: "Die Anfrage ist nicht verständlich", 401: "Dafür ist ein Schlüssel nötig",
             404: "Nicht gefunden"}[status] in page
     assert r.headers["cache-control"] == "no-store" and "nonce-" in r.headers["content-security-policy"]

@@ -136,6 +136,8 @@ async def test_a_deleted_feature_s_link_says_when_and_leads_to_its_versions(hist
     assert [v["op"] for v in listed] == ["insert", "delete"]
     page = (await client.get(f"{SITES}/items/g-1", params={"f": "html"}, headers={"Accept-Language": "de"})).text
     assert f'href="{versions}?f=html"' in page and "Versionen: was sich wann änderte" in page
+    when = deleted.astimezone(ZoneInfo("Europe/Berlin")).strftime("%d.%m.%Y, %H:%M:%S")
+    assert "In dieser Sammlung gibt es kein Objekt mit dieser Kennung. Es wurde am " + when in page
     never = (await client.get(f"{SITES}/items/never-was")).json()
     assert "deletedAt" not in never and "links" not in never
 
