@@ -108,6 +108,8 @@ class LayerType:
             entry: dict[str, Any] = {"title": spec.get("title", name)}
             if spec.get("x-labels"):
                 entry["labels"] = spec["x-labels"]
+            if spec.get("format") == "date":  # shown as the page's language writes a date: 30.09.2026
+                entry["format"] = "date"
             out[name] = entry
         return out
 

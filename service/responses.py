@@ -6,13 +6,13 @@ import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
@@ -80,9 +80,17 @@ def segment(value: object) -> str:
 
 
 def _coded(value: object, field: dict[str, Any] | None) -> str:
-    """A value as `_shown` gives it, a code with its label first (`Industriegebiet (GI)`)."""
+    """A value as `_shown` gives it, a code with its label first (`Industriegebiet (GI)`), a date as the page's
+    language writes it (`30.09.2026`, `Sep 30, 2026`)."""
     label = (field or {}).get("labels", {}).get(value) if isinstance(value, str) else None
-    return f"{label} ({value})" if label else _shown(value)
+    if label:
+        return f"{label} ({value})"
+    if (field or {}).get("format") == "date" and isinstance(value, str):
+        try:
+            return format_date(date.fromisoformat(value), format="medium", locale=i18n.current())
+        except ValueError:  # not a date after all (data written around the contract): as it is
+            pass
+    return _shown(value)
 
 
 def _display_fields(layer_type: Any) -> dict[str, dict[str, Any]]:

@@ -241,6 +241,15 @@ async def test_head_answers_like_get_without_a_body(client):
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
+async def test_pages_write_dates_as_their_language_does(client):
+    """A planner reads 30.09.2026, not 2026-09-30, in the feature's and the items' tables; the JSON keeps ISO."""
+    for language, shown in (("de-DE", "30.09.2026"), ("en", "Sep 30, 2026")):
+        for path in (f"{SITES}/items/gs-001", f"{SITES}/items"):
+            page = (await client.get(path, params={"f": "html"}, headers={"accept-language": language})).text
+            assert f"<td>{shown}</td>" in page and "<td>2026-09-30</td>" not in page, (language, path)
+    assert (await client.get(f"{SITES}/items/gs-001")).json()["properties"]["last_update"] == "2026-09-30"
+
+
 @pytest.mark.parametrize(("path", "headers", "status", "words", "lead"), [
     (f"{HALLE}/collections/nowhere", {"accept": BROWSER}, 404, "collectionId",
      "Hier gibt es keine Sammlung mit dieser Kennung."),

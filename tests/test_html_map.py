@@ -105,6 +105,7 @@ async def test_click_on_a_feature_shows_its_properties(live_server, page):
     text = await popup.inner_text()
     assert "Star Park – Teilfläche A" in text and "vermarktet" in text
     assert re.search(r"Availability\s+vermarktet \(sold or let\) \(vermarktet\)", text), text
+    assert "Sep 30, 2026" in text and "2026-09-30" not in text, "a date as the page's language writes it"
 
 
 async def generic_collection(conn, slug: str) -> int:

@@ -3,6 +3,14 @@
 // titles (the name stays in the tooltip), codes with their labels: "Zoning  Industriegebiet (GI)". Values are
 // data, never markup: the table is built from text nodes. Titles, code labels, yes and no come in the page's
 // language (window.geotwinWords, which base.html sets from the translations).
+// A date property shows as the tables write it: 30.09.2026 on a German page, Sep 30, 2026 on an English one;
+// anything that is not a real day (written around the contract) shows as it is.
+function isDay(value) {
+  if (typeof value !== "string" || !/^\d{4}-\d{2}-\d{2}$/.test(value)) return false;
+  const day = new Date(`${value}T00:00:00Z`);
+  return !Number.isNaN(day.getTime()) && day.toISOString().startsWith(value);
+}
+
 function geotwinPropertyTable(properties, fields, caption) {
   const known = fields || {};
   const words = window.geotwinWords || {};
@@ -19,11 +27,13 @@ function geotwinPropertyTable(properties, fields, caption) {
     th.title = name;  // as filters and the API name it
     row.appendChild(th);
     const label = (field.labels || {})[value];
+    const lang = document.documentElement.lang || undefined;
     row.insertCell().textContent = label ? `${say(label)} (${value})`
       : typeof value === "boolean" ? say(value ? "yes" : "no")
+      : field.format === "date" && isDay(value)
+        ? new Date(`${value}T00:00:00Z`).toLocaleDateString(lang, {dateStyle: "medium", timeZone: "UTC"})
       // 38,5 on a German page: the page's language, every digit, no grouping (codes and years stay 1998)
-      : typeof value === "number" ? value.toLocaleString(document.documentElement.lang || undefined,
-                                                         {useGrouping: false, maximumFractionDigits: 20})
+      : typeof value === "number" ? value.toLocaleString(lang, {useGrouping: false, maximumFractionDigits: 20})
       : value;
   }
   return table;
