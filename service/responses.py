@@ -73,6 +73,18 @@ def _day(context: Context, value: datetime) -> str:
     return value.astimezone(_zone(context)).date().isoformat()
 
 
+def _calendar_day(value: object) -> str:
+    """The day an extent's RFC 3339 bound names (`1994-02-01T00:00:00Z`), as the page's language writes a date;
+    nothing for an open bound."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        day = datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+    except ValueError:
+        return value
+    return format_date(day, format="medium", locale=i18n.current())
+
+
 def segment(value: object) -> str:
     """A feature id as one segment of a URL path: percent-encoded, `/` too (`Nr. 12/3`, `Fläche €`); the routes
     take a `/` inside an id. `:` stays, as in regional ids (`halle:gs-001`)."""
@@ -153,6 +165,7 @@ TEMPLATES.env.filters["count"] = _count
 TEMPLATES.env.filters["hectares"] = _hectares
 TEMPLATES.env.filters["moment"] = _moment
 TEMPLATES.env.filters["day"] = _day
+TEMPLATES.env.filters["calendar_day"] = _calendar_day
 TEMPLATES.env.filters["titled"] = _titled
 TEMPLATES.env.add_extension("jinja2.ext.i18n")
 TEMPLATES.env.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]

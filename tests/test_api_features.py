@@ -242,12 +242,17 @@ BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 async def test_pages_write_dates_as_their_language_does(client):
-    """A planner reads 30.09.2026, not 2026-09-30, in the feature's and the items' tables; the JSON keeps ISO."""
+    """A planner reads 30.09.2026, not 2026-09-30, in the feature's and the items' tables and in a collection's
+    validity; the JSON keeps ISO."""
     for language, shown in (("de-DE", "30.09.2026"), ("en", "Sep 30, 2026")):
         for path in (f"{SITES}/items/gs-001", f"{SITES}/items"):
             page = (await client.get(path, params={"f": "html"}, headers={"accept-language": language})).text
             assert f"<td>{shown}</td>" in page and "<td>2026-09-30</td>" not in page, (language, path)
     assert (await client.get(f"{SITES}/items/gs-001")).json()["properties"]["last_update"] == "2026-09-30"
+    # The collection's validity: since the oldest plan came into force, with no end while any plan is open.
+    page = (await client.get(f"{HALLE}/collections/planning-zones", params={"f": "html"},
+                             headers={"accept-language": "de"})).text
+    assert "<td>seit 01.02.1994</td>" in page, page
 
 
 @pytest.mark.parametrize(("path", "headers", "status", "words", "lead"), [
