@@ -68,9 +68,14 @@ def _moment(context: Context, value: object) -> str:
 
 
 @pass_context
-def _day(context: Context, value: datetime) -> str:
+def _date_field(context: Context, value: datetime) -> str:
     """The date a moment falls on, on the service's clock, as a date field takes it: 2026-11-01."""
     return value.astimezone(_zone(context)).date().isoformat()
+
+
+def _written(day: date) -> str:
+    """A date as the page's language writes it: 30.09.2026, Sep 30, 2026."""
+    return format_date(day, format="medium", locale=i18n.current())
 
 
 def _calendar_day(value: object) -> str:
@@ -79,10 +84,9 @@ def _calendar_day(value: object) -> str:
     if not isinstance(value, str):
         return ""
     try:
-        day = datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        return _written(datetime.fromisoformat(value.replace("Z", "+00:00")).date())
     except ValueError:
         return value
-    return format_date(day, format="medium", locale=i18n.current())
 
 
 def segment(value: object) -> str:
@@ -99,7 +103,7 @@ def _coded(value: object, field: dict[str, Any] | None) -> str:
         return f"{label} ({value})"
     if (field or {}).get("format") == "date" and isinstance(value, str):
         try:
-            return format_date(date.fromisoformat(value), format="medium", locale=i18n.current())
+            return _written(date.fromisoformat(value))
         except ValueError:  # not a date after all (data written around the contract): as it is
             pass
     return _shown(value)
@@ -164,7 +168,7 @@ TEMPLATES.env.filters["segment"] = segment
 TEMPLATES.env.filters["count"] = _count
 TEMPLATES.env.filters["hectares"] = _hectares
 TEMPLATES.env.filters["moment"] = _moment
-TEMPLATES.env.filters["day"] = _day
+TEMPLATES.env.filters["date_field"] = _date_field
 TEMPLATES.env.filters["calendar_day"] = _calendar_day
 TEMPLATES.env.filters["titled"] = _titled
 TEMPLATES.env.add_extension("jinja2.ext.i18n")

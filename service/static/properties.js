@@ -15,6 +15,7 @@ function geotwinPropertyTable(properties, fields, caption) {
   const known = fields || {};
   const words = window.geotwinWords || {};
   const say = (text) => words[text] || text;
+  const lang = document.documentElement.lang || undefined;
   const table = document.createElement("table");
   if (caption) table.createCaption().textContent = caption;
   const names = [...new Set(["id", "municipality", ...Object.keys(known), ...Object.keys(properties)])];
@@ -27,7 +28,6 @@ function geotwinPropertyTable(properties, fields, caption) {
     th.title = name;  // as filters and the API name it
     row.appendChild(th);
     const label = (field.labels || {})[value];
-    const lang = document.documentElement.lang || undefined;
     row.insertCell().textContent = label ? `${say(label)} (${value})`
       : typeof value === "boolean" ? say(value ? "yes" : "no")
       : field.format === "date" && isDay(value)
