@@ -157,8 +157,8 @@ def mirror_cmd(
     key: Annotated[str | None, typer.Option(help="API key at the source (for internal collections)",
                                             envvar="GEOTWIN_MIRROR_KEY")] = None,
     again: Annotated[bool, typer.Option(
-        "--again", help="read the source's whole feed again and drop what it no longer has (after the source was "
-                        "restored from a backup)")] = False,
+        "--again", help="read the source's whole feed again and drop what it no longer has (a source restored "
+                        "from an older backup is noticed without it; this mends a copy by hand)")] = False,
     url: UrlOpt = None,
 ) -> None:
     """Bring a copy of another GeoTwin's collection up to date through its change feed (run it from cron)."""

@@ -98,8 +98,9 @@ class HistoryPruned(GeoTwinError):
 
 
 class HistoryRewound(HistoryPruned):
-    """A reader's cursor is beyond the change log: the database was restored from an older backup. Gone (410)
-    like a pruned log, and mended the same way: read the feed again from the start."""
+    """A reader's cursor is beyond the change log, or names a change the log no longer holds as it was made
+    (`afterAt`): the database was restored from an older backup. Gone (410) like a pruned log, and mended the
+    same way: read the feed again from the start."""
 
     code = "HistoryRewound"
 

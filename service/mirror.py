@@ -1,7 +1,8 @@
 """Mirror a collection of another GeoTwin into this database through its change feed, incrementally.
 
-Each run asks the source for the changes after the last one applied (`…/changes?after=n`, geometry in the
-storage CRS so nothing is lost to reprojection), checks every feature against the layer type like any other
+Each run asks the source for the changes after the last one applied (`…/changes?after=n&afterAt=t`, geometry
+in the storage CRS so nothing is lost to reprojection; the source answers 410 when change n is gone or was not
+made at t, and the copy is read again from the start), checks every feature against the layer type like any other
 write, and applies each page in one transaction together with the new cursor: a run that stops half-way
 resumes where it stopped, and applying a page twice changes nothing. A feature that arrives as it already
 is here is left alone, so this copy's own change log (which a further neighbour may mirror) holds only real
@@ -11,6 +12,7 @@ changes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -35,9 +37,9 @@ WHERE (feature.geom, feature.properties, feature.valid_from, feature.valid_to)
 """
 
 CURSOR = """
-INSERT INTO mirror_cursor (collection_id, source, last_change_id) VALUES ($1, $2, $3)
+INSERT INTO mirror_cursor (collection_id, source, last_change_id, last_change_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (collection_id) DO UPDATE SET source = EXCLUDED.source, last_change_id = EXCLUDED.last_change_id,
-  updated_at = now()
+  last_change_at = EXCLUDED.last_change_at, updated_at = now()
 """
 
 
@@ -59,19 +61,21 @@ async def mirror(client: httpx.AsyncClient, source: str, conn: asyncpg.Connectio
                                        f"Mirror of {source}. {meta.get('description', '')}", layer.name,
                                        meta.get("license") or "", meta.get("attribution") or "",
                                        meta.get("keywords") or [], "public")
-    cursor = await conn.fetchval("SELECT last_change_id FROM mirror_cursor WHERE collection_id = $1", c_pk) or 0
+    cursor = await conn.fetchrow("SELECT last_change_id, last_change_at FROM mirror_cursor WHERE collection_id = $1",
+                                 c_pk)
     try:
         if not again:
-            return await _follow(client, source, conn, c_pk, layer, cursor, progress)
+            return await _follow(client, source, conn, c_pk, layer, *(cursor or (0, None)), progress)
     except _Pruned:
         pass
     # The source pruned changes this copy has not seen (`geotwin history prune`), deletions among them, or was
-    # restored from a backup older than this copy's cursor: read the whole feed again, which starts with every
+    # restored from a backup older than this copy's cursor (the cursor's change is no longer there as it was made,
+    # even when the source has since handed out its id again): read the whole feed again, which starts with every
     # feature as it was when the history was cut, and drop what it no longer has. One transaction: readers see
     # the old copy until the new one is complete.
     async with conn.transaction():
         alive: dict[str, bool] = {}
-        applied = await _follow(client, source, conn, c_pk, layer, 0, progress, alive)
+        applied = await _follow(client, source, conn, c_pk, layer, 0, None, progress, alive)
         await act_as(conn, f"mirror:{source}", c_pk, bulk=True)
         await conn.execute("DELETE FROM feature WHERE collection_id = $1 AND fid <> ALL($2::text[])", c_pk,
                            [fid for fid, exists in alive.items() if exists])
@@ -84,15 +88,20 @@ class _Pruned(Exception):
 
 
 async def _follow(client: httpx.AsyncClient, source: str, conn: asyncpg.Connection, c_pk: int, layer: Any,
-                  after: int, progress: Callable[[int, int], None] | None,
+                  after: int, after_at: datetime | None, progress: Callable[[int, int], None] | None,
                   alive: dict[str, bool] | None = None) -> int:
-    """Apply the source's changes after `after`, a page per transaction; `alive` collects which features
-    exist at the end."""
+    """Apply the source's changes after `after` (made at `after_at`, which the source checks), a page per
+    transaction; `alive` collects which features exist at the end."""
     url: str | None = f"{source}/changes"
     params: dict[str, Any] | None = {"after": after, "limit": 1000, "crs": epsg_uri(STORAGE_SRID)}
+    if after and after_at:  # a cursor from before migration 0018 has no time: the source checks less
+        params["afterAt"] = after_at.isoformat()
     applied = 0
     while url:
         answer = await client.get(url, params=params)
+        if answer.status_code == 400 and params and "afterAt" in params and _names(answer, "afterAt"):
+            del params["afterAt"]  # a source older than this check: follow it as before
+            answer = await client.get(url, params=params)
         if answer.status_code == 410 and after:
             raise _Pruned
         page = answer.raise_for_status().json()
@@ -107,6 +116,13 @@ async def _follow(client: httpx.AsyncClient, source: str, conn: asyncpg.Connecti
         url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
         params = None
     return applied
+
+
+def _names(answer: httpx.Response, parameter: str) -> bool:
+    try:
+        return answer.json().get("parameter") == parameter
+    except ValueError:
+        return False
 
 
 async def _apply(conn: asyncpg.Connection, c_pk: int, layer: Any, changes: list[dict[str, Any]], source: str) -> None:
@@ -127,4 +143,4 @@ async def _apply(conn: asyncpg.Connection, c_pk: int, layer: Any, changes: list[
             await conn.copy_records_to_table("feature_stage", records=rows,
                                              columns=["fid", "wkb", "properties", "valid_from", "valid_to"])
             await conn.execute(UPSERT, c_pk)
-        await conn.execute(CURSOR, c_pk, source, changes[-1]["changeId"])
+        await conn.execute(CURSOR, c_pk, source, changes[-1]["changeId"], datetime.fromisoformat(changes[-1]["at"]))

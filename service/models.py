@@ -250,7 +250,8 @@ class FeatureChange(Base):
 
 
 class MirrorCursor(Base):
-    """A collection mirrored from another GeoTwin: its source and the last change applied."""
+    """A collection mirrored from another GeoTwin: its source and the last change applied (its id and when the
+    source made it, so that a source restored from an older backup, which hands the id out again, is noticed)."""
 
     __tablename__ = "mirror_cursor"
 
@@ -258,6 +259,8 @@ class MirrorCursor(Base):
                                                autoincrement=False)
     source: Mapped[str] = mapped_column(Text, comment="the source collection's URL")
     last_change_id: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_change_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="when the source made the last change applied (its `at`)")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -7,9 +7,11 @@ import asyncio
 import json
 import os
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import pytest
 
 from service.auth import Principal
@@ -161,7 +163,17 @@ async def test_change_feed_pages_in_order(hist):
         params = None
     assert [c["id"] for c in seen] == [f"feed-{i}" for i in range(5)]
     assert [c["changeId"] for c in seen] == sorted(c["changeId"] for c in seen)
-    for bad in ({"after": "-1"}, {"since": "gestern"}, {"crs": "EPSG:1"}, {"colour": "x"}):
+    # The next links name the change they follow by its id and its time, and the feed checks both.
+    page = (await client.get(f"{SITES}/changes", params={"after": latest, "limit": 2})).json()
+    follow = parse_qs(urlsplit(next(lk["href"] for lk in page["links"] if lk["rel"] == "next")).query)
+    assert follow["after"] == [str(seen[1]["changeId"])] and follow["afterAt"] == [seen[1]["at"]]
+    same = await client.get(f"{SITES}/changes", params={"after": seen[1]["changeId"], "afterAt": seen[1]["at"]})
+    assert [c["id"] for c in same.json()["changes"]] == ["feed-2", "feed-3", "feed-4"]
+    other = await client.get(f"{SITES}/changes", params={"after": seen[1]["changeId"], "afterAt": seen[0]["at"]})
+    assert other.status_code == 410 and other.json()["code"] == "HistoryRewound"
+    assert other.json()["parameter"] == "afterAt" and other.json()["latestChangeId"] == seen[-1]["changeId"]
+    for bad in ({"after": "-1"}, {"since": "gestern"}, {"crs": "EPSG:1"}, {"colour": "x"}, {"afterAt": seen[0]["at"]},
+                {"after": str(latest), "afterAt": "gestern"}, {"after": str(latest), "afterAt": "2026-11-24T04:08:12"}):
         r = await client.get(f"{SITES}/changes", params=bad)
         assert r.status_code == 400 and r.json()["parameter"] in bad
 
@@ -398,7 +410,8 @@ def test_pruned_history_keeps_the_past_from_the_cut_and_a_mirror_behind_it_start
 def test_a_mirror_ahead_of_a_source_restored_from_an_older_backup_reads_it_again(cluster, demo_db, empty_db):
     """A source restored from an older backup hands out again change ids a mirror has passed. Its feed says so
     (410, as for a pruned log) instead of answering "nothing new", and the mirror reads it again from the
-    start: the copy becomes the restored source, and follows the changes made after the restore."""
+    start: the copy becomes the restored source, and follows the changes made after the restore, also when the
+    restored source has handed out the copy's last change id again by then."""
     source = demo_db("geotwin_restored")
     editor = {"Authorization": f"Bearer {asyncio.run(new_key(source, 'halle', 'editor', 'Planungsamt'))}", **GEOJSON}
     cluster.psql('DROP DATABASE IF EXISTS "geotwin_backup"')
@@ -433,26 +446,28 @@ def test_a_mirror_ahead_of_a_source_restored_from_an_older_backup_reads_it_again
     copy = asyncio.run(_features_of(target, "leipzig", "commercial-sites"))
     assert copy == asyncio.run(_features_of(backup, "halle", "commercial-sites"))
     assert "nach-dem-ausfall" in copy and "vor-dem-ausfall" not in copy
-    # Restored once more, and the source makes more changes than the backup lost before the copy's next run:
-    # its ids have caught up, so the feed cannot tell and the copy misses a change; `mirror --again` mends it.
-    async def caught_up() -> tuple[int, set[str], set[str]]:
+    # Restored once more, and the source makes more changes than the backup lost before the copy's next run: its
+    # ids have caught up, and the copy's last change id now names another change ("a"). By the id alone the feed
+    # cannot tell and would hand out only "b"; with the time the copy kept beside it, it says 410 again.
+    async def caught_up() -> tuple[int, httpx.Response]:
         async with app_client(cluster, "geotwin_backup_2") as (_, client):
             for fid in ("a", "b"):
                 posted = await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site(fid, fid)))
                 assert posted.status_code == 201, posted.text
             conn = await asyncpg.connect(target)
             try:
-                cursor = await conn.fetchval("SELECT max(last_change_id) FROM mirror_cursor")
-                status = (await client.get(f"{SITES}/changes", params={"after": cursor})).status_code
+                cursor, at = await conn.fetchrow("SELECT last_change_id, last_change_at FROM mirror_cursor")
+                by_id = (await client.get(f"{SITES}/changes", params={"after": cursor})).status_code
+                checked = await client.get(f"{SITES}/changes", params={"after": cursor, "afterAt": at.isoformat()})
                 await mirror(client, f"http://testserver{SITES}", conn, "leipzig", "commercial-sites")
-                missed = set(await _features_of(target, "leipzig", "commercial-sites"))
-                await mirror(client, f"http://testserver{SITES}", conn, "leipzig", "commercial-sites", again=True)
             finally:
                 await conn.close()
-        return status, missed, set(await _features_of(target, "leipzig", "commercial-sites"))
+        return by_id, checked
 
-    status, missed, mended = asyncio.run(caught_up())
-    assert status == 200 and "b" in missed and "a" not in missed
-    assert asyncio.run(_features_of(target, "leipzig", "commercial-sites")) == \
-        asyncio.run(_features_of(cluster.url("geotwin_backup_2"), "halle", "commercial-sites"))
-    assert {"a", "b"} <= mended and "nach-dem-ausfall" not in mended
+    by_id, checked = asyncio.run(caught_up())
+    assert by_id == 200
+    assert checked.status_code == 410 and checked.json()["code"] == "HistoryRewound", checked.text
+    copy = asyncio.run(_features_of(target, "leipzig", "commercial-sites"))
+    assert copy == asyncio.run(_features_of(cluster.url("geotwin_backup_2"), "halle", "commercial-sites"))
+    assert {"a", "b"} <= set(copy) and "nach-dem-ausfall" not in copy
+

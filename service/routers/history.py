@@ -17,12 +17,13 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from service.catalog import Collection
 from service.db import connection, stored_json
 from service.deps import JSON_ONLY, CollectionId, FeatureId, HtmlOrJson, Scope
 from service.errors import HistoryPruned, HistoryRewound, InvalidParameter, NotFound
 from service.params import MAX_NUMBER, check_known, instant, parse_crs, parse_int, parse_limit
 from service.responses import HTML, base_url, html_response, link, negotiate, segment
-from service.sql.history import LATEST, OPS, changes_sql, versions_sql
+from service.sql.history import LATEST, MADE_AT, OPS, changes_sql, versions_sql
 
 FEED = "application/json"
 
@@ -83,6 +84,11 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         after: Annotated[int | None, Query(ge=0, le=MAX_NUMBER,
                                            description="only changes with a higher changeId (the last one you "
                                                        "applied); follow the `next` link")] = None,
+        after_at: Annotated[str | None, Query(alias="afterAt", description=(
+            "the `at` of the change `after` names, as this feed gave it. The feed then checks that this change is "
+            "still the one you applied: a source restored from an older backup hands out its ids again, and "
+            "answers 410 (`HistoryRewound`) instead of changes you would take for new. The `next` links carry "
+            "it"))] = None,
         since: Annotated[str | None, Query(description="only changes at or after this RFC 3339 time, "
                                                        "or this date's start (in the service's time zone when "
                                                        "none is given)")] = None,
@@ -90,10 +96,11 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                                                                            "at most 10000)")] = None,
         crs: Annotated[str | None, Query(description="CRS of the geometries (default CRS84)")] = None,
     ) -> Response:
-        check_known(request.query_params, {"f", "after", "since", "limit", "crs"})
+        check_known(request.query_params, {"f", "after", "afterAt", "since", "limit", "crs"})
         c = scope.collection(collection_id)
         params = request.query_params
         start = parse_int(params.get("after"), "after", 0, 0)
+        made = _made_at(after_at, start)
         moment = parse_instant(params.get("since"), "since", request.app.state.settings.api.zone)
         size = parse_limit(params.get("limit"), 1000, 10_000)
         out_crs = parse_crs(params.get("crs"), request.app.state.crs, "crs")
@@ -108,6 +115,8 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         async with connection(scope.pool) as conn:
             rows = await conn.fetch(sql, *args)
             latest = await conn.fetchval(LATEST, c.members[0][0])
+            if made is not None:
+                await _still_there(conn, c, start, made, latest or 0)
         if not rows and start > max(latest or 0, c.history_pruned_through):
             # Only a restore from an older backup takes the log back behind a cursor it handed out; the ids
             # that follow repeat ones the reader has passed, so "nothing new" would hide them for ever.
@@ -118,16 +127,48 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         more, rows = len(rows) > size, rows[:size]
         member = _member(scope)
         url = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/changes"
-        keep = {k: v for k, v in params.items() if k not in ("after",)}
+        keep = {k: v for k, v in params.items() if k not in ("after", "afterAt")}
         links = [link(f"{url}?{urlencode(dict(params))}", "self", FEED, "this page")]
         if more:
-            links.append(link(f"{url}?{urlencode({**keep, 'after': rows[-1]['change_id']})}", "next", FEED,
+            last = {"after": rows[-1]["change_id"], "afterAt": rows[-1]["at"].isoformat()}
+            links.append(link(f"{url}?{urlencode({**keep, **last})}", "next", FEED,
                               "the following changes"))
         body = {"collection": c.id, "latestChangeId": latest or 0, "numberReturned": len(rows),
                 "changes": [_entry(r, member) for r in rows], "links": links}
         return Response(orjson.dumps(body), media_type=FEED, headers={"Cache-Control": "no-cache"})
 
     return router
+
+
+def _made_at(raw: str | None, after: int) -> datetime | None:
+    """`afterAt`: when the change `after` names was made, as the feed wrote it (with its zone)."""
+    if raw is None:
+        return None
+    if not after:
+        raise InvalidParameter("afterAt is the time of the change `after` names; give after too", parameter="afterAt")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidParameter(f"afterAt must be a change's `at` as the feed gave it, like "
+                               f"2026-11-24T04:08:12.123456+00:00 (in a URL, + is %2B); got {raw!r}",
+                               parameter="afterAt")
+    return moment
+
+
+async def _still_there(conn: Any, c: Collection, after: int, made: datetime, latest: int) -> None:
+    """The change a reader last applied is still in the log as it was made. After a restore from an older backup
+    the ids the backup lacks are handed out again, to other changes made later: a reader that has passed them
+    would take what follows its id for all there is, and miss the rest. (A change pruned as the last of the cut,
+    `history_pruned_through`, is gone for good reason.)"""
+    there = await conn.fetchval(MADE_AT, c.members[0][0], after)
+    if there == made or (there is None and after <= c.history_pruned_through):
+        return
+    what = f"was made at {there.isoformat()}" if there else "is not in its change log"
+    raise HistoryRewound(f"change {after} of {c.id!r} {what}, not at {made.isoformat()}: the source was restored "
+                         "from an older backup and hands out its ids again. Start again from after=0",
+                         parameter="afterAt", latestChangeId=latest)
 
 
 def _member(scope: Scope) -> bool:

@@ -37,6 +37,7 @@ def changes_sql(collection_pk: int, after: int, since: datetime | None, limit: i
 
 
 LATEST = "SELECT max(change_id) FROM feature_change WHERE collection_id = $1"
+MADE_AT = "SELECT at FROM feature_change WHERE collection_id = $1 AND change_id = $2"
 # When a feature that is not there was deleted (none when it never existed, or the log was pruned past it).
 # When a feature was deleted, and the slug of its municipality's collection (where a regional id's versions are).
 DELETED_AT = ("SELECT h.at, c.slug FROM feature_change h JOIN collection c ON c.id = h.collection_id "
