@@ -6,7 +6,7 @@ import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -310,22 +310,42 @@ def security_headers(nonce: str, basemap: str = "", origins: Sequence[str] = ())
             "Referrer-Policy": "strict-origin-when-cross-origin"}
 
 
-def feature_etag(change_id: int, variant: str = "") -> str:
-    """A feature's ETag: its change id (what If-Match compares), plus a tag for other representations."""
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def microseconds(moment: datetime) -> int:
+    """A moment as whole microseconds since 1970 (exact: no float on the way), as PostgreSQL keeps it."""
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def feature_etag(change_id: int, made: datetime, variant: str = "") -> str:
+    """A feature's ETag: its change id and when that change was made, plus a tag for other representations.
+    If-Match compares the first two. The id alone is not enough: a database restored from an older backup
+    hands out the ids the backup lacks again, to other versions, and a client (or a cache in front) holding
+    such an id would match a version it never saw."""
+    tag = f"{change_id}.{microseconds(made):x}"
     if not variant:
-        return f'"{change_id}"'
-    return f'"{change_id}-{hashlib.blake2b(variant.encode(), digest_size=6).hexdigest()}"'
+        return f'"{tag}"'
+    return f'"{tag}-{hashlib.blake2b(variant.encode(), digest_size=6).hexdigest()}"'
 
 
-def if_match_change(header: str | None) -> int | None:
-    """The change id an If-Match names (any representation's ETag of that version); -1 for `*`."""
+def if_match_change(header: str | None) -> tuple[int, int | None] | None:
+    """The version an If-Match names (any representation's ETag of it): its change id and when it was made, in
+    microseconds (None in an ETag from before they held it); change id -1 for `*`, 0 for what never matches."""
     if header is None:
         return None
     value = header.strip()
     if value == "*":
-        return -1
+        return -1, None
     first = value.split(",")[0].strip()
     if first.startswith("W/"):
-        return 0  # weak tags never match for If-Match (RFC 9110 §13.1.1)
-    head = first.strip('"').split("-")[0]
-    return int(head) if head.isdigit() and len(head) < 19 else 0
+        return 0, None  # weak tags never match for If-Match (RFC 9110 §13.1.1)
+    head, dot, made = first.strip('"').split("-")[0].partition(".")
+    if not (head.isdigit() and len(head) < 19):
+        return 0, None
+    if not dot:
+        return int(head), None
+    try:
+        return (int(head), int(made, 16)) if len(made) < 16 else (0, None)  # a bigint, for the database
+    except ValueError:
+        return 0, None

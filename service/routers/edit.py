@@ -86,8 +86,8 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         if batch:
             return Response(orjson.dumps({"numberCreated": len(created), "ids": [f for f, _ in created]}),
                             status_code=201, media_type="application/json", headers={"Location": url})
-        fid, change = created[0]
-        return await _feature_response(scope, c, fid, change, 201, {"Location": f"{url}/{segment(fid)}"})
+        fid = created[0][0]
+        return await _feature_response(scope, c, fid, 201, {"Location": f"{url}/{segment(fid)}"})
 
     @router.put("/collections/{collectionId}/items/{featureId:fid}", operation_id="municipality.replaceFeature",
                 summary="Replace a feature (If-Match required)", openapi_extra=BODY, response_class=Response)
@@ -147,7 +147,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
         pk = c.members[0][0]
         async with connection(scope.pool) as conn, conn.transaction():
             await act_as(conn, _subject(scope), pk)
-            if not await delete_feature(conn, pk, feature_id, None if expected == -1 else expected):
+            if not await delete_feature(conn, pk, feature_id, *_version(expected)):
                 await _explain_miss(conn, pk, c, feature_id)
         request.app.state.catalog_cache.invalidate()
         return Response(status_code=204)
@@ -182,16 +182,21 @@ def _items_url(request: Request, scope: Scope, c: Collection) -> str:
     return f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items"
 
 
-def _if_match(request: Request) -> int:
-    """The change id the client last read (-1: any); without If-Match, 428, or any when the deployment takes
-    writes without it (GEOTWIN_API__IF_MATCH=optional, for QGIS's editing)."""
+def _if_match(request: Request) -> tuple[int, int | None]:
+    """The version the client last read: its change id (-1: any) and when it was made; without If-Match, 428, or
+    any when the deployment takes writes without it (GEOTWIN_API__IF_MATCH=optional, for QGIS's editing)."""
     expected = if_match_change(request.headers.get("if-match"))
     if expected is None and request.app.state.settings.api.if_match == "optional":
-        return -1
+        return -1, None
     if expected is None:
         raise PreconditionRequired("If-Match is required: send the ETag of the feature as you last read it, "
                                    "so nobody's change is overwritten unseen", parameter="If-Match")
     return expected
+
+
+def _version(expected: tuple[int, int | None]) -> tuple[int | None, int | None]:
+    """What a write's statement compares: the change id and its time, None for any."""
+    return (None, None) if expected[0] == -1 else expected
 
 
 def _content_crs(request: Request) -> Crs:
@@ -228,17 +233,16 @@ async def _current(scope: Scope, c: Collection, fid: str) -> dict[str, Any]:
     return stored_json(row[0])
 
 
-async def _update(request: Request, scope: Scope, c: Collection, fid: str, expected: int, row: Any, srid: int,
-                  properties_only: tuple | None) -> Response:
+async def _update(request: Request, scope: Scope, c: Collection, fid: str, expected: tuple[int, int | None],
+                  row: Any, srid: int, properties_only: tuple | None) -> Response:
     pk = c.members[0][0]
     async with connection(scope.pool) as conn, conn.transaction():
         await act_as(conn, _subject(scope), pk)
-        change = await replace_feature(conn, pk, row, fid, srid, None if expected == -1 else expected,
-                                       properties_only)
+        change = await replace_feature(conn, pk, row, fid, srid, *_version(expected), properties_only)
         if change is None:
             await _explain_miss(conn, pk, c, fid)
     request.app.state.catalog_cache.invalidate()
-    return await _feature_response(scope, c, fid, change, 200)
+    return await _feature_response(scope, c, fid, 200)
 
 
 async def _explain_miss(conn: Any, pk: int, c: Collection, fid: str) -> None:
@@ -246,14 +250,17 @@ async def _explain_miss(conn: Any, pk: int, c: Collection, fid: str) -> None:
     if current is None:
         raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
     raise PreconditionFailed(f"feature {fid!r} was changed since you read it (its ETag is now "
-                             f"{feature_etag(current)}); read it again and reapply your change",
+                             f"{feature_etag(*current)}); read it again and reapply your change",
                              parameter="If-Match")
 
 
-async def _feature_response(scope: Scope, c: Collection, fid: str, change: int, status: int,
+async def _feature_response(scope: Scope, c: Collection, fid: str, status: int,
                             headers: dict[str, str] | None = None) -> Response:
+    """The feature as written, with the ETag of the version in the body (read after the commit: a write
+    that came in between is in both)."""
     sql, args = item_sql(c.members, False, c.layer_type.multi_polygon, fid)
     async with connection(scope.pool) as conn:
         row = await conn.fetchrow(sql, *args)
+    tag = {"ETag": feature_etag(row[1], row[2])} if row else {}
     return Response(row[0] if row else b"", status_code=status, media_type=GEOJSON,
-                    headers={**(headers or {}), "ETag": feature_etag(change), "Cache-Control": "no-store"})
+                    headers={**(headers or {}), **tag, "Cache-Control": "no-store"})

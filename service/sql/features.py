@@ -195,5 +195,6 @@ def item_sql(members: list[tuple[int, str]], regional: bool, multi: bool, fid: s
     args = Args()
     scope, muni = scope_predicate(args, members)
     page = f"SELECT f.id, {muni} AS muni FROM feature f WHERE {scope} AND f.fid = {args(fid)}"
-    return (f"SELECT {feature_json(args, regional, multi, out or Output())}, f.change_id FROM ({page}) AS c "
+    return (f"SELECT {feature_json(args, regional, multi, out or Output())}, f.change_id, f.updated_at "
+            f"FROM ({page}) AS c "
             "JOIN feature f ON f.id = c.id"), args.values

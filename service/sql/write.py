@@ -117,21 +117,28 @@ async def write_features(conn: asyncpg.Connection, collection_pk: int, rows: Ite
 
 INSERT_STAGED_RETURNING = INSERT_STAGED + " RETURNING fid, change_id"
 
+
+def _made(n: int) -> str:
+    """The If-Match's time, when it names one: the version's change was made then (whole microseconds since
+    1970, as `responses.feature_etag` writes them; `extract` gives them exactly, as a numeric)."""
+    return f"(${n}::bigint IS NULL OR (extract(epoch FROM updated_at) * 1000000)::bigint = ${n})"
+
+
 REPLACE = f"""
 UPDATE feature SET geom = ST_ForcePolygonCCW(ST_Transform(ST_SetSRID(ST_GeomFromWKB($3), $4), {STORAGE_SRID})),
                    properties = $5::text::jsonb, valid_from = $6, valid_to = $7
-WHERE collection_id = $1 AND fid = $2 AND ($8::bigint IS NULL OR change_id = $8)
+WHERE collection_id = $1 AND fid = $2 AND ($8::bigint IS NULL OR change_id = $8) AND {_made(9)}
 RETURNING change_id
 """
 
-UPDATE_PROPERTIES = """
+UPDATE_PROPERTIES = f"""
 UPDATE feature SET properties = $3::text::jsonb, valid_from = $4, valid_to = $5
-WHERE collection_id = $1 AND fid = $2 AND ($6::bigint IS NULL OR change_id = $6)
+WHERE collection_id = $1 AND fid = $2 AND ($6::bigint IS NULL OR change_id = $6) AND {_made(7)}
 RETURNING change_id
 """
 
-DELETE = """
-DELETE FROM feature WHERE collection_id = $1 AND fid = $2 AND ($3::bigint IS NULL OR change_id = $3)
+DELETE = f"""
+DELETE FROM feature WHERE collection_id = $1 AND fid = $2 AND ($3::bigint IS NULL OR change_id = $3) AND {_made(4)}
 RETURNING fid
 """
 
@@ -160,8 +167,9 @@ async def existing_ids(conn: asyncpg.Connection, collection_pk: int, fids: list[
     return [r[0] for r in rows]
 
 
-async def current_change(conn: asyncpg.Connection, collection_pk: int, fid: str) -> int | None:
-    return await conn.fetchval("SELECT change_id FROM feature WHERE collection_id = $1 AND fid = $2",
+async def current_change(conn: asyncpg.Connection, collection_pk: int, fid: str) -> asyncpg.Record | None:
+    """The feature's version: its change id and when that change was made."""
+    return await conn.fetchrow("SELECT change_id, updated_at FROM feature WHERE collection_id = $1 AND fid = $2",
                                collection_pk, fid)
 
 
@@ -177,16 +185,19 @@ async def insert_features(conn: asyncpg.Connection, collection_pk: int, rows: li
 
 
 async def replace_feature(conn: asyncpg.Connection, collection_pk: int, row: FeatureRow | None, fid: str,
-                          source_srid: int, expected: int | None, properties_only: tuple | None = None) -> int | None:
+                          source_srid: int, expected: int | None, made_at: int | None = None,
+                          properties_only: tuple | None = None) -> int | None:
     """Replace geometry and properties (or only the properties) if the feature is still at change
-    `expected` (None: any); the new change id, or None when nothing matched."""
+    `expected` (None: any), made at `made_at` (microseconds since 1970; None: whenever); the new change id, or
+    None when nothing matched."""
     if properties_only is not None:
         props, start, end = properties_only
-        return await conn.fetchval(UPDATE_PROPERTIES, collection_pk, fid, props, start, end, expected)
+        return await conn.fetchval(UPDATE_PROPERTIES, collection_pk, fid, props, start, end, expected, made_at)
     assert row is not None
     _, wkb, props, start, end = row
-    return await conn.fetchval(REPLACE, collection_pk, fid, wkb, source_srid, props, start, end, expected)
+    return await conn.fetchval(REPLACE, collection_pk, fid, wkb, source_srid, props, start, end, expected, made_at)
 
 
-async def delete_feature(conn: asyncpg.Connection, collection_pk: int, fid: str, expected: int | None) -> bool:
-    return await conn.fetchval(DELETE, collection_pk, fid, expected) is not None
+async def delete_feature(conn: asyncpg.Connection, collection_pk: int, fid: str, expected: int | None,
+                         made_at: int | None = None) -> bool:
+    return await conn.fetchval(DELETE, collection_pk, fid, expected, made_at) is not None
