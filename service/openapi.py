@@ -36,7 +36,8 @@ ANSWERS = {
     "406": "None of the media types in Accept (or f) is offered",
     "408": "The client stopped sending its body",
     "409": "Conflicts with what is stored (an id that exists, a job that is not done)",
-    "410": "The history no longer reaches back that far (`geotwin history prune`); the body names the parameter",
+    "410": "The history no longer reaches back that far (`geotwin history prune`), or the database was restored "
+           "from an older backup (`HistoryRewound`); the body names the parameter",
     "412": "If-Match names a version that is no longer current",
     "413": "The body is larger than the configured limit",
     "415": "The body's Content-Type is not one this accepts",
@@ -158,7 +159,7 @@ def _document_answers(doc: dict[str, Any], if_match_optional: bool = False) -> N
                 if not any(p.get("name") == "If-Match" for p in params):
                     params.append(IF_MATCH_OPTIONAL if optional else IF_MATCH)
             if method == "get" and path.endswith(("/items", "/export", "/changes")):
-                codes.add("410")  # asOf, after or since before the history's cut
+                codes.add("410")  # asOf, after or since before the history's cut; after(At) past a restore
             if method == "post" or (method in ("delete", "patch") and "/items/" not in path):
                 codes.add("409")
             if needs is not None or (method == "delete" and path.startswith("/jobs/")):
