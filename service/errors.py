@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -165,6 +166,20 @@ def json_kind(value: object) -> str:
     return kinds.get(type(value), "a number")
 
 
+def _download_hint(request: Request, value: object) -> str:
+    """Where a file format asked of the items is: their export, with the same filters and without the paging
+    (`?f=csv` on the items is what a planner tries first)."""
+    from service.export import FORMATS
+    from service.responses import base_url
+
+    if not request.url.path.endswith("/items") or value not in FORMATS:
+        return ""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                       if k not in ("f", "limit", "offset")] + [("f", value)])
+    return f"; files are downloaded from the export, with the same filters: " \
+           f"{base_url(request)}{request.url.path.removesuffix('/items')}/export?{query}"
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers: domain errors, FastAPI's validation errors, HTTP errors, database outages. Each
     answers JSON, or a page where a browser asks for one (service.errorpage)."""
@@ -190,6 +205,8 @@ def install(app: FastAPI) -> None:
                 "description": f"the body is a JSON object, not {json_kind(first.get('input'))}"})
         if loc and loc[0] in ("query", "path", "header"):
             where = {"parameter": loc[-1]}
+            if loc == ["query", "f"]:
+                message += _download_hint(request, first.get("input"))
         elif loc and loc[0] == "body" and len(loc) > 1:  # a JSON body's member, e.g. `keywords.2`
             where = {"property": ".".join(loc[1:])}
             if first.get("type") == "extra_forbidden":  # a misspelt member would otherwise be dropped unseen

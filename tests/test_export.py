@@ -90,6 +90,18 @@ def test_exports_take_filters_and_a_crs(live_server, tmp_path):
         assert r.status_code == 400 and r.json()["parameter"] == parameter
 
 
+def test_a_file_format_asked_of_the_items_names_the_export_with_the_same_filters(live_server):
+    params = {"filter": "availability = 'verfuegbar'", "limit": "2", "f": "csv"}
+    r = httpx.get(f"{live_server}{REGION_SITES}/items", params=params)
+    assert r.status_code == 400 and r.json()["parameter"] == "f"
+    href = r.json()["description"].rsplit(" ", 1)[-1]
+    assert href.startswith(f"{live_server}{REGION_SITES}/export?") and "limit" not in href, href
+    csv = httpx.get(href)
+    matched = httpx.get(f"{live_server}{REGION_SITES}/items", params={**params, "f": "json"}).json()["numberMatched"]
+    assert csv.status_code == 200 and csv.text.count("\n") == matched + 1 > 3, csv.text[:300]
+    assert "download" not in httpx.get(f"{live_server}{REGION_SITES}/items", params={"f": "pdf"}).json()["description"]
+
+
 def test_the_collection_and_its_pages_link_their_downloads(live_server, tmp_path):
     doc = httpx.get(f"{live_server}{REGION_SITES}").json()
     enclosures = {link["type"]: link["href"] for link in doc["links"] if link["rel"] == "enclosure"}
