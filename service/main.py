@@ -27,6 +27,7 @@ from service.migrate import head_revision
 from service.models import STORAGE_SRID
 from service.observability import Observed, record_pool, route_of
 from service.replicas import Replicas, answer_reads_again
+from service.revalidate import Revalidate
 from service.routers import admin, edit, history, imports, ogc, ops, platform, processes, tiles
 from service.settings import Settings
 
@@ -119,7 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.maplibre_available = (VENDOR["maplibre-gl"] / "maplibre-gl.js").exists()
     app.state.charts_available = (VENDOR["chart.js"] / "chart.umd.min.js").exists()
     errors.install(app)
-    # Innermost: who is asking, and the access rules (service.access), under every route.
+    # Innermost: ETags for the JSON answers that name no version of their own (service.revalidate).
+    app.add_middleware(Revalidate)
+    # Who is asking, and the access rules (service.access), under every route.
     app.add_middleware(Access, verifier=TokenVerifier(settings.auth), limits=settings.limits)
     # Public data: any web map may read it; writes are not offered to other origins (no preflight passes).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD", "OPTIONS"],

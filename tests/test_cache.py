@@ -9,7 +9,7 @@ import mapbox_vector_tile
 import pytest
 
 from service.tiles import matrix_sets
-from tests.conftest import announced
+from tests.conftest import announced, new_key
 
 HALLE = "/municipalities/halle"
 SITES = f"{HALLE}/collections/commercial-sites"
@@ -25,8 +25,14 @@ async def site_ids(client) -> set[str]:
     return {f["properties"]["id"] for f in layer["features"]}
 
 
+# The last ones name no version of their own: their ETag is their bytes' hash (service.revalidate).
+METADATA = ["/", HALLE, f"{HALLE}/conformance", "/api", f"{SITES}/queryables", f"{SITES}/schema", "/schemas",
+            f"{HALLE}/tiles", f"{HALLE}/tiles/WebMercatorQuad/tilejson.json", f"{HALLE}/styles/default",
+            f"{HALLE}/tileMatrixSets/UTM32ETRS89Quad", "/processes"]
+
+
 @pytest.mark.parametrize("path", [TILE, f"{SITES}/items?limit=2", f"{SITES}/items/gs-001", SITES,
-                                  f"{HALLE}/collections"])
+                                  f"{HALLE}/collections", *METADATA])
 async def test_etag_and_304(client, path):
     first = await client.get(path)
     assert first.status_code == 200
@@ -36,6 +42,21 @@ async def test_etag_and_304(client, path):
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
     other = await client.get(path, headers={"if-none-match": '"something-else"'})
     assert other.status_code == 200
+
+
+async def test_metadata_etags_agree_with_head_vary_by_accept_and_turn_private_with_a_credential(client, db_url):
+    neighbour = await new_key(db_url, "leipzig", "viewer", "revalidate")  # sees what everybody sees of Halle
+    for path in (f"{HALLE}/styles/default", HALLE):
+        get = await client.get(path)
+        head = await client.head(path)
+        assert head.status_code == 200 and head.headers["etag"] == get.headers["etag"], path
+        assert "Accept" in get.headers["vary"].split(", "), get.headers["vary"]
+        keyed = await client.get(path, headers={"x-api-key": neighbour, "if-none-match": get.headers["etag"]})
+        assert keyed.status_code == 304 and keyed.headers["cache-control"] == "private, no-cache"
+    page = await client.get(HALLE, headers={"accept": "text/html"})  # each page has a nonce of its own
+    assert page.status_code == 200 and "etag" not in page.headers
+    for unversioned in ("/health", f"{SITES}/changes", f"{SITES}/export?f=geojson"):
+        assert "etag" not in (await client.get(unversioned)).headers, unversioned
 
 
 async def test_a_second_request_is_served_from_the_tile_cache(app, client):
@@ -95,16 +116,21 @@ async def test_count_and_extent_follow_a_write_from_another_process(app, client,
 
     count, extent, bounds, halle = await state()
     assert extent[2] < 12.5
+    tilejson = f"{SITES}/tiles/WebMercatorQuad/tilejson.json"
+    etag = (await client.get(tilejson)).headers["etag"]
     conn = await asyncpg.connect(db_url)
     try:
         await copy_site(app, conn, "gs-005", "gs-far", 60000, 0)
         now = await state()
         assert now[0] == count + 1
         assert now[1][2] > 12.5 and now[2][2] > 12.5 and now[3][2] > 12.5, now
+        # A map client revalidating its TileJSON gets the new bounds, not a 304.
+        assert (await client.get(tilejson, headers={"if-none-match": etag})).status_code == 200
         before = app.state.catalog_cache.generation
         await conn.execute("DELETE FROM feature WHERE fid = 'gs-far'")
         await announced(app, before)
         assert await state() == (count, extent, bounds, halle)
+        assert (await client.get(tilejson, headers={"if-none-match": etag})).status_code == 304
     finally:
         await conn.execute("DELETE FROM feature WHERE fid = 'gs-far'")
         await conn.close()
