@@ -47,6 +47,23 @@ ANSWERS = {
     "503": "The database is not reachable or the request took too long; see Retry-After",
 }
 WRITES = {"post", "put", "patch"}
+
+# The headers answers carry (a generated client reads them; Swagger UI lists them under each answer).
+_TEXT = {"type": "string"}
+ETAG = {"description": "The representation's version: send it as If-None-Match to get 304 while it is "
+                       "unchanged", "schema": _TEXT}
+FEATURE_ETAG = {"description": "The feature's version: send it as If-Match to replace, change or delete the "
+                               "feature (412 once somebody else did), or as If-None-Match to get 304 while it is "
+                               "unchanged", "schema": _TEXT}
+CACHE_CONTROL = {"description": "`public, no-cache`, or `private, no-cache` when asked with a credential: keep "
+                                "the answer, but revalidate it (its ETag) before each use", "schema": _TEXT}
+CONTENT_CRS = {"description": "The coordinates' CRS, as `<URI>` (the `crs` parameter's, CRS84 by default)",
+               "schema": _TEXT}
+LOCATION = {"description": "The new feature's URL; for a FeatureCollection, the items' URL", "schema": _TEXT}
+RETRY_AFTER = {"description": "Seconds to wait before asking again", "schema": _TEXT}
+# GET answers that carry no ETag: health and metrics (no-store), pages alone, the history and change feed
+# (no-cache, read by position), downloads.
+UNVERSIONED = ("/health", "/ready", "/metrics", "/viewer", "/chart", "/map", "/versions", "/changes", "/export")
 # Declared, so that a generated client asks for it; the service answers 428 without it.
 IF_MATCH = {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
             "description": "The ETag of the feature or collection as you last read it (`*`: whatever it is now); "
@@ -110,6 +127,7 @@ def service_openapi(app: FastAPI) -> dict[str, Any]:
         doc["openapi"] = "3.0.3"
         _document_answers(doc, app.state.settings.api.if_match == "optional")
         _document_shapes(doc)
+        _document_headers(doc)
         _document_crs(doc, app.state.crs.uris)
         _document_zone(doc, app.state.settings.api.time_zone)
         app.state.openapi_30 = doc
@@ -199,6 +217,39 @@ def _document_shapes(doc: dict[str, Any]) -> None:
             if body and "requestBody" in op:
                 media_type, schema = body
                 op["requestBody"]["content"][media_type] = {"schema": schema}
+
+
+def _document_headers(doc: dict[str, Any]) -> None:
+    """What each successful answer says in its headers (version, caching, CRS, where a new feature is), and
+    a description of its own in place of FastAPI's "Successful Response"."""
+    components = doc["components"]["responses"]
+    components["304"]["headers"] = {"ETag": ETAG, "Cache-Control": CACHE_CONTROL}
+    for code in ("429", "503"):
+        components[code]["headers"] = {"Retry-After": RETRY_AFTER}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "put", "post", "delete", "patch"):
+                continue
+            feature = path.endswith("/items/{featureId}")
+            for code, answer in op.get("responses", {}).items():
+                if not code.startswith("2") or "$ref" in answer:
+                    continue
+                if answer.get("description") in (None, "", "Successful Response"):
+                    answer["description"] = op.get("summary", "")
+                headers = answer.setdefault("headers", {})
+                if method == "get" and not path.endswith(UNVERSIONED):
+                    headers.update({"ETag": FEATURE_ETAG if feature else ETAG, "Cache-Control": CACHE_CONTROL})
+                    if feature or path.endswith("/items"):
+                        headers["Content-Crs"] = CONTENT_CRS
+                elif method == "get" and path.endswith("/export"):
+                    headers["Content-Crs"] = CONTENT_CRS
+                elif method == "post" and path.endswith("/items"):
+                    headers.update({"Location": LOCATION, "ETag": {**FEATURE_ETAG, "description": "For a single "
+                                    "feature, its version (see GET …/items/{featureId})"}})
+                elif method in ("put", "patch") and feature:
+                    headers["ETag"] = {**FEATURE_ETAG, "description": "The feature's new version"}
+                if not headers:
+                    del answer["headers"]
 
 
 def _document_crs(doc: dict[str, Any], offered: list[str]) -> None:

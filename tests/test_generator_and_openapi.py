@@ -135,6 +135,36 @@ async def test_answers_have_the_shapes_their_openapi_documents_give(client, root
             "/tiles/{tileMatrixSetId}/tilejson.json"} <= checked
 
 
+async def test_the_headers_the_document_names_are_the_headers_answers_carry(client):
+    """ETag, Cache-Control and Content-Crs are documented where a read answers with them, and only there; the
+    successful answers say what they are."""
+    doc = (await client.get("/api")).json()
+    values = {"{municipality}": "halle", "{collectionId}": "commercial-sites", "{featureId}": "gs-001",
+              "{tileMatrixSetId}": "WebMercatorQuad", "{styleId}": "default", "{name}": "commercial-site",
+              "{process_id}": "statistics", "{tileMatrix}": "12", "{tileRow}": "1373", "{tileCol}": "2183"}
+    checked = 0
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert all(a.get("description") not in (None, "Successful Response") for a in op["responses"].values()
+                       if "$ref" not in a), (method, path)
+            if method != "get":
+                continue
+            concrete = path
+            for name, value in values.items():
+                concrete = concrete.replace(name, value)
+            if "{" in concrete:  # a job or a key: nothing to read in the demo
+                continue
+            r = await client.get(concrete, headers={"Accept": "application/json"})
+            if r.status_code == 401:  # the keys: a municipality's admin reads them
+                continue
+            documented = op["responses"][str(r.status_code)].get("headers", {})
+            for header in ("ETag", "Cache-Control", "Content-Crs"):
+                sent = header.lower() in r.headers and (header != "Cache-Control" or "etag" in r.headers)
+                assert sent == (header in documented), (path, header, r.status_code, dict(r.headers))
+            checked += 1
+    assert checked > 60
+
+
 def test_json_schema_types_become_openapi_3_0():
     from service.openapi import _to_30
 
