@@ -78,6 +78,14 @@ def build_history_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
 
     @router.get("/collections/{collectionId}/changes", operation_id="municipality.getChanges",
                 summary="The collection's changes in order: the feed to mirror it incrementally",
+                description=(
+                    "Every insert, update and delete since `after` (or `since`), oldest first: `changeId`, "
+                    "`op`, `at`, the feature's `id` and, but for a delete, the feature as the change left "
+                    "it. To mirror a collection, apply the changes in order and keep the last `changeId` "
+                    "with its `at`; ask again with them as `after` and `afterAt`, or follow the `next` link "
+                    "while there is one. `geotwin mirror` does this. A 410 means the feed cannot go on from "
+                    "there (history pruned, or the source restored from an older backup): start again from "
+                    "`after=0`, which gives the collection as it is and what follows."),
                 response_class=Response, dependencies=JSON_ONLY)
     async def changes(
         request: Request, scope: ScopeDep, collection_id: CollectionId,

@@ -31,8 +31,8 @@ STYLE = "application/vnd.mapbox.style+json"
 TmsId = Annotated[str, Path(alias="tileMatrixSetId",
                                  description="WebMercatorQuad, WorldCRS84Quad or UTM32ETRS89Quad")]
 TileMatrix = Annotated[int, Path(alias="tileMatrix", description="zoom level")]
-TileRow = Annotated[int, Path(alias="tileRow")]
-TileCol = Annotated[int, Path(alias="tileCol")]
+TileRow = Annotated[int, Path(alias="tileRow", description="row, counted from the top (north) of the matrix")]
+TileCol = Annotated[int, Path(alias="tileCol", description="column, counted from the left (west) of the matrix")]
 F = Annotated[Literal["mvt", "json", "geojson"] | None, Query(description="mvt (default) or geojson")]
 KIND_NAMES = {"string": "String", "number": "Number", "integer": "Number", "boolean": "Boolean", "date": "String"}
 
@@ -386,7 +386,15 @@ def _register(router: APIRouter, kind: str, path: str, cid: str | None, ScopeDep
                          style_id: Annotated[str, Path(alias="styleId")]) -> Response:
             return await style_doc(request, scope, None, style_id)
 
-    tile_responses = {200: {"content": {MVT: {}, GEOJSON: {}}}, 204: {"description": "empty tile"}}
+    tile_responses = {200: {"content": {MVT: {}, GEOJSON: {}}},
+                      204: {"description": "An empty tile: no feature of the tile's layers lies in it, or the "
+                                           "zoom is below each layer's minimum (the tileset's `minTileMatrix`)"}}
+    tile_description = (
+        "The tile's features, one layer per collection named by its id (as TileJSON's `vector_layers`), clipped "
+        "to the tile and simplified for its zoom; every feature, none dropped. Mapbox Vector Tile by default, "
+        "GeoJSON with `f=geojson` or `Accept: application/geo+json`. A tile outside the matrix set's limits is "
+        "a 404. Anyone may read public tiles from any origin (CORS); the ETag changes with any change to the "
+        "tile's collections.")
     router.get(f"{path}/tiles", operation_id=f"{kind}.get{op}Tilesets", summary="Tilesets",
                dependencies=JSON_ONLY)(_tilesets)
     router.get(f"{path}/tiles/{{tileMatrixSetId}}", operation_id=f"{kind}.get{op}Tileset",
@@ -396,7 +404,7 @@ def _register(router: APIRouter, kind: str, path: str, cid: str | None, ScopeDep
                responses={200: {"content": {JSON: {}}}}, dependencies=JSON_ONLY)(_tilejson)
     router.get(f"{path}/tiles/{{tileMatrixSetId}}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
                operation_id=f"{kind}.get{op}Tile", summary="A vector tile (MVT or GeoJSON)",
-               response_class=Response, responses=tile_responses)(_tile)
+               description=tile_description, response_class=Response, responses=tile_responses)(_tile)
     router.get(f"{path}/styles/{{styleId}}", operation_id=f"{kind}.get{op}Style", summary="MapLibre style",
                response_class=Response, responses={200: {"content": {STYLE: {}}}},
                dependencies=JSON_ONLY)(_style)
