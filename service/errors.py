@@ -28,6 +28,12 @@ class GeoTwinError(Exception):
         super().__init__(description)
         self.description = description
         self.where = {k: v for k, v in where.items() if v is not None}
+        self.headers: dict[str, str] = {}
+
+    def answering(self, headers: dict[str, str]) -> GeoTwinError:
+        """The same error, answered with these headers too (a 412's current ETag)."""
+        self.headers.update(headers)
+        return self
 
     def body(self) -> dict[str, Any]:
         return {"code": self.code, "description": self.description, **self.where}
@@ -188,7 +194,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GeoTwinError)
     async def _domain(request: Request, exc: GeoTwinError) -> Response:
         status = status_of(exc)
-        return error_answer(request, status, exc.body(), headers={"Retry-After": "5"} if status == 503 else None)
+        headers = {**exc.headers, **({"Retry-After": "5"} if status == 503 else {})}
+        return error_answer(request, status, exc.body(), headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -59,6 +59,8 @@ CACHE_CONTROL = {"description": "`public, no-cache`, or `private, no-cache` when
                                 "the answer, but revalidate it (its ETag) before each use", "schema": _TEXT}
 CONTENT_CRS = {"description": "The coordinates' CRS, as `<URI>` (the `crs` parameter's, CRS84 by default)",
                "schema": _TEXT}
+WRITTEN_CRS = {"description": "The coordinates' CRS, as `<URI>`: the one the request's Content-Crs named (CRS84 "
+                             "without it)", "schema": _TEXT}
 LOCATION = {"description": "The new feature's URL; for a FeatureCollection, the items' URL", "schema": _TEXT}
 RETRY_AFTER = {"description": "Seconds to wait before asking again", "schema": _TEXT}
 # GET answers that carry no ETag: health and metrics (no-store), pages alone, the history and change feed
@@ -224,6 +226,8 @@ def _document_headers(doc: dict[str, Any]) -> None:
     a description of its own in place of FastAPI's "Successful Response"."""
     components = doc["components"]["responses"]
     components["304"]["headers"] = {"ETag": ETAG, "Cache-Control": CACHE_CONTROL}
+    components["412"]["headers"] = {"ETag": {"description": "The current version: read it again, reapply your "
+                                                            "change and send this as If-Match", "schema": _TEXT}}
     for code in ("429", "503"):
         components[code]["headers"] = {"Retry-After": RETRY_AFTER}
     for path, item in doc["paths"].items():
@@ -245,20 +249,31 @@ def _document_headers(doc: dict[str, Any]) -> None:
                     headers["Content-Crs"] = CONTENT_CRS
                 elif method == "post" and path.endswith("/items"):
                     headers.update({"Location": LOCATION, "ETag": {**FEATURE_ETAG, "description": "For a single "
-                                    "feature, its version (see GET …/items/{featureId})"}})
+                                    "feature, its version (see GET …/items/{featureId})"},
+                                    "Content-Crs": {**WRITTEN_CRS, "description": "For a single feature: "
+                                                    + WRITTEN_CRS["description"]}})
                 elif method in ("put", "patch") and feature:
-                    headers["ETag"] = {**FEATURE_ETAG, "description": "The feature's new version"}
+                    headers.update({"ETag": {**FEATURE_ETAG, "description": "The feature's new version"},
+                                    "Content-Crs": WRITTEN_CRS})
                 if not headers:
                     del answer["headers"]
 
 
 def _document_crs(doc: dict[str, Any], offered: list[str]) -> None:
-    """The CRS parameters name the CRSs this deployment offers (settings: GEOTWIN_API__CRS)."""
-    for item in doc["paths"].values():
-        for op in item.values():
+    """The CRS parameters name the CRSs this deployment offers (settings: GEOTWIN_API__CRS), and the writes of
+    features their Content-Crs (OGC API – Features Part 4, service.routers.edit)."""
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
             for p in op.get("parameters", []) if isinstance(op, dict) else []:
                 if p.get("in") == "query" and p.get("name") in ("crs", "bbox-crs", "filter-crs"):
                     p["schema"] = {**p.get("schema", {}), "type": "string", "enum": offered}
+            if (method == "post" and path.endswith("/items")) or (method in ("put", "patch")
+                                                                   and path.endswith("/items/{featureId}")):
+                op.setdefault("parameters", []).append({
+                    "name": "Content-Crs", "in": "header", "required": False,
+                    "schema": {"type": "string", "enum": [f"<{uri}>" for uri in offered]},
+                    "description": "The CRS of the body's coordinates, as `<URI>` (default CRS84: longitude, "
+                                   "latitude). The answer's feature comes back in the same CRS."})
 
 
 def _document_zone(doc: dict[str, Any], zone: str) -> None:

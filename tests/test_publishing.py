@@ -24,6 +24,7 @@ import shapely.geometry
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pyproj import Transformer
 
+from service.crs import CRS84
 from service.main import create_app
 from service.settings import AuthSettings
 from service.tiles import matrix_sets
@@ -317,6 +318,7 @@ async def test_an_admin_describes_a_collection_anew_and_deletes_one(pub, keys):
     assert (await client.get(path, headers={"If-None-Match": etag})).status_code == 200, "the old copy is stale"
     r = await client.patch(path, headers={**admin, "If-Match": etag}, json={"visibility": "internal"})
     assert r.status_code == 412, "the ETag before the change no longer matches"
+    assert r.headers["etag"] == public.headers["etag"], "a 412 names the current version"
 
     for who, headers, status in ((editor, {"If-Match": public.headers["etag"]}, 403), (admin, {}, 428)):
         assert (await client.delete(path, headers={**who, **headers})).status_code == status
@@ -721,6 +723,60 @@ async def test_content_crs_puts_utm_33_coordinates_where_they_belong(pub, keys):
         "crs": "http://www.opengis.net/def/crs/EPSG/0/25832"})).json()["geometry"]["coordinates"][0][0][0]
     expected = Transformer.from_crs(25833, 25832, always_xy=True).transform(x, y)
     assert got == pytest.approx(list(expected), abs=0.01)
+
+
+async def test_a_write_answers_in_the_crs_it_was_written_in_and_a_412_names_the_current_etag(pub, keys):
+    """A planner who writes UTM 33 coordinates gets the feature back in UTM 33, with a Content-Crs saying so and
+    the ETag `GET ?crs=` gives for it; without Content-Crs the answer is CRS84 and says that. A 412 carries the
+    current ETag as a header, so the client can read again and retry without parsing the message."""
+    _, client = pub
+    utm33 = "http://www.opengis.net/def/crs/EPSG/0/25833"
+    editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    x, y = 289600.0, 5707838.0  # Halle, Marktplatz in EPSG:25833 (shared/DOMAIN.md)
+    ring = [[x, y], [x + 200, y], [x + 200, y + 150], [x, y + 150], [x, y]]
+    feature = site("crs-back")
+    feature["geometry"]["coordinates"] = [ring]
+    r = await client.post(f"{SITES}/items", headers={**editor, "Content-Crs": f"<{utm33}>"},
+                          content=json.dumps(feature))
+    assert r.status_code == 201, r.text
+    assert r.headers["content-crs"] == f"<{utm33}>"
+    assert sum(r.json()["geometry"]["coordinates"][0][0], []) == pytest.approx(sum(ring, []), abs=0.002)
+    read = await client.get(f"{SITES}/items/crs-back", params={"crs": utm33})
+    assert read.headers["etag"] == r.headers["etag"] and read.json()["geometry"] == r.json()["geometry"]
+    again = await client.get(f"{SITES}/items/crs-back", params={"crs": utm33},
+                             headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+
+    # The answer's ETag names the version, whatever the CRS: it is a valid If-Match.
+    patch = {**auth(keys["halle_editor"]), "Content-Type": "application/merge-patch+json"}
+    r = await client.patch(f"{SITES}/items/crs-back", headers={**patch, "If-Match": r.headers["etag"]},
+                           content=json.dumps({"properties": {"name": "Am Markt"}}))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-crs"] == f"<{CRS84}>"
+    lon, lat = r.json()["geometry"]["coordinates"][0][0][0]  # a site is a MultiPolygon
+    assert (lon, lat) == pytest.approx(Transformer.from_crs(25833, 4326, always_xy=True).transform(x, y), abs=1e-6)
+    assert r.headers["etag"] == (await client.get(f"{SITES}/items/crs-back")).headers["etag"]
+    current = r.headers["etag"]
+
+    stale = await client.put(f"{SITES}/items/crs-back", headers={**editor, "If-Match": '"1.1"'},
+                             content=json.dumps(site("crs-back", name="Überschrieben")))
+    assert stale.status_code == 412 and stale.headers["etag"] == current, stale.headers
+    assert current in stale.json()["description"]
+    r = await client.put(f"{SITES}/items/crs-back", headers={**editor, "If-Match": stale.headers["etag"]},
+                         content=json.dumps(site("crs-back", name="Neu gelesen")))
+    assert r.status_code == 200 and r.json()["properties"]["name"] == "Neu gelesen"
+
+    # The document says all of it: the header a write takes, and what its answers carry.
+    api = (await client.get("/municipalities/halle/api")).json()
+    for method, path in (("post", "/collections/{collectionId}/items"),
+                         ("put", "/collections/{collectionId}/items/{featureId}"),
+                         ("patch", "/collections/{collectionId}/items/{featureId}")):
+        op = api["paths"][path][method]
+        taken = [p for p in op["parameters"] if p["name"] == "Content-Crs"]
+        assert taken and taken[0]["in"] == "header" and f"<{utm33}>" in taken[0]["schema"]["enum"], method
+        ok = op["responses"]["201" if method == "post" else "200"]
+        assert {"ETag", "Content-Crs"} <= set(ok["headers"]), method
+    assert "ETag" in api["components"]["responses"]["412"]["headers"]
 
 
 # ---------------------------------------------------------------- OpenID Connect

@@ -177,9 +177,9 @@ async def _locked_current(request: Request, scope: Scope, conn: asyncpg.Connecti
     current = {_collection_etag(request, scope, c, version, fmt) for fmt in ("json", "html")}
     tags = {t.strip() for t in given.split(",")}
     if "*" not in tags and not tags & current:
-        raise PreconditionFailed(f"collection {c.id!r} was changed since you read it (its ETag is now "
-                                 f"{_collection_etag(request, scope, c, version)}): read it again",
-                                 parameter="If-Match")
+        now = _collection_etag(request, scope, c, version)
+        raise PreconditionFailed(f"collection {c.id!r} was changed since you read it (its ETag is now {now}): read "
+                                 "it again", parameter="If-Match").answering({"ETag": now})
 
 
 @router.post("/municipalities/{municipality}/keys", operation_id="municipality.createKey",

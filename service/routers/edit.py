@@ -32,7 +32,7 @@ from service.errors import (
 from service.loader import file_crs, prepare, raise_for
 from service.params import check_known, parse_bool
 from service.responses import GEOJSON, base_url, feature_etag, if_match_change, segment
-from service.sql.features import item_sql
+from service.sql.features import Output, item_sql
 from service.sql.write import (
     act_as,
     current_change,
@@ -87,7 +87,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
             return Response(orjson.dumps({"numberCreated": len(created), "ids": [f for f, _ in created]}),
                             status_code=201, media_type="application/json", headers={"Location": url})
         fid = created[0][0]
-        return await _feature_response(scope, c, fid, 201, {"Location": f"{url}/{segment(fid)}"})
+        return await _feature_response(request, scope, c, fid, 201, {"Location": f"{url}/{segment(fid)}"})
 
     @router.put("/collections/{collectionId}/items/{featureId:fid}", operation_id="municipality.replaceFeature",
                 summary="Replace a feature (If-Match required)", openapi_extra=BODY, response_class=Response)
@@ -242,25 +242,28 @@ async def _update(request: Request, scope: Scope, c: Collection, fid: str, expec
         if change is None:
             await _explain_miss(conn, pk, c, fid)
     request.app.state.catalog_cache.invalidate()
-    return await _feature_response(scope, c, fid, 200)
+    return await _feature_response(request, scope, c, fid, 200)
 
 
 async def _explain_miss(conn: Any, pk: int, c: Collection, fid: str) -> None:
     current = await current_change(conn, pk, fid)
     if current is None:
         raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
-    raise PreconditionFailed(f"feature {fid!r} was changed since you read it (its ETag is now "
-                             f"{feature_etag(*current)}); read it again and reapply your change",
-                             parameter="If-Match")
+    now = feature_etag(*current)
+    raise PreconditionFailed(f"feature {fid!r} was changed since you read it (its ETag is now {now}); read it "
+                             "again and reapply your change", parameter="If-Match").answering({"ETag": now})
 
 
-async def _feature_response(scope: Scope, c: Collection, fid: str, status: int,
+async def _feature_response(request: Request, scope: Scope, c: Collection, fid: str, status: int,
                             headers: dict[str, str] | None = None) -> Response:
-    """The feature as written, with the ETag of the version in the body (read after the commit: a write
-    that came in between is in both)."""
-    sql, args = item_sql(c.members, False, c.layer_type.multi_polygon, fid)
+    """The feature as written, in the CRS the request's Content-Crs named (CRS84 without it), with the ETag of
+    the version in the body (read after the commit: a write that came in between is in both). That ETag is
+    the one `GET …/items/{featureId}?crs=` gives in the same CRS, so it also serves as If-None-Match there."""
+    named = "content-crs" in request.headers
+    crs = _content_crs(request)
+    sql, args = item_sql(c.members, False, c.layer_type.multi_polygon, fid, Output(crs=crs if named else None))
     async with connection(scope.pool) as conn:
         row = await conn.fetchrow(sql, *args)
-    tag = {"ETag": feature_etag(row[1], row[2])} if row else {}
+    tag = {"ETag": feature_etag(row[1], row[2], f"json|{[('crs', crs.uri)]}" if named else "")} if row else {}
     return Response(row[0] if row else b"", status_code=status, media_type=GEOJSON,
-                    headers={**(headers or {}), **tag, "Cache-Control": "no-store"})
+                    headers={**(headers or {}), **tag, "Content-Crs": crs.header, "Cache-Control": "no-store"})
