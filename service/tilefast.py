@@ -47,7 +47,7 @@ async def _answer(state: Any, scope: Scope, match: re.Match, send: Send) -> bool
     catalog = state.catalog_cache.snapshot
     if catalog is None or not state.catalog_cache.listening:
         return False
-    query = parse_qsl(scope["query_string"].decode("latin-1"))
+    query = parse_qsl(scope["query_string"].decode("latin-1")) if scope["query_string"] else []
     if any(k != "f" for k, _ in query) or len(query) > 1 or (query and query[0][1] not in ("mvt", "json",
                                                                                               "geojson")):
         return False

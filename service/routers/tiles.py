@@ -84,10 +84,10 @@ async def tile_answer(pool: Any, tile_pool: Any, cache: Any, dataset_path: str, 
     router and the fast path, so both answer alike. MVT tiles are made on `tile_pool` (see `mvt_pool`)."""
     tile = tile_ref(tms_id, z, row, col)
     key = cache_key(dataset_path, owner, collections, tile.key, fmt)
-    etag = etag_for(*key)
+    hit = cache.get(key)
+    etag = hit[1] if hit is not None else etag_for(*key)  # a cached tile keeps its ETag: no hash per hit
     if etag_matches(if_none_match, etag):
         return 304, tile_headers(etag, None), b""
-    hit = cache.get(key)
     if hit is not None:
         TILE_HIT.inc()
         body = hit[0]
