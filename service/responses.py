@@ -329,6 +329,12 @@ def feature_etag(change_id: int, made: datetime, variant: str = "") -> str:
     return f'"{tag}-{hashlib.blake2b(variant.encode(), digest_size=6).hexdigest()}"'
 
 
+def representation(variant: str, params: list[tuple[str, str]]) -> str:
+    """What tags a feature's ETag per representation (`feature_etag`'s `variant`): nothing for plain GeoJSON,
+    else the format (service.responses.variant) and the query parameters, sorted."""
+    return "" if variant == "json" and not params else f"{variant}|{sorted(params)}"
+
+
 def if_match_change(header: str | None) -> tuple[int, int | None] | None:
     """The version an If-Match names (any representation's ETag of it): its change id and when it was made, in
     microseconds (None in an ETag from before they held it); change id -1 for `*`, 0 for what never matches."""

@@ -31,7 +31,7 @@ from service.errors import (
 )
 from service.loader import file_crs, prepare, raise_for
 from service.params import check_known, parse_bool
-from service.responses import GEOJSON, base_url, feature_etag, if_match_change, segment
+from service.responses import GEOJSON, base_url, feature_etag, if_match_change, representation, segment
 from service.sql.features import Output, item_sql
 from service.sql.write import (
     act_as,
@@ -264,6 +264,7 @@ async def _feature_response(request: Request, scope: Scope, c: Collection, fid: 
     sql, args = item_sql(c.members, False, c.layer_type.multi_polygon, fid, Output(crs=crs if named else None))
     async with connection(scope.pool) as conn:
         row = await conn.fetchrow(sql, *args)
-    tag = {"ETag": feature_etag(row[1], row[2], f"json|{[('crs', crs.uri)]}" if named else "")} if row else {}
+    tag = {"ETag": feature_etag(row[1], row[2], representation("json", [("crs", crs.uri)] if named else []))} \
+        if row else {}
     return Response(row[0] if row else b"", status_code=status, media_type=GEOJSON,
                     headers={**(headers or {}), **tag, "Content-Crs": crs.header, "Cache-Control": "no-store"})

@@ -43,6 +43,7 @@ from service.responses import (
     link,
     negotiate,
     not_modified,
+    representation,
     segment,
     variant,
     with_etag,
@@ -268,8 +269,7 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
                 if deleted and c.regional else f"{_root(request, scope)}/collections/{c.id}/items"
             raise _no_feature(c, feature_id, fid, deleted["at"] if deleted else None, items)
         # The ETag is the feature's version (what If-Match on a write compares), tagged per representation.
-        params = sorted(request.query_params.items())
-        etag = feature_etag(row[1], row[2], "" if fmt == "json" and not params else f"{variant(request, fmt)}|{params}")
+        etag = feature_etag(row[1], row[2], representation(variant(request, fmt), list(request.query_params.items())))
         if (cached := not_modified(request, etag)) is not None:
             return cached
         row = row[0]
