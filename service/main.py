@@ -26,7 +26,7 @@ from service.deps import municipality_scope, region_scope
 from service.head import HeadAsGet
 from service.migrate import head_revision
 from service.models import STORAGE_SRID
-from service.observability import Observed, record_pool, route_of
+from service.observability import TALLY, Observed, record_pool, route_of
 from service.replicas import Replicas, answer_reads_again
 from service.revalidate import Revalidate
 from service.routers import admin, edit, history, imports, ogc, ops, platform, processes, tiles
@@ -71,9 +71,10 @@ class GeoTwinApp(FastAPI):
             observed.finish(route)
 
 
-async def _record_pools(app: FastAPI) -> None:
-    """The pool gauges of /metrics, every second (nothing per request)."""
+async def _record_metrics(app: FastAPI) -> None:
+    """Every second: the pool gauges of /metrics, and what the requests counted since (observability.Tally)."""
     while True:
+        TALLY.flush()
         record_pool("primary", app.state.pool)
         record_pool("jobs", app.state.job_pool)
         record_pool("tiles", app.state.tile_pool)
@@ -101,11 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.replicas.start()
         app.state.catalog_cache = CatalogCache(settings.db.dsn(), track_lsn=bool(settings.db.replicas))
         await app.state.catalog_cache.start()
-        gauges = asyncio.create_task(_record_pools(app))
+        gauges = asyncio.create_task(_record_metrics(app))
         try:
             yield
         finally:
             gauges.cancel()
+            TALLY.flush()
             for job in list(app.state.jobs):  # recorded as failed; their transactions roll back
                 job.cancel()
             await asyncio.gather(*app.state.jobs, return_exceptions=True)

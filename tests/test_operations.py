@@ -140,6 +140,33 @@ async def test_metrics_count_requests_tiles_pools_and_jobs(primary):
     assert "geotwin_import_jobs_running" in text
 
 
+def test_the_tally_writes_what_prometheus_client_itself_would():
+    """Requests are counted in the process and written every second (service.observability.Tally): the
+    exposition is the same as if every request had been observed at once, in every bucket."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from service.observability import LATENCY, Tally
+
+    texts = []
+    for tallied in (False, True):
+        registry = CollectorRegistry()
+        counter = Counter("c", "c", ["route"], registry=registry)
+        histogram = Histogram("h", "h", ["route"], buckets=LATENCY._kwargs["buckets"], registry=registry)
+        tally = Tally()
+        for i, seconds in enumerate([0.0, 0.001, 0.0011, 0.004, 0.02, 0.7, 2.5, 31.0, 0.0025, 0.0025]):
+            route = f"/r{i % 3}"
+            if tallied:
+                tally.count(counter.labels(route))
+                tally.observe(histogram.labels(route), seconds)
+            else:
+                counter.labels(route).inc()
+                histogram.labels(route).observe(seconds)
+        tally.flush()
+        texts.append(re.sub(r"\S+_created\{[^}]*\} \S+\n", "", generate_latest(registry).decode()))
+    assert texts[0] == texts[1]
+    assert 'h_bucket{le="0.001",route="/r1"} 1.0' in texts[1]  # a bound is inclusive, as Prometheus has it
+
+
 def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(primary, tmp_path):
     base, proc = serve_cli("geotwin_ops", primary, "--workers", "2", "--access-log", stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True, env={"TMPDIR": str(tmp_path)})
@@ -152,8 +179,13 @@ def test_served_with_workers_logs_json_lines_with_request_ids_and_sums_metrics(p
         with httpx.Client(base_url=base) as client:  # new connections land on either worker
             for _ in range(40):
                 client.get("/schemas", headers={"Connection": "close"})
-        totals = {metric(httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text,
-                         "geotwin_requests_total", route="/schemas") for _ in range(6)}
+
+        def total() -> float:
+            return metric(httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text,
+                          "geotwin_requests_total", route="/schemas")
+
+        time.sleep(1.2)  # each worker writes what it counted every second
+        totals = {total() for _ in range(6)}
         assert totals == {40.0}, totals  # whichever worker answers, it reports both
     finally:
         proc.terminate()

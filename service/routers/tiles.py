@@ -16,7 +16,7 @@ from service.crs import CRS84, epsg_uri
 from service.db import connection
 from service.deps import JSON_ONLY, CollectionId, Scope
 from service.errors import NotFound
-from service.observability import TILE_HIT, TILE_MISS
+from service.observability import TALLY, TILE_HIT, TILE_MISS
 from service.params import check_known
 from service.responses import DATA_CACHE, JSON, base_url, etag_matches, json_response, link
 from service.sql.tiles import TileLayer, footprint, geojson_sql, mvt_sql
@@ -89,10 +89,10 @@ async def tile_answer(pool: Any, tile_pool: Any, cache: Any, dataset_path: str, 
     if etag_matches(if_none_match, etag):
         return 304, tile_headers(etag, None), b""
     if hit is not None:
-        TILE_HIT.inc()
+        TALLY.count(TILE_HIT)
         body = hit[0]
     else:
-        TILE_MISS.inc()
+        TALLY.count(TILE_MISS)
         body = await _render(tile_pool if fmt == "mvt" else pool, _tile_layers(collections, tms_id, z), tile, fmt,
                              multi_layer=owner == "*")
         cache.put(key, body, etag)
