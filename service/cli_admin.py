@@ -20,6 +20,19 @@ console = Console()
 UrlOpt = Annotated[str | None, typer.Option("--url", help="libpq URL; default from PG* settings / .env")]
 
 
+def print_table(headers: list[str], rows: list[list[str]], whole: set[str]) -> None:
+    """A table of rows of text. The columns in `whole` hold names that go into commands (`halle/commercial-sites`,
+    a key's prefix): in a narrow terminal the other columns wrap, these are never cut or wrapped."""
+    from rich.table import Column, Table
+
+    columns = [Column(h, min_width=max([len(h), *(len(r[i]) for r in rows)]), no_wrap=True) if h in whole
+               else Column(h) for i, h in enumerate(headers)]
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
 # The project's own cluster, which `./dev.sh serve` (geotwin demo) starts, and its database.
 OWN_DATA = Path(__file__).resolve().parent.parent / ".data"
 OWN_DATABASE = "geotwin"
@@ -91,16 +104,13 @@ def keys_create(
 def keys_list(municipality: Annotated[str | None, typer.Option(help="slug; default: all")] = None,
               url: UrlOpt = None) -> None:
     """List keys (never their secrets)."""
-    from rich.table import Table
-
     from service.sql.keys import list_keys
 
     keys = asyncio.run(with_conn(dsn_of(url), lambda conn: list_keys(conn, municipality, municipality is None)))
-    table = Table("id", "prefix", "municipality", "role", "label", "created", "revoked")
-    for k in keys:
-        table.add_row(str(k["id"]), k["prefix"], k["municipality"] or "(platform)", k["role"], k["label"],
-                      k["created"][:19], (k["revoked"] or "")[:19])
-    console.print(table)
+    print_table(["id", "prefix", "municipality", "role", "label", "created", "revoked"],
+                [[str(k["id"]), k["prefix"], k["municipality"] or "(platform)", k["role"], k["label"],
+                  k["created"][:19], (k["revoked"] or "")[:19]] for k in keys],
+                whole={"id", "prefix", "municipality", "role"})
 
 
 @keys_app.command("revoke")
@@ -159,17 +169,14 @@ async def _collection_row(conn, ref: str):
 def collections_list(municipality: Annotated[str | None, typer.Option(help="slug; default: all")] = None,
                      url: UrlOpt = None) -> None:
     """The collections with their layer type, visibility, feature count and version."""
-    from rich.table import Table
-
     rows = asyncio.run(with_conn(dsn_of(url), lambda conn: conn.fetch(
         "SELECT m.slug AS m, c.slug, c.title, c.layer_type, c.visibility, c.feature_count, c.version "
         "FROM collection c JOIN municipality m ON m.id = c.municipality_id "
         "WHERE $1::text IS NULL OR m.slug = $1 ORDER BY m.slug, c.slug", municipality)))
-    table = Table("collection", "title", "layer type", "visibility", "features", "version")
-    for r in rows:
-        table.add_row(f"{r['m']}/{r['slug']}", r["title"], r["layer_type"], r["visibility"],
-                      f"{r['feature_count']:,}", str(r["version"]))
-    console.print(table)
+    print_table(["collection", "title", "layer type", "visibility", "features", "version"],
+                [[f"{r['m']}/{r['slug']}", r["title"], r["layer_type"], r["visibility"], f"{r['feature_count']:,}",
+                  str(r["version"])] for r in rows],
+                whole={"collection", "layer type", "visibility"})
 
 
 @collections_app.command("set")
