@@ -70,7 +70,8 @@ case "${1:-}" in
   test)
     need_packages tests; python_env "[test]"; tool_env; web_assets
     shift
-    exec .venv/bin/python -m pytest "$@"
+    # One pytest worker per core (at most 4), each with a PostGIS cluster of its own; `-n 0` runs in one process.
+    exec .venv/bin/python -m pytest -n auto --maxprocesses 4 "$@"
     ;;
   *)
     sed -n '2,6p' "$0"; exit 2
