@@ -7,9 +7,9 @@ What it does: starts a project-managed PostGIS in .data/bench, loads the generat
 tipg (PyPI) into .data/tipg-venv and points it at views over the same rows, starts GeoTwin twice (tile cache
 off = cold, on = warm) and tipg, 2 workers each, and drives them with wrk over fixed, density-weighted tile
 and items URL sets: throughput at 8 connections, latency at 1. The floor runs GeoTwin's own SQL for the same
-requests straight through asyncpg, without HTTP; GeoTwin and the floor are measured alternately (--rounds)
-and their medians compared. Raw numbers go to bench/results/<time>.json; one table is
-printed with the ratios GeoTwin/tipg and GeoTwin/floor.
+requests straight through asyncpg, without HTTP; GeoTwin and the floor are measured in adjacent pairs, who
+goes first alternating (--rounds), and the median of the pairs' ratios is reported. Raw numbers go to
+bench/results/<time>.json; one table is printed with the ratios GeoTwin/tipg and GeoTwin/floor.
 """
 
 from __future__ import annotations
@@ -289,8 +289,9 @@ def main() -> None:
     ap.add_argument("--zones", type=int, default=5_000)
     ap.add_argument("--vertices", type=int, default=1_000)
     ap.add_argument("--duration", type=int, default=6, help="seconds per measurement")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="GeoTwin and the floor are measured alternately this many times; the median counts")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="GeoTwin and the floor are measured in pairs this many times, who goes first alternating "
+                         "(an even number balances it); the median counts")
     ap.add_argument("--quick", action="store_true", help="20k sites, 500 zones, 2 s per measurement, 1 round")
     args = ap.parse_args()
     if args.quick:
@@ -328,17 +329,29 @@ def main() -> None:
             row["tipg"] = {"c8": wrk(ports["tipg"], tp_paths, 8, args.duration, dsn),
                            "c1": wrk(ports["tipg"], tp_paths, 1, args.duration, dsn)}
             # GeoTwin and its floor alternate, so that drift of the machine (±15 % between minutes here)
-            # falls on both alike; each figure is the median over the rounds, the rounds are kept.
+            # falls on both alike: each GeoTwin measurement sits right beside the floor's at the same number of
+            # connections, and who goes first alternates from round to round (ABBA), so neither is always
+            # measured on the later, warmer or busier side of the pair. Each figure is the median over the
+            # rounds; the ratio to the floor is the median of the rounds' paired ratios. The rounds are kept.
             pk = pks[s.collection]
             rounds: dict[str, list[dict[str, dict[str, float]]]] = {"geotwin": [], "floor": []}
-            for _ in range(args.rounds):
-                rounds["geotwin"].append({"c8": wrk(ports["cold"], gt_paths, 8, args.duration, dsn),
-                                          "c1": wrk(ports["cold"], gt_paths, 1, args.duration, dsn)})
-                rounds["floor"].append({"c8": asyncio.run(floor(dsn, s, pk, 8, args.duration)),
-                                        "c1": asyncio.run(floor(dsn, s, pk, 1, args.duration))})
+            for k in range(args.rounds):
+                measured: dict[str, dict[str, dict[str, float]]] = {"geotwin": {}, "floor": {}}
+                for conc in ("c8", "c1"):
+                    n = 8 if conc == "c8" else 1
+                    # AB BA in round 0, BA AB in round 1, ...: the c1 pair starts with whoever ended the c8 one.
+                    order = ("floor", "geotwin") if (k + (conc == "c1")) % 2 else ("geotwin", "floor")
+                    for label in order:
+                        measured[label][conc] = (wrk(ports["cold"], gt_paths, n, args.duration, dsn)
+                                                 if label == "geotwin" else
+                                                 asyncio.run(floor(dsn, s, pk, n, args.duration)))
+                for label in rounds:
+                    rounds[label].append(measured[label])
             for label, runs in rounds.items():
                 row[label] = {conc: median_run([r[conc] for r in runs]) for conc in ("c8", "c1")}
                 row[label]["rounds"] = runs
+            row["floor_ratio_rounds"] = [g["c8"]["rps"] / f["c8"]["rps"] if f["c8"]["rps"] else None
+                                         for g, f in zip(rounds["geotwin"], rounds["floor"], strict=True)]
             if s.kind == "tile" and s.requests[0]["z"] == 8:
                 row["tipg_features_in_first_tile"] = tipg_layer_features(ports["tipg"], s)
             if s.kind == "tile" and s.collection == "sites" and s.requests[0]["z"] < 10:
@@ -380,7 +393,9 @@ def print_table(results: dict[str, Any]) -> None:
         def cell(x, key, conc="c8", width=9, fmt="{:.0f}"):
             return f"{fmt.format(x[conc][key]):>{width}}" if x else f"{'':>{width}}"
         ratio_t = f"{gt['c8']['rps'] / tp['c8']['rps']:.2f}" if tp and tp["c8"]["rps"] else ""
-        ratio_f = f"{gt['c8']['rps'] / fl['c8']['rps']:.2f}" if fl and fl["c8"]["rps"] else ""
+        paired = [r for r in row.get("floor_ratio_rounds", []) if r is not None]
+        ratio_f = (f"{statistics.median(paired):.2f}" if paired else
+                   f"{gt['c8']['rps'] / fl['c8']['rps']:.2f}" if fl and fl["c8"]["rps"] else "")
         print(f"{name:34} {cell(gt, 'rps', width=11)} {cell(gt, 'p50_ms', 'c1', 7, '{:.1f}')} "
               f"{cell(gt, 'p99_ms', 'c1', 7, '{:.1f}')} {cell(tp, 'rps')} {cell(tp, 'p50_ms', 'c1', 7, '{:.1f}')} "
               f"{cell(tp, 'p99_ms', 'c1', 7, '{:.1f}')} {cell(fl, 'rps')} {cell(fl, 'p50_ms', 'c1', 7, '{:.1f}')} "
@@ -393,6 +408,8 @@ def print_table(results: dict[str, Any]) -> None:
             notes.append(f"tipg's first tile holds {row['tipg_features_in_first_tile']} features")
         if "note" in row:
             notes.append(row["note"])
+        elif len(paired) > 1:
+            notes.append("GT/floor by round: " + ", ".join(f"{r:.2f}" for r in paired))
         if notes:
             print(f"{'':34} ({'; '.join(notes)})")
 
