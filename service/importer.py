@@ -55,6 +55,7 @@ from service.sources import (
     extract,
     feature_count,
     gdal_path,
+    gdal_words,
     not_text,
     open_options,
     remove_copy,
@@ -266,8 +267,8 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
                     await progress(report)
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
                 OSError) as exc:
-            raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: {str(exc)[:300]}); "
-                              "is it complete?", parameter="file") from None
+            raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: "
+                              f"{gdal_words(str(exc))}); is it complete?", parameter="file") from None
         finally:
             if moving is not None:  # left by an error or a cancellation: the rollback needs the connection
                 moving.cancel()

@@ -6,6 +6,7 @@ option, before anything is written. `service.importer` reads and writes what thi
 from __future__ import annotations
 
 import codecs
+import re
 import shutil
 import tempfile
 import zipfile
@@ -330,8 +331,31 @@ def undecodable(table: Any) -> tuple[int, str] | None:
     return None
 
 
+FORMAT_NAMES = {"GeoJSON": "GeoJSON", "GPKG": "a GeoPackage", "ESRI Shapefile": "a Shapefile", "CSV": "CSV",
+                "FlatGeobuf": "FlatGeobuf"}
+_QUOTED_PATH = re.compile(r"'(/[^']*)'")
+_SQLITE_FAILED = re.compile(r"sqlite3_\w+\(.*?\) failed: ([^;]+)", re.DOTALL)
+
+
+def gdal_words(text: str) -> str:
+    """GDAL's message without what only helps on GDAL's own command line: the server's temporary paths (their
+    file names stay), the SQL it ran on a GeoPackage (SQLite's reason stays) and how to choose a driver."""
+    text = text.split("; It might help to specify the correct driver", 1)[0]
+    if match := _SQLITE_FAILED.search(text):
+        return f"it is damaged or incomplete (SQLite: {match[1].strip()})"
+    return _QUOTED_PATH.sub(lambda m: repr(PurePosixPath(m[1]).name), text)[:300]
+
+
 def unreadable(driver: str, exc: Exception) -> InvalidData:
-    return InvalidData(f"the file cannot be read as {driver}: {str(exc)[:300]}", parameter="file")
+    """The error for a file GDAL cannot open, in the words of the one who sent it (`gdal_words`)."""
+    text = str(exc)
+    if "not recognized as being in a supported file format" in text:
+        detail = "GDAL does not recognise its content; is it complete, and is it that format?"
+    elif _SQLITE_FAILED.search(text):
+        detail = gdal_words(text) + "; was it copied or uploaded whole?"
+    else:
+        detail = gdal_words(text)
+    return InvalidData(f"the file cannot be read as {FORMAT_NAMES.get(driver, driver)}: {detail}", parameter="file")
 
 
 def choose_layer(source: str, driver: str, options: ImportOptions) -> str | None:

@@ -589,6 +589,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "fake.fgb": tmp_path / "fake.fgb",
         "latin1.geojson": tmp_path / "latin1.geojson",
         "broken.geojson": tmp_path / "broken.geojson",
+        "notjson.geojson": tmp_path / "notjson.geojson",
         "empty.csv": tmp_path / "empty.csv",
         "sites.txt": tmp_path / "sites.txt",
     }
@@ -607,19 +608,25 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["fake.fgb"].write_bytes(b"<html>not a FlatGeobuf</html>")
     cases["latin1.geojson"].write_bytes(DEMO.read_text().encode("latin-1", errors="replace"))
     cases["broken.geojson"].write_bytes(DEMO.read_bytes()[:-500])
+    cases["notjson.geojson"].write_bytes(b"Gewerbeflaechen Halle, Stand 2026")
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
-               "notzip.zip": "not a zip", "truncated.gpkg": "cannot be read", "fake.gpkg": "not a GeoPackage",
+               "notzip.zip": "not a zip", "truncated.gpkg": "cannot be read as a GeoPackage: it is damaged or "
+                                                               "incomplete", "fake.gpkg": "not a GeoPackage",
                "truncated.fgb": "cannot be read", "fake.fgb": "not a FlatGeobuf",
                "cut.fgb": f"holds 5 of the {len(json.loads(DEMO.read_text())['features'])} features its header",
-               "latin1.geojson": "not UTF-8", "broken.geojson": "cannot be read", "empty.csv": "empty",
-               "sites.txt": "unknown file type"}
+               "latin1.geojson": "not UTF-8", "broken.geojson": "cannot be read",
+               "notjson.geojson": "cannot be read as GeoJSON: GDAL does not recognise its content",
+               "empty.csv": "empty", "sites.txt": "unknown file type"}
     for name, path in cases.items():
         with pytest.raises(GeoTwinError) as err:
             await run_import(imp_db, path, crs="EPSG:25832")
         assert reasons[name] in err.value.description, (name, err.value.description)
         assert err.value.where.get("parameter") == "file", (name, err.value.where)
+        # GDAL's words for its own command line stay out: the server's paths, its SQL, how to pick a driver.
+        for internal in (str(tmp_path), "sqlite_master", "<DRIVER>"):
+            assert internal not in err.value.description, (name, err.value.description)
     with pytest.raises(GeoTwinError) as err:
         await run_import(imp_db, files["gpkg"], max_bytes=1000)
     assert "at most 1,000" in err.value.description
