@@ -247,18 +247,34 @@ def extract(path: Path, entry: str, target: Path) -> Path:
 def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile. Of several,
     `layer` names one by its name without `.shp`."""
-    shps = [n for n in _zip_entries(path, max_bytes) if n.lower().endswith(".shp")]
+    entries = _zip_entries(path, max_bytes)
+    shps = [n for n in entries if n.lower().endswith(".shp")]
     if not shps:
         raise InvalidData("the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml)", parameter="file")
     if len(shps) == 1:
-        return shps[0]
+        return _with_companions(shps[0], entries)
     names = {PurePosixPath(s).stem: s for s in shps}
     if layer in names:
-        return names[layer]
+        return _with_companions(names[layer], entries)
     listed = ", ".join(repr(n) for n in list(names)[:20])
     if layer is not None:
         raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
     raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
+
+
+def _with_companions(shp: str, entries: list[str]) -> str:
+    """The .shp, once the zip also holds the two files a Shapefile cannot be read without: the .shx (where each
+    shape starts) and the .dbf (the attributes). GDAL would read one without a .dbf as shapes without
+    properties, and refuse one without a .shx with advice for its command line."""
+    stem = shp[:-4].lower()
+    present = {n.lower() for n in entries}
+    missing = [ext for ext in (".shx", ".dbf") if stem + ext not in present]
+    if missing:
+        what = {".shx": ".shx (where each shape starts)", ".dbf": ".dbf (the attributes)"}
+        name = PurePosixPath(shp).name
+        raise InvalidData(f"the Shapefile {name!r} comes without its {' and '.join(what[m] for m in missing)}: zip "
+                          f"the .shp together with its .shx, .dbf and .prj (and .cpg)", parameter="file")
+    return shp
 
 
 def _zip_entries(path: Path, max_bytes: int) -> list[str]:

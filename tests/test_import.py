@@ -582,6 +582,8 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "traversal.zip": _zip(tmp_path / "traversal.zip", {**shp, "../../etc/evil.shp": b"x"}),
         "bomb.zip": _zip(tmp_path / "bomb.zip", {**shp, "padding.dbf": b"\0" * 50_000_000}),
         "none.zip": _zip(tmp_path / "none.zip", {"liesmich.txt": b"Gewerbeflaechen"}),
+        "noshx.zip": _zip(tmp_path / "noshx.zip", {n: b for n, b in shp.items() if not n.endswith(".shx")}),
+        "nodbf.zip": _zip(tmp_path / "nodbf.zip", {n: b for n, b in shp.items() if not n.endswith(".dbf")}),
         "notzip.zip": tmp_path / "notzip.zip",
         "truncated.gpkg": tmp_path / "truncated.gpkg",
         "fake.gpkg": tmp_path / "fake.gpkg",
@@ -612,6 +614,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
+               "noshx.zip": "comes without its .shx", "nodbf.zip": "comes without its .dbf (the attributes)",
                "notzip.zip": "not a zip", "truncated.gpkg": "cannot be read as a GeoPackage: it is damaged or "
                                                                "incomplete", "fake.gpkg": "not a GeoPackage",
                "truncated.fgb": "cannot be read", "fake.fgb": "not a FlatGeobuf",
