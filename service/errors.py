@@ -95,7 +95,8 @@ class UnsupportedMediaType(GeoTwinError):
     @classmethod
     def refusing(cls, media: str, types: tuple[str, ...]) -> UnsupportedMediaType:
         """The 415 for a body sent as `media` (a request's Content-Type, "" when none) where `types` are read."""
-        return cls(f"send the body as {' or '.join(types)}, not {media or 'no Content-Type'}", parameter="Content-Type")
+        given = f"not {media}" if media else "with a Content-Type header saying so"
+        return cls(f"send the body as {' or '.join(types)}, {given}", parameter="Content-Type")
 
 
 class HistoryPruned(GeoTwinError):

@@ -145,6 +145,19 @@ async def test_process_list_and_description(ana):
     assert (await ana.get("/processes/nope")).status_code == 404
 
 
+async def test_an_execute_request_may_leave_out_inputs(ana):
+    """`inputs` is optional in OGC API – Processes' execute schema: without it a process runs on its defaults.
+    A body that is no object, or inputs that are none, is a 400 naming which."""
+    whole = await ana.post("/processes/statistics/execution", json={"inputs": {}})
+    bare = await ana.post("/processes/statistics/execution", json={})
+    assert bare.status_code == 200 and bare.json() == whole.json(), bare.text
+    for body, where, words in (([], "body", "not an array"), (None, "body", "not null"),
+                               ("inputs", "body", "not a string"), ({"inputs": []}, "inputs", "by name")):
+        r = await ana.post("/processes/statistics/execution", content=json.dumps(body),
+                           headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["parameter"] == where and words in r.json()["description"], r.text
+
+
 async def test_statistics_match_python_over_the_region(ana):
     r = await ana.post("/processes/statistics/execution", json={"inputs": {}})
     assert r.status_code == 200, r.text

@@ -253,7 +253,7 @@ async def test_a_misspelt_or_unknown_member_of_an_admin_body_is_refused_by_name(
     (b"[]", "application/json", 400, "the body is a JSON object, not an array"),
     (b'"viewer"', "application/json", 400, "the body is a JSON object, not a string"),
     (b'{"role": "viewer"}', "text/plain", 415, "send the body as application/json, not text/plain"),
-    (b'{"role": "viewer"}', None, 415, "send the body as application/json, not no Content-Type"),
+    (b'{"role": "viewer"}', None, 415, "send the body as application/json, with a Content-Type header saying so"),
     (b'{"role": "viewer", "label": "GIS\\u0000"}', "application/json", 400,
      "label: text may not hold the character U+0000 (NUL)"),  # was the regular expression that refused it
 ])

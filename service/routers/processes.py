@@ -25,7 +25,7 @@ from service.catalog import Collection
 from service.crs import CRS84
 from service.db import connection
 from service.deps import JSON_ONLY, current_catalog, principal_of, visible_dataset
-from service.errors import InvalidParameter, NotFound
+from service.errors import InvalidParameter, NotFound, json_kind
 from service.layertypes import registry
 from service.models import STORAGE_SRID
 from service.params import check_known, parse_int
@@ -78,7 +78,7 @@ async def describe_process(request: Request, process_id: str) -> Response:
                          "respond-async` the inputs are checked, a job is started and the answer is 201 with its "
                          "status (`Location: /jobs/{jobId}`); the job's results come as `response` asked.",
              openapi_extra={"responses": RESULT, "requestBody": {"required": True, "content": {JSON: {"schema": {
-                 "type": "object", "required": ["inputs"], "properties": {
+                 "type": "object", "properties": {
                      "inputs": {"type": "object"},
                      "outputs": {"type": "object", "description": "the result's format: "
                                  '{"result": {"format": {"mediaType": "text/csv"}}}, as f= chooses it'},
@@ -89,9 +89,13 @@ async def execute(request: Request, process_id: str,
         raise NotFound(f"no process {process_id!r}; known: {', '.join(PROCESSES)}", parameter="processId")
     check_known(request.query_params, {"f"})
     body = await json_body(request, ("application/json",))
-    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise InvalidParameter(f'the body is a JSON object such as {{"inputs": {{...}}}}, not {json_kind(body)}',
+                               parameter="body")
+    inputs = body.get("inputs", {})  # optional in OGC API – Processes' execute schema: no inputs, the defaults
     if not isinstance(inputs, dict):
-        raise InvalidParameter('the body is {"inputs": {...}}', parameter="inputs")
+        raise InvalidParameter('inputs is an object of the process\'s inputs by name, such as {"inputs": '
+                               '{"sites": "/region/collections/commercial-sites"}}', parameter="inputs")
     if unknown := sorted(set(body) - EXECUTE_MEMBERS):
         raise InvalidParameter(f"unknown member {unknown[0][:40]!r} of the body; it takes "
                                f"{', '.join(sorted(EXECUTE_MEMBERS))}", parameter=unknown[0][:40])
