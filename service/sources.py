@@ -273,7 +273,7 @@ def _with_companions(shp: str, entries: list[str]) -> str:
         what = {".shx": ".shx (where each shape starts)", ".dbf": ".dbf (the attributes)"}
         name = PurePosixPath(shp).name
         raise InvalidData(f"the Shapefile {name!r} comes without its {' and '.join(what[m] for m in missing)}: zip "
-                          f"the .shp together with its .shx, .dbf and .prj (and .cpg)", parameter="file")
+                          "the .shp together with its .shx, .dbf and .prj (and .cpg)", parameter="file")
     return shp
 
 
