@@ -48,6 +48,7 @@ from service.layertypes import LayerType
 from service.loader import EMPTY, FeatureIssue
 from service.models import STORAGE_SRID
 from service.sources import (
+    ASK_WHOLE,
     WORK_PREFIX,
     ImportOptions,
     check_size,
@@ -268,7 +269,7 @@ async def _import(conn: asyncpg.Connection, collection_pk: int, layer: LayerType
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError,
                 OSError) as exc:
             raise InvalidData(f"the file cannot be read to its end ({exc.__class__.__name__}: "
-                              f"{gdal_words(str(exc))}); is it complete?", parameter="file") from None
+                              f"{gdal_words(str(exc))}); {ASK_WHOLE}", parameter="file") from None
         finally:
             if moving is not None:  # left by an error or a cancellation: the rollback needs the connection
                 moving.cancel()

@@ -350,6 +350,7 @@ def undecodable(table: Any) -> tuple[int, str] | None:
 FORMAT_NAMES = {"GeoJSON": "GeoJSON", "GPKG": "a GeoPackage", "ESRI Shapefile": "a Shapefile", "CSV": "CSV",
                 "FlatGeobuf": "FlatGeobuf"}
 _QUOTED_PATH = re.compile(r"'(/[^']*)'")
+ASK_WHOLE = "was it copied or uploaded whole?"
 _SQLITE_FAILED = re.compile(r"sqlite3_\w+\(.*?\) failed: ([^;]+)", re.DOTALL)
 
 
@@ -367,10 +368,8 @@ def unreadable(driver: str, exc: Exception) -> InvalidData:
     text = str(exc)
     if "not recognized as being in a supported file format" in text:
         detail = "GDAL does not recognise its content; is it complete, and is it that format?"
-    elif _SQLITE_FAILED.search(text):
-        detail = gdal_words(text) + "; was it copied or uploaded whole?"
     else:
-        detail = gdal_words(text)
+        detail = f"{gdal_words(text)}; {ASK_WHOLE}"
     return InvalidData(f"the file cannot be read as {FORMAT_NAMES.get(driver, driver)}: {detail}", parameter="file")
 
 
