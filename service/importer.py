@@ -51,6 +51,7 @@ from service.sources import (
     ASK_WHOLE,
     WORK_PREFIX,
     ImportOptions,
+    check_head,
     check_size,
     choose_layer,
     extract,
@@ -91,6 +92,7 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
                       actor: str = "") -> ImportReport:
     """Import `path` into the collection, all or nothing. Raises InvalidData with the report when any
     feature is rejected (nothing is written then)."""
+    await asyncio.to_thread(check_head, path, options.encoding)  # a GeoPackage named .zip, say
     if xplan.is_xplan(path):
         return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor)
     if path.suffix.lower() == ".zip":

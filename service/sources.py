@@ -27,9 +27,20 @@ MAX_ZIP_ENTRIES = 1_000
 MAX_ZIP_RATIO = 200
 FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "ESRI Shapefile", ".csv": "CSV",
            ".fgb": "FlatGeobuf", ".gml": "XPlanGML"}  # XPlanGML is read by service.xplan
-# How binary formats begin: anything else is refused before GDAL guesses at it.
-MAGIC = {"GPKG": (b"SQLite format 3\x00", "not a GeoPackage (no SQLite header)"),
-         "FlatGeobuf": (b"fgb\x03", "not a FlatGeobuf (no FlatGeobuf header)")}
+# How files begin, for saying what a file is when its name says otherwise: (what it is, the name it needs, if
+# it is a format GeoTwin reads). A binary format's file must begin with its own.
+HEADS = ((b"SQLite format 3\x00", "a SQLite database (a GeoPackage?)", ".gpkg"),
+         (b"PK\x03\x04", "a zip archive", ".zip"), (b"PK\x05\x06", "an empty zip archive", None),
+         (b"fgb\x03", "a FlatGeobuf file", ".fgb"), (b"%PDF", "a PDF document", None),
+         (b"\xd0\xcf\x11\xe0", "an Office document of the old kind (an Excel .xls?)", None),
+         (b"\x1f\x8b", "a gzip archive", None), (b"Rar!", "a RAR archive", None),
+         (b"7z\xbc\xaf", "a 7-Zip archive", None), (b"\x89PNG", "a PNG image", None),
+         (b"\xff\xd8\xff", "a JPEG image", None), (b"II*\x00", "a TIFF image", None),
+         (b"MM\x00*", "a TIFF image", None))
+BINARY_HEADS = {"GPKG": b"SQLite format 3\x00", "FlatGeobuf": b"fgb\x03", "ESRI Shapefile": b"PK"}
+TEXT_BEGINS = {"GeoJSON": "{", "XPlanGML": "<"}
+EXPECTED = {"GPKG": "a GeoPackage", "FlatGeobuf": "a FlatGeobuf file", "ESRI Shapefile": "a zip archive",
+            "GeoJSON": "GeoJSON", "XPlanGML": "XPlanGML", "CSV": "CSV"}
 CSV_OPTIONS = {"GEOM_POSSIBLE_NAMES": "wkt,WKT,geometry,geom", "KEEP_GEOM_COLUMNS": "NO", "AUTODETECT_TYPE": "YES",
                "X_POSSIBLE_NAMES": "x,X,lon,lng,longitude,rechtswert,easting",
                "Y_POSSIBLE_NAMES": "y,Y,lat,latitude,hochwert,northing"}
@@ -98,13 +109,66 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
                 remove_copy(original, path)
     if driver == "ESRI Shapefile":
         return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
-    if driver in MAGIC:
-        with path.open("rb") as handle:
-            head = handle.read(16)
-        magic, what = MAGIC[driver]
-        if not head.startswith(magic):
-            raise InvalidData(what, parameter="file")
     return str(path), driver, path
+
+
+def check_head(path: Path, encoding: str | None = None) -> None:
+    """Refuse a file whose first bytes say it is not what its name says: a binary format's own signature, text
+    that begins as GeoJSON or XML does, no binary file for CSV. The error names what the file is instead, and
+    the name it needs if GeoTwin reads that too (a GeoPackage named .zip). Reads 512 bytes, so an upload is
+    refused at once, not by an import job that fails later."""
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return  # an empty file is refused by its size
+    driver = FORMATS.get(path.suffix.lower())
+    if driver is None:
+        return  # refused by its name
+    what, suffix, text = _what_it_is(head, encoding)
+    if driver in BINARY_HEADS:
+        fits = head.startswith(BINARY_HEADS[driver])
+    elif driver in TEXT_BEGINS:
+        fits = text is not None and (not text or text.startswith(TEXT_BEGINS[driver]))
+    else:  # CSV, in whatever encoding: only a known binary format is refused
+        fits = text is not None or what.startswith("binary")
+    if fits:
+        return
+    hint = f"; name it {suffix}" if suffix and suffix != path.suffix.lower() else ""
+    if driver == "GeoJSON" and text and text[0] == "[":
+        what, hint = "a JSON array", '; GeoJSON is an object: {"type": "FeatureCollection", "features": [...]}'
+    if driver == "CSV" and "Excel" in what:
+        hint = "; save it from Excel as CSV UTF-8 first"
+    raise InvalidData(f"the file is named {path.suffix.lower()}, but it is {what}, not {EXPECTED[driver]}{hint}",
+                      parameter="file")
+
+
+def _what_it_is(head: bytes, encoding: str | None) -> tuple[str, str | None, str | None]:
+    """(what a file is by its first bytes, the name ending GeoTwin reads it under or None, its text after
+    any byte order mark and white space, or None when it is binary)."""
+    for magic, what, suffix in HEADS:
+        if head.startswith(magic):
+            if suffix == ".zip" and (b"[Content_Types].xml" in head or b"xl/" in head):
+                return "an Office document (an Excel workbook, .xlsx?)", None, None
+            return what, suffix, None
+    codec = _head_codec(head, encoding)
+    if b"\x00" in head and not codec.startswith("utf-16") and not codec.startswith("utf-32"):
+        return "binary content of no format GeoTwin reads", None, None
+    text = head.decode(codec, errors="replace").lstrip("\ufeff \t\r\n")
+    if text[:1] in ("{", "["):
+        return "JSON", ".geojson", text
+    if text[:1] == "<":
+        return "XML or HTML", None, text
+    return "text", None, text
+
+
+def _head_codec(head: bytes, encoding: str | None) -> str:
+    """The codec to read a text file's first bytes with: the one given (an unknown one is a 400 naming
+    `encoding`), else UTF-16 after its byte order mark (the UTF-8 check later asks for the encoding), else
+    UTF-8."""
+    given = text_encoding(encoding)
+    if given:
+        return given
+    return "utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8"
 
 
 def remove_copy(original: Path, read: Path) -> None:

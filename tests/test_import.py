@@ -592,6 +592,10 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "latin1.geojson": tmp_path / "latin1.geojson",
         "broken.geojson": tmp_path / "broken.geojson",
         "notjson.geojson": tmp_path / "notjson.geojson",
+        "notgeo.geojson": tmp_path / "notgeo.geojson",
+        "array.geojson": tmp_path / "array.geojson",
+        "gpkg.zip": tmp_path / "gpkg.zip",
+        "book.csv": _zip(tmp_path / "book.csv", {"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<w/>"}),
         "empty.csv": tmp_path / "empty.csv",
         "sites.txt": tmp_path / "sites.txt",
     }
@@ -611,6 +615,9 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["latin1.geojson"].write_bytes(DEMO.read_text().encode("latin-1", errors="replace"))
     cases["broken.geojson"].write_bytes(DEMO.read_bytes()[:-500])
     cases["notjson.geojson"].write_bytes(b"Gewerbeflaechen Halle, Stand 2026")
+    cases["notgeo.geojson"].write_bytes(b'{"Gewerbeflaechen": "Halle"}')
+    cases["array.geojson"].write_bytes(b"[" + json.dumps(json.loads(DEMO.read_text())["features"][0]).encode() + b"]")
+    cases["gpkg.zip"].write_bytes(gpkg)
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
@@ -620,7 +627,12 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
                "truncated.fgb": "cannot be read", "fake.fgb": "not a FlatGeobuf",
                "cut.fgb": f"holds 5 of the {len(json.loads(DEMO.read_text())['features'])} features its header",
                "latin1.geojson": "not UTF-8", "broken.geojson": "cannot be read",
-               "notjson.geojson": "cannot be read as GeoJSON: GDAL does not recognise its content",
+               "notjson.geojson": "the file is named .geojson, but it is text, not GeoJSON",
+               "notgeo.geojson": "cannot be read as GeoJSON: GDAL does not recognise its content",
+               "array.geojson": "but it is a JSON array, not GeoJSON; GeoJSON is an object",
+               "gpkg.zip": "the file is named .zip, but it is a SQLite database (a GeoPackage?), not a zip archive; "
+                           "name it .gpkg",
+               "book.csv": "an Excel workbook, .xlsx?), not CSV; save it from Excel as CSV UTF-8 first",
                "empty.csv": "empty", "sites.txt": "unknown file type"}
     for name, path in cases.items():
         with pytest.raises(GeoTwinError) as err:
@@ -768,6 +780,9 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
         ({"content": files["gpkg"].read_bytes()}, 400, "filename"),  # the body itself, but no name for it
         ({"content": b"", "params": {"filename": "sites.gpkg"}}, 400, "file"),  # was a job that failed at once
         ({"files": {"file": ("sites.gpkg", b"")}}, 400, "file"),
+        # said at once, not by a job that fails: what the file is, by its first bytes, and the name it needs
+        ({"files": {"file": ("sites.zip", gpkg[1])}}, 422, "file"),
+        ({"content": b"<html>Anmeldung</html>", "params": {"filename": "sites.geojson"}}, 422, "file"),
     ]:
         r = await client.post(f"{COLLECTION}/imports", **{**kwargs, "headers": {**auth, **kwargs.get("headers", {})}})
         assert (r.status_code, r.json().get("parameter")) == (status, parameter), (kwargs.keys(), r.text)

@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from service import jobs
 from service.crs import resolve
 from service.deps import JSON_ONLY, CollectionId, Scope
-from service.errors import InvalidBody, InvalidParameter, NotFound
+from service.errors import InvalidBody, InvalidData, InvalidParameter, NotFound
 from service.params import check_known
 from service.responses import base_url
-from service.sources import FORMATS, ImportOptions, text_encoding
+from service.sources import FORMATS, ImportOptions, check_head, text_encoding
 
 JSON = "application/json"
 
@@ -115,6 +115,11 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         if path.stat().st_size == 0:  # said now, not by a job that fails at once
             shutil.rmtree(path.parent, ignore_errors=True)
             raise InvalidBody("the file is empty", parameter="file")
+        try:
+            check_head(path, options.encoding)  # a GeoPackage named .zip, say: said now too
+        except InvalidData:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
         subject = scope.principal.subject if scope.principal else ""
         job = await jobs.start(request.app, c.members[0][0], c.layer_type, path, given["filename"], options, subject)
         url = f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/imports/{job}"
