@@ -127,6 +127,8 @@ def check_head(path: Path, encoding: str | None = None) -> None:
     what, suffix, text = _what_it_is(head, encoding)
     if driver in BINARY_HEADS:
         fits = head.startswith(BINARY_HEADS[driver])
+        if fits and driver == "GPKG":
+            _check_sqlite_size(path, head)
     elif driver in TEXT_BEGINS:
         fits = text is not None and (not text or text.startswith(TEXT_BEGINS[driver]))
     else:  # CSV, in whatever encoding: only a known binary format is refused
@@ -140,6 +142,34 @@ def check_head(path: Path, encoding: str | None = None) -> None:
         hint = "; save it from Excel as CSV UTF-8 first"
     raise InvalidData(f"the file is named {path.suffix.lower()}, but it is {what}, not {EXPECTED[driver]}{hint}",
                       parameter="file")
+
+
+def _check_sqlite_size(path: Path, head: bytes) -> None:
+    """Refuse a GeoPackage shorter than its SQLite header says it is: cut off in a copy or an upload. The
+    header's page count holds only while its change counter and "version valid for" agree (SQLite's file
+    format, section 1.3); otherwise nothing is said here and GDAL judges the file."""
+    if len(head) < 100:
+        return
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    expected, size = page_size * pages, path.stat().st_size
+    if pages and head[24:28] == head[92:96] and size < expected:
+        raise InvalidData(f"the GeoPackage is incomplete: it has {size:,} bytes of the {expected:,} its header "
+                          f"gives; {ASK_WHOLE}", parameter="file")
+
+
+def check_upload(path: Path, options: ImportOptions) -> None:
+    """What can be said of an upload at once, from its first bytes, a zip's directory (`check_head`, the
+    checks every zip gets, the Shapefile's companions) and a GeoPackage's table of contents (damaged, which
+    layer), so that it is refused with the request, not by an import job that fails. The job makes the same
+    checks again, and then those of the content."""
+    check_head(path, options.encoding)
+    suffix = path.suffix.lower()
+    if suffix == ".zip" and xplan_in_zip(path, options.max_bytes) is None:
+        _check_zip(path, options.max_bytes, options.layer)
+    if suffix == ".gpkg":  # opening one reads its table of contents only: a damaged one, its layers
+        choose_layer(str(path), "GPKG", options)
 
 
 def _what_it_is(head: bytes, encoding: str | None) -> tuple[str, str | None, str | None]:

@@ -586,6 +586,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "nodbf.zip": _zip(tmp_path / "nodbf.zip", {n: b for n, b in shp.items() if not n.endswith(".dbf")}),
         "notzip.zip": tmp_path / "notzip.zip",
         "truncated.gpkg": tmp_path / "truncated.gpkg",
+        "damaged.gpkg": tmp_path / "damaged.gpkg",
         "fake.gpkg": tmp_path / "fake.gpkg",
         "truncated.fgb": tmp_path / "truncated.fgb",
         "fake.fgb": tmp_path / "fake.fgb",
@@ -601,6 +602,8 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     }
     cases["notzip.zip"].write_bytes(b"PK\x03\x04 not really")
     cases["truncated.gpkg"].write_bytes(gpkg[: len(gpkg) // 3])
+    page = int.from_bytes(gpkg[16:18], "big")  # the whole length, but its second and third pages garbled
+    cases["damaged.gpkg"].write_bytes(gpkg[:page] + bytes(b ^ 0x5A for b in gpkg[page:3 * page]) + gpkg[3 * page:])
     cases["fake.gpkg"].write_bytes(b"<html>not a database</html>")
     fgb = files["fgb"].read_bytes()
     cases["truncated.fgb"].write_bytes(fgb[: len(fgb) * 2 // 3])
@@ -622,8 +625,11 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
                "noshx.zip": "comes without its .shx", "nodbf.zip": "comes without its .dbf (the attributes)",
-               "notzip.zip": "not a zip", "truncated.gpkg": "cannot be read as a GeoPackage: it is damaged or "
-                                                               "incomplete", "fake.gpkg": "not a GeoPackage",
+               "notzip.zip": "not a zip", "truncated.gpkg": f"the GeoPackage is incomplete: it has {len(gpkg) // 3:,} "
+                                                               f"bytes of the {len(gpkg):,} its header gives",
+               "damaged.gpkg": "cannot be read as a GeoPackage: it is damaged or incomplete (SQLite: database disk "
+                               "image is malformed); was it copied or uploaded whole?",
+               "fake.gpkg": "not a GeoPackage",
                "truncated.fgb": "cannot be read", "fake.fgb": "not a FlatGeobuf",
                "cut.fgb": f"holds 5 of the {len(json.loads(DEMO.read_text())['features'])} features its header",
                "latin1.geojson": "not UTF-8", "broken.geojson": "cannot be read",
@@ -769,6 +775,10 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
         assert (job["status"], job["source"], job["report"]["imported"]) == ("succeeded", source, 6), job
         assert job["options"]["encoding"] == form.get("encoding")
     gpkg = ("sites.gpkg", files["gpkg"].read_bytes())
+    page = int.from_bytes(gpkg[1][16:18], "big")
+    damaged = gpkg[1][:page] + bytes(b ^ 0x5A for b in gpkg[1][page:3 * page]) + gpkg[1][3 * page:]
+    shapefile = zipfile.ZipFile(files["zip"])
+    no_dbf = _zip(tmp_path / "no_dbf.zip", {n: shapefile.read(n) for n in shapefile.namelist() if n[-4:] != ".dbf"})
     for kwargs, status, parameter in [
         ({"data": {"mode": "append"}, "files": {"file": ("", b"")}}, 400, "file"),  # no file chosen in the form
         ({"files": {"file": (None, "sites.gpkg")}}, 400, "file"),  # curl -F file=sites.gpkg, without the @
@@ -782,6 +792,10 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
         ({"files": {"file": ("sites.gpkg", b"")}}, 400, "file"),
         # said at once, not by a job that fails: what the file is, by its first bytes, and the name it needs
         ({"files": {"file": ("sites.zip", gpkg[1])}}, 422, "file"),
+        ({"files": {"file": ("sites.gpkg", gpkg[1][:5000])}}, 422, "file"),  # cut off
+        ({"files": {"file": ("sites.gpkg", damaged)}}, 422, "file"),
+        ({"files": {"file": gpkg}, "data": {"layer": "Flurstuecke"}}, 400, "layer"),
+        ({"files": {"file": ("sites.zip", no_dbf.read_bytes())}}, 422, "file"),
         ({"content": b"<html>Anmeldung</html>", "params": {"filename": "sites.geojson"}}, 422, "file"),
     ]:
         r = await client.post(f"{COLLECTION}/imports", **{**kwargs, "headers": {**auth, **kwargs.get("headers", {})}})

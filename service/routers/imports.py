@@ -1,5 +1,6 @@
 """File imports through the API: upload the file (as the body, or multipart/form-data), get a job to watch."""
 
+import asyncio
 import shutil
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -11,10 +12,10 @@ from fastapi.responses import Response
 from service import jobs
 from service.crs import resolve
 from service.deps import JSON_ONLY, CollectionId, Scope
-from service.errors import InvalidBody, InvalidData, InvalidParameter, NotFound
+from service.errors import GeoTwinError, InvalidBody, InvalidParameter, NotFound
 from service.params import check_known
 from service.responses import base_url
-from service.sources import FORMATS, ImportOptions, check_head, text_encoding
+from service.sources import FORMATS, ImportOptions, check_upload, text_encoding
 
 JSON = "application/json"
 
@@ -115,9 +116,9 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
         if path.stat().st_size == 0:  # said now, not by a job that fails at once
             shutil.rmtree(path.parent, ignore_errors=True)
             raise InvalidBody("the file is empty", parameter="file")
-        try:
-            check_head(path, options.encoding)  # a GeoPackage named .zip, say: said now too
-        except InvalidData:
+        try:  # said now too: a GeoPackage named .zip, a cut-off GeoPackage, a zip bomb, a Shapefile without .dbf
+            await asyncio.to_thread(check_upload, path, options)
+        except GeoTwinError:
             shutil.rmtree(path.parent, ignore_errors=True)
             raise
         subject = scope.principal.subject if scope.principal else ""
