@@ -183,7 +183,9 @@ def _what_it_is(head: bytes, encoding: str | None) -> tuple[str, str | None, str
     codec = _head_codec(head, encoding)
     if b"\x00" in head and not codec.startswith("utf-16") and not codec.startswith("utf-32"):
         return "binary content of no format GeoTwin reads", None, None
-    text = head.decode(codec, errors="replace").lstrip("\ufeff \t\r\n")
+    # A byte order mark, white space and the record separator that begins each feature of a GeoJSON text
+    # sequence (RFC 8142), which GDAL reads too.
+    text = head.decode(codec, errors="replace").lstrip("\ufeff\x1e \t\r\n")
     if text[:1] in ("{", "["):
         return "JSON", ".geojson", text
     if text[:1] == "<":

@@ -47,8 +47,10 @@ def ogr(*args: str) -> None:
 def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("import-files")
     out = {"geojson": d / "sites.geojson", "gpkg": d / "sites.gpkg", "csv": d / "sites.csv", "zip": d / "sites.zip",
-           "fgb": d / "sites.fgb"}
+           "fgb": d / "sites.fgb", "seq": d / "sites-seq.geojson"}
     ogr("-f", "FlatGeobuf", str(out["fgb"]), str(DEMO))  # as GeoTwin exports it, too
+    # A GeoJSON text sequence (RFC 8142: each feature after a record separator), under GeoJSON's name ending.
+    ogr("-f", "GeoJSONSeq", str(out["seq"]), str(DEMO), "-lco", "RS=YES")
     ogr("-f", "GeoJSON", str(out["geojson"]), str(DEMO), "-t_srs", "EPSG:25833")  # 25833, said in the file
     ogr("-f", "GPKG", str(out["gpkg"]), str(DEMO), "-nln", "gewerbe")
     ogr("-f", "CSV", str(out["csv"]), str(DEMO), "-lco", "GEOMETRY=AS_WKT")  # a CSV says no CRS
@@ -125,6 +127,20 @@ async def test_each_format_imports_the_demo_sites_exactly(imp_db, files, fmt, op
         assert now[fid][1] == props, (fmt, fid)
         if fmt != "geojson":  # the 25833 file went 25832 -> 25833 -> 25832: centimetres may move
             assert now[fid][0] == geometry, (fmt, fid)
+
+
+async def test_a_geojson_text_sequence_imports_as_geojson_does(imp_db, files):
+    """GeoJSON text sequences (RFC 8142: a record separator before each feature), as `ogr2ogr -f GeoJSONSeq`
+    writes them, may come under GeoJSON's name ending: the check of a file's first bytes lets them through."""
+    original = await collection_state(imp_db)
+    try:
+        report = await run_import(imp_db, files["seq"])
+        assert report.imported == len(original) == report.total
+        now = await collection_state(imp_db)
+        assert {fid: props for fid, (_, props) in now.items()} == {fid: p for fid, (_, p) in original.items()}
+    finally:  # the sequence went through WGS 84: the exact geometries back, for the tests after this one
+        await run_import(imp_db, files["gpkg"])
+    assert await collection_state(imp_db) == original
 
 
 async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_given(imp_db, files, tmp_path):
