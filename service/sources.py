@@ -346,7 +346,10 @@ def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     entries = _zip_entries(path, max_bytes)
     shps = [n for n in entries if n.lower().endswith(".shp")]
     if not shps:
-        raise InvalidData("the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml)", parameter="file")
+        others = [PurePosixPath(n).name for n in entries if PurePosixPath(n).suffix.lower() in FORMATS
+                  and PurePosixPath(n).suffix.lower() not in (".zip", ".gml")]
+        but = f", but {others[0]!r}: send that file itself, not zipped" if others else ""
+        raise InvalidData(f"the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml){but}", parameter="file")
     if len(shps) == 1:
         return _with_companions(shps[0], entries)
     names = {PurePosixPath(s).stem: s for s in shps}

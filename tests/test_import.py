@@ -598,6 +598,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "traversal.zip": _zip(tmp_path / "traversal.zip", {**shp, "../../etc/evil.shp": b"x"}),
         "bomb.zip": _zip(tmp_path / "bomb.zip", {**shp, "padding.dbf": b"\0" * 50_000_000}),
         "none.zip": _zip(tmp_path / "none.zip", {"liesmich.txt": b"Gewerbeflaechen"}),
+        "zipped.zip": _zip(tmp_path / "zipped.zip", {"Gewerbe/Gewerbeflächen.gpkg": gpkg}),
         "noshx.zip": _zip(tmp_path / "noshx.zip", {n: b for n, b in shp.items() if not n.endswith(".shx")}),
         "nodbf.zip": _zip(tmp_path / "nodbf.zip", {n: b for n, b in shp.items() if not n.endswith(".dbf")}),
         "notzip.zip": tmp_path / "notzip.zip",
@@ -640,6 +641,8 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
+               "zipped.zip": "no Shapefile (.shp), nor an XPlanGML file (.gml), but 'Gewerbeflächen.gpkg': send that "
+                             "file itself, not zipped",
                "noshx.zip": "comes without its .shx", "nodbf.zip": "comes without its .dbf (the attributes)",
                "notzip.zip": "not a zip", "truncated.gpkg": f"the GeoPackage is incomplete: it has {len(gpkg) // 3:,} "
                                                                f"bytes of the {len(gpkg):,} its header gives",
