@@ -24,7 +24,7 @@ import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import asyncpg
@@ -60,6 +60,7 @@ from service.sources import (
     gdal_words,
     not_text,
     open_options,
+    packed_file,
     remove_copy,
     source_crs,
     undecodable,
@@ -100,6 +101,9 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
         entry = await asyncio.to_thread(xplan_in_zip, path, options.max_bytes)
         if entry is not None:  # an XPlanArchiv
             return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor, entry)
+        entry = await asyncio.to_thread(packed_file, path, options.max_bytes)
+        if entry is not None:  # a GeoPackage, say, zipped to be mailed
+            return await _import_packed(conn, collection_pk, layer, path, entry, options, progress, actor)
     source, driver, read = await asyncio.to_thread(gdal_path, path, options)  # reads the file once (UTF-8 check)
     try:
         options.layer = await asyncio.to_thread(choose_layer, source, driver, options)
@@ -123,6 +127,21 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
             await asyncio.to_thread(reading.__exit__, None, None, None)
     finally:
         await asyncio.to_thread(remove_copy, path, read)
+
+
+async def _import_packed(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path, entry: str,
+                         options: ImportOptions, progress: Callable[[ImportReport], Any] | None,
+                         actor: str) -> ImportReport:
+    """The one file a zip holds (`sources.packed_file`), unpacked into a directory of its own and imported
+    as if it had come by itself; the report names the zip."""
+    work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=WORK_PREFIX))
+    try:
+        unpacked = await asyncio.to_thread(extract, path, entry, work / PurePosixPath(entry).name)
+        report = await import_file(conn, collection_pk, layer, unpacked, options, progress, actor)
+        report.source = path.name
+        return report
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
 
 
 async def _import_xplan(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path,

@@ -166,7 +166,8 @@ def check_upload(path: Path, options: ImportOptions) -> None:
     checks again, and then those of the content."""
     check_head(path, options.encoding)
     suffix = path.suffix.lower()
-    if suffix == ".zip" and xplan_in_zip(path, options.max_bytes) is None:
+    if suffix == ".zip" and xplan_in_zip(path, options.max_bytes) is None \
+            and packed_file(path, options.max_bytes) is None:
         _check_zip(path, options.max_bytes, options.layer)
     if suffix == ".gpkg":  # opening one reads its table of contents only: a damaged one, its layers
         choose_layer(str(path), "GPKG", options)
@@ -346,9 +347,9 @@ def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     entries = _zip_entries(path, max_bytes)
     shps = [n for n in entries if n.lower().endswith(".shp")]
     if not shps:
-        others = [PurePosixPath(n).name for n in entries if PurePosixPath(n).suffix.lower() in FORMATS
-                  and PurePosixPath(n).suffix.lower() not in (".zip", ".gml")]
-        but = f", but {others[0]!r}: send that file itself, not zipped" if others else ""
+        others = _packed(entries)
+        but = f", but several files: {', '.join(repr(PurePosixPath(n).name) for n in others[:5])}; send one at " \
+              "a time" if others else ""
         raise InvalidData(f"the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml){but}", parameter="file")
     if len(shps) == 1:
         return _with_companions(shps[0], entries)
@@ -359,6 +360,21 @@ def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     if layer is not None:
         raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
     raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
+
+
+def packed_file(path: Path, max_bytes: int) -> str | None:
+    """The entry of a zip that holds neither a Shapefile nor XPlanGML but one file of another format GeoTwin
+    reads (a GeoPackage or GeoJSON zipped to be mailed), after the checks every zip gets; None otherwise."""
+    entries = _zip_entries(path, max_bytes)
+    if any(n.lower().endswith(".shp") for n in entries):
+        return None
+    packed = _packed(entries)
+    return packed[0] if len(packed) == 1 else None
+
+
+def _packed(entries: list[str]) -> list[str]:
+    return [n for n in entries if PurePosixPath(n).suffix.lower() in FORMATS
+            and PurePosixPath(n).suffix.lower() not in (".zip", ".gml") and not n.endswith("/")]
 
 
 def _with_companions(shp: str, entries: list[str]) -> str:

@@ -29,7 +29,7 @@ from service.importer import MOVE, import_file
 from service.importer import check_batch as real_check_batch
 from service.jobs import UPLOAD_PREFIX, sweep_uploads
 from service.layertypes import registry
-from service.sources import ImportOptions
+from service.sources import WORK_PREFIX, ImportOptions
 from tests.conftest import ROOT, app_client, new_key, openapi_misfits
 
 DEMO = ROOT / "fixtures" / "demo" / "halle-commercial-sites.geojson"
@@ -141,6 +141,19 @@ async def test_a_geojson_text_sequence_imports_as_geojson_does(imp_db, files):
     finally:  # the sequence went through WGS 84: the exact geometries back, for the tests after this one
         await run_import(imp_db, files["gpkg"])
     assert await collection_state(imp_db) == original
+
+
+@pytest.mark.parametrize("fmt, options", [("gpkg", {}), ("geojson", {}), ("csv", {"crs": "EPSG:25832"})])
+async def test_a_zipped_file_imports_as_the_file_does(imp_db, files, tmp_path, fmt, options):
+    """A GeoPackage, GeoJSON or CSV file zipped to be mailed (in a folder of the zip, as Windows zips it)
+    imports as the file itself does; the report names the zip."""
+    original = await collection_state(imp_db)
+    packed = _zip(tmp_path / "Gewerbeflächen.zip", {f"Gewerbe/{files[fmt].name}": files[fmt].read_bytes()})
+    report = await run_import(imp_db, packed, **options)
+    assert (report.imported, report.source) == (len(original), "Gewerbeflächen.zip")
+    now = await collection_state(imp_db)
+    assert {fid: p for fid, (_, p) in now.items()} == {fid: p for fid, (_, p) in original.items()}
+    assert not list(Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*/sites.*")), "the unpacked file is removed"
 
 
 async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_given(imp_db, files, tmp_path):
@@ -598,7 +611,7 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "traversal.zip": _zip(tmp_path / "traversal.zip", {**shp, "../../etc/evil.shp": b"x"}),
         "bomb.zip": _zip(tmp_path / "bomb.zip", {**shp, "padding.dbf": b"\0" * 50_000_000}),
         "none.zip": _zip(tmp_path / "none.zip", {"liesmich.txt": b"Gewerbeflaechen"}),
-        "zipped.zip": _zip(tmp_path / "zipped.zip", {"Gewerbe/Gewerbeflächen.gpkg": gpkg}),
+        "zipped.zip": _zip(tmp_path / "zipped.zip", {"Gewerbe/Gewerbeflächen.gpkg": gpkg, "Gewerbe/alt.csv": b"x"}),
         "noshx.zip": _zip(tmp_path / "noshx.zip", {n: b for n, b in shp.items() if not n.endswith(".shx")}),
         "nodbf.zip": _zip(tmp_path / "nodbf.zip", {n: b for n, b in shp.items() if not n.endswith(".dbf")}),
         "notzip.zip": tmp_path / "notzip.zip",
@@ -641,8 +654,8 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
-               "zipped.zip": "no Shapefile (.shp), nor an XPlanGML file (.gml), but 'Gewerbeflächen.gpkg': send that "
-                             "file itself, not zipped",
+               "zipped.zip": "no Shapefile (.shp), nor an XPlanGML file (.gml), but several files: "
+                             "'Gewerbeflächen.gpkg', 'alt.csv'; send one at a time",
                "noshx.zip": "comes without its .shx", "nodbf.zip": "comes without its .dbf (the attributes)",
                "notzip.zip": "not a zip", "truncated.gpkg": f"the GeoPackage is incomplete: it has {len(gpkg) // 3:,} "
                                                                f"bytes of the {len(gpkg):,} its header gives",
