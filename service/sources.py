@@ -414,7 +414,10 @@ def _zip_entries(path: Path, max_bytes: int) -> list[str]:
                                   " (a zip bomb?)", parameter="file")
         if total > max_bytes:
             raise PayloadTooLarge(f"the zip expands to {total:,} bytes; at most {max_bytes:,} are accepted")
-        return [e.filename for e in entries]
+        # Without what macOS adds to a zip it makes: `__MACOSX/…/._sites.shp` beside each file (its Finder data),
+        # which would count as a second Shapefile or file.
+        return [e.filename for e in entries if not e.filename.startswith("__MACOSX/")
+                and not PurePosixPath(e.filename).name.startswith("._")]
 
 
 # ---------------------------------------------------------------- opening it

@@ -145,15 +145,26 @@ async def test_a_geojson_text_sequence_imports_as_geojson_does(imp_db, files):
 
 @pytest.mark.parametrize("fmt, options", [("gpkg", {}), ("geojson", {}), ("csv", {"crs": "EPSG:25832"})])
 async def test_a_zipped_file_imports_as_the_file_does(imp_db, files, tmp_path, fmt, options):
-    """A GeoPackage, GeoJSON or CSV file zipped to be mailed (in a folder of the zip, as Windows zips it)
-    imports as the file itself does; the report names the zip."""
+    """A GeoPackage, GeoJSON or CSV file zipped to be mailed (in a folder of the zip, with the Finder data a Mac
+    adds) imports as the file itself does; the report names the zip."""
     original = await collection_state(imp_db)
-    packed = _zip(tmp_path / "Gewerbeflächen.zip", {f"Gewerbe/{files[fmt].name}": files[fmt].read_bytes()})
+    packed = _zip(tmp_path / "Gewerbeflächen.zip", {f"Gewerbe/{files[fmt].name}": files[fmt].read_bytes(),
+                                                    f"__MACOSX/Gewerbe/._{files[fmt].name}": b"\0\5\26\7"})
     report = await run_import(imp_db, packed, **options)
     assert (report.imported, report.source) == (len(original), "Gewerbeflächen.zip")
     now = await collection_state(imp_db)
     assert {fid: p for fid, (_, p) in now.items()} == {fid: p for fid, (_, p) in original.items()}
     assert not list(Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*/sites.*")), "the unpacked file is removed"
+
+
+async def test_a_shapefile_zipped_on_a_mac_imports(imp_db, files, tmp_path):
+    """A Mac's zip holds `__MACOSX/._flaechen.shp` (Finder data) beside each part: not a second Shapefile."""
+    original = await collection_state(imp_db)
+    with zipfile.ZipFile(files["zip"]) as shp:
+        parts = {n: shp.read(n) for n in shp.namelist()}
+    mac = _zip(tmp_path / "flaechen.zip", {**parts, **{f"__MACOSX/._{n}": b"\0\5\26\7" for n in parts}})
+    assert (await run_import(imp_db, mac)).imported == len(original)
+    assert await collection_state(imp_db) == original
 
 
 async def test_files_in_other_encodings_import_exactly_once_the_encoding_is_given(imp_db, files, tmp_path):
