@@ -349,7 +349,7 @@ def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     if not shps:
         others = _packed(entries)
         but = f", but several files: {', '.join(repr(PurePosixPath(n).name) for n in others[:5])}; send one at " \
-              "a time" if others else ""
+              "a time" if len(others) > 1 else ""  # one alone is imported (packed_file)
         raise InvalidData(f"the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml){but}", parameter="file")
     if len(shps) == 1:
         return _with_companions(shps[0], entries)
