@@ -60,12 +60,11 @@ from service.sources import (
     gdal_words,
     not_text,
     open_options,
-    packed_file,
     remove_copy,
     source_crs,
     undecodable,
     unreadable,
-    xplan_in_zip,
+    zip_content,
 )
 from service.sql.catalog import refresh_collection
 from service.sql.write import act_as
@@ -98,11 +97,10 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
         return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor)
     if path.suffix.lower() == ".zip":
         await asyncio.to_thread(check_size, path, options.max_bytes)
-        entry = await asyncio.to_thread(xplan_in_zip, path, options.max_bytes)
-        if entry is not None:  # an XPlanArchiv
+        kind, entry = await asyncio.to_thread(zip_content, path, options.max_bytes, options.layer)
+        if kind == "xplan":  # an XPlanArchiv
             return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor, entry)
-        entry = await asyncio.to_thread(packed_file, path, options.max_bytes)
-        if entry is not None:  # a GeoPackage, say, zipped to be mailed
+        if kind == "packed":  # a GeoPackage, say, zipped to be mailed
             return await _import_packed(conn, collection_pk, layer, path, entry, options, progress, actor)
     source, driver, read = await asyncio.to_thread(gdal_path, path, options)  # reads the file once (UTF-8 check)
     try:
@@ -132,7 +130,7 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
 async def _import_packed(conn: asyncpg.Connection, collection_pk: int, layer: LayerType, path: Path, entry: str,
                          options: ImportOptions, progress: Callable[[ImportReport], Any] | None,
                          actor: str) -> ImportReport:
-    """The one file a zip holds (`sources.packed_file`), unpacked into a directory of its own and imported
+    """The one file a zip holds (`sources.zip_content`), unpacked into a directory of its own and imported
     as if it had come by itself; the report names the zip."""
     work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=WORK_PREFIX))
     try:

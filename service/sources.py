@@ -108,7 +108,7 @@ def gdal_path(path: Path, options: ImportOptions) -> tuple[str, str, Path]:
             finally:
                 remove_copy(original, path)
     if driver == "ESRI Shapefile":
-        return f"/vsizip/{path}/{_check_zip(path, options.max_bytes, options.layer)}", driver, path
+        return f"/vsizip/{path}/{zip_content(path, options.max_bytes, options.layer)[1]}", driver, path
     return str(path), driver, path
 
 
@@ -166,9 +166,8 @@ def check_upload(path: Path, options: ImportOptions) -> None:
     checks again, and then those of the content."""
     check_head(path, options.encoding)
     suffix = path.suffix.lower()
-    if suffix == ".zip" and xplan_in_zip(path, options.max_bytes) is None \
-            and packed_file(path, options.max_bytes) is None:
-        _check_zip(path, options.max_bytes, options.layer)
+    if suffix == ".zip":
+        zip_content(path, options.max_bytes, options.layer)
     if suffix == ".gpkg":  # opening one reads its table of contents only: a damaged one, its layers
         choose_layer(str(path), "GPKG", options)
 
@@ -323,15 +322,21 @@ def _refuse_nul(path: Path, driver: str, nul: _NulFinder) -> None:
     raise InvalidData(f"line {line:,} (offset {offset:,}): {why}", parameter="file")
 
 
-def xplan_in_zip(path: Path, max_bytes: int) -> str | None:
-    """The XPlanGML file of an XPlanArchiv (a zip of the plan's `xplan.gml` and its attachments: scans, PDFs),
-    after the checks every zip gets; None for a zip with a Shapefile or without a single .gml."""
+def zip_content(path: Path, max_bytes: int, layer: str | None = None) -> tuple[str, str]:
+    """What a zip is for an import, from one reading of its directory after the checks every zip gets:
+    ("xplan", its XPlanGML file) for an XPlanArchiv (a plan's `xplan.gml` and its attachments: scans, PDFs),
+    ("packed", the file) for one GeoPackage, GeoJSON, FlatGeobuf or CSV file zipped to be mailed, else
+    ("shapefile", the .shp, with its companions; of several, `layer` names one)."""
     names = _zip_entries(path, max_bytes)
-    if any(n.lower().endswith(".shp") for n in names):
-        return None
-    gmls = [n for n in names if n.lower().endswith(".gml")]
-    named = [n for n in gmls if PurePosixPath(n).name.lower() == "xplan.gml"]
-    return (named or gmls)[0] if len(named) == 1 or len(gmls) == 1 else None
+    if not any(n.lower().endswith(".shp") for n in names):
+        gmls = [n for n in names if n.lower().endswith(".gml")]
+        named = [n for n in gmls if PurePosixPath(n).name.lower() == "xplan.gml"]
+        if len(named) == 1 or len(gmls) == 1:
+            return "xplan", (named or gmls)[0]
+        packed = _packed(names)
+        if len(packed) == 1:
+            return "packed", packed[0]
+    return "shapefile", _shapefile_entry(names, layer)
 
 
 def extract(path: Path, entry: str, target: Path) -> Path:
@@ -341,15 +346,14 @@ def extract(path: Path, entry: str, target: Path) -> Path:
     return target
 
 
-def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
-    """The .shp inside a zip, after refusing archives that escape, explode or hold no Shapefile. Of several,
-    `layer` names one by its name without `.shp`."""
-    entries = _zip_entries(path, max_bytes)
+def _shapefile_entry(entries: list[str], layer: str | None = None) -> str:
+    """The .shp among a zip's entries, refusing a zip without one. Of several, `layer` names one by its name
+    without `.shp`."""
     shps = [n for n in entries if n.lower().endswith(".shp")]
     if not shps:
         others = _packed(entries)
         but = f", but several files: {', '.join(repr(PurePosixPath(n).name) for n in others[:5])}; send one at " \
-              "a time" if len(others) > 1 else ""  # one alone is imported (packed_file)
+              "a time" if len(others) > 1 else ""  # one alone is imported (zip_content)
         raise InvalidData(f"the zip holds no Shapefile (.shp), nor an XPlanGML file (.gml){but}", parameter="file")
     if len(shps) == 1:
         return _with_companions(shps[0], entries)
@@ -360,16 +364,6 @@ def _check_zip(path: Path, max_bytes: int, layer: str | None = None) -> str:
     if layer is not None:
         raise InvalidParameter(f"the zip has no Shapefile {layer[:100]!r}; its Shapefiles: {listed}", parameter="layer")
     raise InvalidParameter(f"the zip holds {len(shps)} Shapefiles ({listed}): give layer", parameter="layer")
-
-
-def packed_file(path: Path, max_bytes: int) -> str | None:
-    """The entry of a zip that holds neither a Shapefile nor XPlanGML but one file of another format GeoTwin
-    reads (a GeoPackage or GeoJSON zipped to be mailed), after the checks every zip gets; None otherwise."""
-    entries = _zip_entries(path, max_bytes)
-    if any(n.lower().endswith(".shp") for n in entries):
-        return None
-    packed = _packed(entries)
-    return packed[0] if len(packed) == 1 else None
 
 
 def _packed(entries: list[str]) -> list[str]:
