@@ -29,15 +29,16 @@ FORMATS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".zip": "
            ".fgb": "FlatGeobuf", ".gml": "XPlanGML"}  # XPlanGML is read by service.xplan
 # How files begin, for saying what a file is when its name says otherwise: (what it is, the name it needs, if
 # it is a format GeoTwin reads). A binary format's file must begin with its own.
-HEADS = ((b"SQLite format 3\x00", "a SQLite database (a GeoPackage?)", ".gpkg"),
-         (b"PK\x03\x04", "a zip archive", ".zip"), (b"PK\x05\x06", "an empty zip archive", None),
-         (b"fgb\x03", "a FlatGeobuf file", ".fgb"), (b"%PDF", "a PDF document", None),
+SQLITE, FLATGEOBUF, ZIP = b"SQLite format 3\x00", b"fgb\x03", b"PK\x03\x04"
+HEADS = ((SQLITE, "a SQLite database (a GeoPackage?)", ".gpkg"),
+         (ZIP, "a zip archive", ".zip"), (b"PK\x05\x06", "an empty zip archive", None),
+         (FLATGEOBUF, "a FlatGeobuf file", ".fgb"), (b"%PDF", "a PDF document", None),
          (b"\xd0\xcf\x11\xe0", "an Office document of the old kind (an Excel .xls?)", None),
          (b"\x1f\x8b", "a gzip archive", None), (b"Rar!", "a RAR archive", None),
          (b"7z\xbc\xaf", "a 7-Zip archive", None), (b"\x89PNG", "a PNG image", None),
          (b"\xff\xd8\xff", "a JPEG image", None), (b"II*\x00", "a TIFF image", None),
          (b"MM\x00*", "a TIFF image", None))
-BINARY_HEADS = {"GPKG": b"SQLite format 3\x00", "FlatGeobuf": b"fgb\x03", "ESRI Shapefile": b"PK"}
+BINARY_HEADS = {"GPKG": SQLITE, "FlatGeobuf": FLATGEOBUF, "ESRI Shapefile": b"PK"}  # PK: an empty zip too
 TEXT_BEGINS = {"GeoJSON": "{", "XPlanGML": "<"}
 EXPECTED = {"GPKG": "a GeoPackage", "FlatGeobuf": "a FlatGeobuf file", "ESRI Shapefile": "a zip archive",
             "GeoJSON": "GeoJSON", "XPlanGML": "XPlanGML", "CSV": "CSV"}
