@@ -31,6 +31,17 @@ from service.settings import ApiSettings, AuthSettings, DatabaseSettings, LimitS
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Each test process (an xdist worker) has a temporary directory of its own, for it and the servers it starts:
+# a test that looks for what an import left behind, and a service's start that sweeps up uploads a dead one
+# left (service.jobs), see only their own process's files, not those of an import the other worker runs.
+TMP = tempfile.mkdtemp(prefix="geotwin-tests-")
+os.chmod(TMP, 0o755)  # as root, the test cluster below it runs as `postgres`
+os.environ["TMPDIR"] = tempfile.tempdir = TMP
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(TMP, ignore_errors=True)
+
 
 def free_port() -> int:
     with socket.socket() as s:
