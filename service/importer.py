@@ -52,6 +52,7 @@ from service.sources import (
     WORK_PREFIX,
     ImportOptions,
     check_head,
+    check_packed,
     check_size,
     choose_layer,
     extract,
@@ -98,6 +99,8 @@ async def import_file(conn: asyncpg.Connection, collection_pk: int, layer: Layer
     if path.suffix.lower() == ".zip":
         await asyncio.to_thread(check_size, path, options.max_bytes)
         kind, entry = await asyncio.to_thread(zip_content, path, options.max_bytes, options.layer)
+        if kind != "shapefile":
+            await asyncio.to_thread(check_packed, path, entry, options)
         if kind == "xplan":  # an XPlanArchiv
             return await _import_xplan(conn, collection_pk, layer, path, options, progress, actor, entry)
         if kind == "packed":  # a GeoPackage, say, zipped to be mailed

@@ -10,6 +10,9 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -120,32 +123,38 @@ def check_head(path: Path, encoding: str | None = None) -> None:
     refused at once, not by an import job that fails later."""
     with path.open("rb") as handle:
         head = handle.read(512)
+    _check_head(head, path.suffix.lower(), path.stat().st_size, encoding)
+
+
+def _check_head(head: bytes, suffix: str, size: int, encoding: str | None, entry: str | None = None) -> None:
+    """`check_head` on a file's first bytes and its size; `entry` names the file in a zip that holds it."""
     if not head:
         return  # an empty file is refused by its size
-    driver = FORMATS.get(path.suffix.lower())
+    driver = FORMATS.get(suffix)
     if driver is None:
         return  # refused by its name
-    what, suffix, text = _what_it_is(head, encoding)
+    what, needs, text = _what_it_is(head, encoding)
     if driver in BINARY_HEADS:
         fits = head.startswith(BINARY_HEADS[driver])
         if fits and driver == "GPKG":
-            _check_sqlite_size(path, head)
+            _check_sqlite_size(head, size, entry)
     elif driver in TEXT_BEGINS:
         fits = text is not None and (not text or text.startswith(TEXT_BEGINS[driver]))
     else:  # CSV, in whatever encoding: only a known binary format is refused
         fits = text is not None or what.startswith("binary")
     if fits:
         return
-    hint = f"; name it {suffix}" if suffix and suffix != path.suffix.lower() else ""
+    hint = f"; name it {needs}" if needs and needs != suffix else ""
     if driver == "GeoJSON" and text and text[0] == "[":
         what, hint = "a JSON array", '; GeoJSON is an object: {"type": "FeatureCollection", "features": [...]}'
     if driver == "CSV" and "Excel" in what:
         hint = "; save it from Excel as CSV UTF-8 first"
-    raise InvalidData(f"the file is named {path.suffix.lower()}, but it is {what}, not {EXPECTED[driver]}{hint}",
+    called = f"the file {entry!r} in the zip" if entry else "the file"
+    raise InvalidData(f"{called} is named {suffix}, but it is {what}, not {EXPECTED[driver]}{hint}",
                       parameter="file")
 
 
-def _check_sqlite_size(path: Path, head: bytes) -> None:
+def _check_sqlite_size(head: bytes, size: int, entry: str | None) -> None:
     """Refuse a GeoPackage shorter than its SQLite header says it is: cut off in a copy or an upload. The
     header's page count holds only while its change counter and "version valid for" agree (SQLite's file
     format, section 1.3); otherwise nothing is said here and GDAL judges the file."""
@@ -154,23 +163,36 @@ def _check_sqlite_size(path: Path, head: bytes) -> None:
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
-    expected, size = page_size * pages, path.stat().st_size
+    expected = page_size * pages
     if pages and head[24:28] == head[92:96] and size < expected:
-        raise InvalidData(f"the GeoPackage is incomplete: it has {size:,} bytes of the {expected:,} its header "
+        called = f"the GeoPackage {entry!r} in the zip" if entry else "the GeoPackage"
+        raise InvalidData(f"{called} is incomplete: it has {size:,} bytes of the {expected:,} its header "
                           f"gives; {ASK_WHOLE}", parameter="file")
 
 
 def check_upload(path: Path, options: ImportOptions) -> None:
     """What can be said of an upload at once, from its first bytes, a zip's directory (`check_head`, the
     checks every zip gets, the Shapefile's companions) and a GeoPackage's table of contents (damaged, which
-    layer), so that it is refused with the request, not by an import job that fails. The job makes the same
-    checks again, and then those of the content."""
+    layer), so that it is refused with the request, not by an import job that fails. A file zipped to be mailed
+    gets the same checks, read from the zip. The job makes them again, and then those of the content."""
     check_head(path, options.encoding)
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        zip_content(path, options.max_bytes, options.layer)
+        kind, entry = zip_content(path, options.max_bytes, options.layer)
+        if kind != "shapefile":
+            check_packed(path, entry, options)
     if suffix == ".gpkg":  # opening one reads its table of contents only: a damaged one, its layers
         choose_layer(str(path), "GPKG", options)
+
+
+def check_packed(path: Path, entry: str, options: ImportOptions) -> None:
+    """`check_upload`'s checks of the file a zip holds (a GeoPackage zipped to be mailed, an XPlanArchiv's
+    plan), read from the zip, with errors that name it."""
+    with zipfile.ZipFile(path) as archive, _unpacking(entry), archive.open(entry) as handle:
+        head, size = handle.read(512), archive.getinfo(entry).file_size
+    _check_head(head, PurePosixPath(entry).suffix.lower(), size, options.encoding, entry)
+    if entry.lower().endswith(".gpkg"):
+        choose_layer(f"/vsizip/{path}/{entry}", "GPKG", options)
 
 
 def _what_it_is(head: bytes, encoding: str | None) -> tuple[str, str | None, str | None]:
@@ -342,9 +364,21 @@ def zip_content(path: Path, max_bytes: int, layer: str | None = None) -> tuple[s
 
 def extract(path: Path, entry: str, target: Path) -> Path:
     """One entry of a checked zip, written to `target`."""
-    with zipfile.ZipFile(path) as archive, archive.open(entry) as source, target.open("wb") as out:
+    with zipfile.ZipFile(path) as archive, _unpacking(entry), archive.open(entry) as source, \
+            target.open("wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)
     return target
+
+
+@contextmanager
+def _unpacking(entry: str) -> Iterator[None]:
+    """A zip entry that cannot be unpacked, as a 422 naming it: damaged (its CRC-32 is read at its end), or
+    packed by a method Python does not read (NotImplementedError)."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise InvalidData(f"the file {entry!r} in the zip cannot be unpacked ({exc}); is the zip complete? Zip "
+                          "it again", parameter="file") from None
 
 
 def _shapefile_entry(entries: list[str], layer: str | None = None) -> str:

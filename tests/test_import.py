@@ -640,6 +640,8 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
         "book.csv": _zip(tmp_path / "book.csv", {"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<w/>"}),
         "empty.csv": tmp_path / "empty.csv",
         "sites.txt": tmp_path / "sites.txt",
+        "cut-gpkg.zip": _zip(tmp_path / "cut-gpkg.zip", {"Gewerbe/sites.gpkg": gpkg[: len(gpkg) // 3]}),
+        "crc.zip": tmp_path / "crc.zip",
     }
     cases["notzip.zip"].write_bytes(b"PK\x03\x04 not really")
     cases["truncated.gpkg"].write_bytes(gpkg[: len(gpkg) // 3])
@@ -664,6 +666,9 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
     cases["gpkg.zip"].write_bytes(gpkg)
     cases["empty.csv"].write_bytes(b"")
     cases["sites.txt"].write_bytes(b"x")
+    crc = bytearray(_zip(tmp_path / "whole.zip", {"sites.gpkg": gpkg}, zipfile.ZIP_STORED).read_bytes())
+    crc[30 + len("sites.gpkg") + len(gpkg) // 2] ^= 0xFF  # a byte in the middle of the stored GeoPackage
+    cases["crc.zip"].write_bytes(crc)
     reasons = {"traversal.zip": "outside the archive", "bomb.zip": "zip bomb", "none.zip": "no Shapefile",
                "zipped.zip": "no Shapefile (.shp), nor an XPlanGML file (.gml), but several files: "
                              "'Gewerbeflächen.gpkg', 'alt.csv'; send one at a time",
@@ -682,7 +687,10 @@ async def test_hostile_files_are_refused_and_nothing_is_written(imp_db, files, t
                "gpkg.zip": "the file is named .zip, but it is a SQLite database (a GeoPackage?), not a zip archive; "
                            "name it .gpkg",
                "book.csv": "an Excel workbook, .xlsx?), not CSV; save it from Excel as CSV UTF-8 first",
-               "empty.csv": "empty", "sites.txt": "unknown file type"}
+               "empty.csv": "empty", "sites.txt": "unknown file type",
+               "cut-gpkg.zip": "the GeoPackage 'Gewerbe/sites.gpkg' in the zip is incomplete: it has "
+                               f"{len(gpkg) // 3:,} bytes of the {len(gpkg):,} its header gives",
+               "crc.zip": "the file 'sites.gpkg' in the zip cannot be unpacked (Bad CRC-32"}
     for name, path in cases.items():
         with pytest.raises(GeoTwinError) as err:
             await run_import(imp_db, path, crs="EPSG:25832")
@@ -822,6 +830,9 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
     damaged = gpkg[1][:page] + bytes(b ^ 0x5A for b in gpkg[1][page:3 * page]) + gpkg[1][3 * page:]
     shapefile = zipfile.ZipFile(files["zip"])
     no_dbf = _zip(tmp_path / "no_dbf.zip", {n: shapefile.read(n) for n in shapefile.namelist() if n[-4:] != ".dbf"})
+    mailed = {name: _zip(tmp_path / f"{name}.zip", {f"Gewerbe/{inner}": data}).read_bytes() for name, inner, data in [
+        ("whole", "sites.gpkg", gpkg[1]), ("cut", "sites.gpkg", gpkg[1][:5000]), ("damaged", "sites.gpkg", damaged),
+        ("named", "sites.csv", gpkg[1])]}
     for kwargs, status, parameter in [
         ({"data": {"mode": "append"}, "files": {"file": ("", b"")}}, 400, "file"),  # no file chosen in the form
         ({"files": {"file": (None, "sites.gpkg")}}, 400, "file"),  # curl -F file=sites.gpkg, without the @
@@ -839,6 +850,11 @@ async def test_a_file_sent_as_a_form_imports_like_one_sent_as_the_body(api, file
         ({"files": {"file": ("sites.gpkg", damaged)}}, 422, "file"),
         ({"files": {"file": gpkg}, "data": {"layer": "Flurstuecke"}}, 400, "layer"),
         ({"files": {"file": ("sites.zip", no_dbf.read_bytes())}}, 422, "file"),
+        # and so is the file zipped to be mailed, read from the zip
+        ({"files": {"file": ("Gewerbe.zip", mailed["cut"])}}, 422, "file"),
+        ({"files": {"file": ("Gewerbe.zip", mailed["damaged"])}}, 422, "file"),
+        ({"files": {"file": ("Gewerbe.zip", mailed["named"])}}, 422, "file"),
+        ({"files": {"file": ("Gewerbe.zip", mailed["whole"])}, "data": {"layer": "Flurstuecke"}}, 400, "layer"),
         ({"content": b"<html>Anmeldung</html>", "params": {"filename": "sites.geojson"}}, 422, "file"),
     ]:
         r = await client.post(f"{COLLECTION}/imports", **{**kwargs, "headers": {**auth, **kwargs.get("headers", {})}})
