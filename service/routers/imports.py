@@ -60,11 +60,17 @@ def build_imports_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]
                  summary="Import a file into the collection: all or nothing",
                  description="The file is GeoJSON, GeoPackage, FlatGeobuf, a zipped Shapefile, CSV (WKT or x/y "
                              "columns) or XPlanGML (`.gml`, or an XPlanArchiv `.zip`: a development or land-use plan, "
-                             "whose zones go into a collection of the planning-zone layer type). Send it as the "
+                             "whose zones go into a collection of the planning-zone layer type); a zip holding one "
+                             "GeoJSON, GeoPackage, FlatGeobuf or CSV file imports as that file. Send it as the "
                              "body, named by `filename`, or as the file part of a "
                              "multipart/form-data body (`curl -F file=@sites.gpkg`; its name is the part's file "
                              "name, and the options "
-                             "may come as form fields too). Answers 202 with the job to follow (`Location`).",
+                             "may come as form fields too). Answers 202 with the job to follow (`Location`).\n\n"
+                             "What the file's first bytes, a zip's directory and a GeoPackage's table of contents "
+                             "tell is answered at once, as a 422 naming `file` (a file that is not what its name "
+                             "says, a cut-off or damaged GeoPackage, a zip that escapes or explodes, a Shapefile "
+                             "without its .shx or .dbf) or a 400 naming `layer`; what only reading every feature "
+                             "shows is in the job: its `error` and `report`.",
                  openapi_extra={"requestBody": {"required": True, "content": {
                      "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                      "multipart/form-data": {"schema": {
