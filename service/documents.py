@@ -41,6 +41,28 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
 ]
+# OGC API - Features - Part 4 (Create, Replace, Update and Delete), declared by the municipalities' roots, which
+# take writes: the Standard's URIs (its classes shared with OGC API - Common - Part 5 are named there) and those
+# of its drafts, which clients and servers still use. Optimistic locking with ETags only while writes need
+# If-Match (428 without it; GEOTWIN_API__IF_MATCH=optional takes them without).
+EDITING = [
+    "http://www.opengis.net/spec/ogcapi-common-5/1.0/conf/create-replace-delete",
+    "http://www.opengis.net/spec/ogcapi-common-5/1.0/conf/update",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/features",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
+]
+ETAG_LOCKING = [
+    "http://www.opengis.net/spec/ogcapi-common-5/1.0/conf/optimistic-locking-etags",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/optimistic-locking-etags",
+]
+
+
+def conformance(writable: bool, if_match_required: bool) -> list[str]:
+    """The classes a root conforms to: the region only reads, a municipality's root also takes writes."""
+    return CONFORMANCE + (EDITING + (ETAG_LOCKING if if_match_required else []) if writable else [])
+
+
 QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"

@@ -93,10 +93,13 @@ class UnsupportedMediaType(GeoTwinError):
     code = "UnsupportedMediaType"
 
     @classmethod
-    def refusing(cls, media: str, types: tuple[str, ...]) -> UnsupportedMediaType:
-        """The 415 for a body sent as `media` (a request's Content-Type, "" when none) where `types` are read."""
-        given = f"not {media}" if media else "with a Content-Type header saying so"
-        return cls(f"send the body as {' or '.join(types)}, {given}", parameter="Content-Type")
+    def refusing(cls, media: str, types: tuple[str, ...]) -> GeoTwinError:
+        """The 415 for a body sent as `media` (a request's Content-Type) where `types` are read; a 400 when the
+        request names none (OGC API - Features - Part 4: post-content-type, put-content-type)."""
+        if not media:
+            return InvalidParameter(f"the request has no Content-Type header: send the body as {' or '.join(types)}, "
+                                    "with a Content-Type header saying so", parameter="Content-Type")
+        return cls(f"send the body as {' or '.join(types)}, not {media}", parameter="Content-Type")
 
 
 class HistoryPruned(GeoTwinError):
@@ -163,6 +166,15 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     if "GET" in methods:
         methods.add("HEAD")  # answered for every GET (service.head)
     return sorted(methods)
+
+
+def body_media(app: FastAPI, path: str, method: str) -> list[str]:
+    """The media types the route for `method` at `path` takes as its body, as its OpenAPI operation names them."""
+    for route in api_routes(app.router.routes):
+        if method in route.methods and route.path_regex.match(path):
+            content = ((route.openapi_extra or {}).get("requestBody") or {}).get("content") or {}
+            return list(content)
+    return []
 
 
 def json_kind(value: object) -> str:
@@ -234,7 +246,13 @@ def install(app: FastAPI) -> None:
 
             allowed = [m for m in allowed_methods(request.app, request.url.path)
                        if permitted(getattr(request.state, "principal", None), m, request.url.path)]
-            return Response(status_code=204, headers={"Allow": ", ".join([*allowed, "OPTIONS"])})
+            # 200 with Allow, and the bodies POST and PATCH take: OGC API - Features - Part 4's options-response,
+            # options-accept-post and update's accept-patch.
+            headers = {"Allow": ", ".join([*allowed, "OPTIONS"])}
+            for method, header in (("POST", "Accept-Post"), ("PATCH", "Accept-Patch")):
+                if method in allowed and (media := body_media(request.app, request.url.path, method)):
+                    headers[header] = ", ".join(media)
+            return Response(status_code=200, headers=headers)
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HttpError")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # every method of the path, not just those of the first route matching it

@@ -32,9 +32,15 @@ async def test_conformance_declares_only_what_holds(client):
     assert {tiles + c for c in ("core", "tileset", "dataset-tilesets", "geodata-tilesets", "mvt")} <= classes
     assert "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs" in classes
     assert "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter" in classes
-    # Not yet implemented, so not declared: transactions (Part 4), CQL2 arithmetic, arrays, functions.
-    assert not any("features-4" in c or c.endswith(("/arithmetic", "/array-functions", "/functions"))
-                   for c in classes)
+    # Editing (Part 4), by the Standard's URIs and its drafts', at a municipality's root, which takes writes
+    part4 = {f"http://www.opengis.net/spec/ogcapi-{part}/1.0/conf/{c}" for part in ("common-5", "features-4")
+             for c in ("create-replace-delete", "update", "optimistic-locking-etags")}
+    assert part4 | {"http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/features"} <= classes
+    region = set((await client.get("/region/conformance")).json()["conformsTo"])
+    assert not any("features-4" in c or "common-5" in c for c in region), "the region only reads"
+    # Not implemented, so not declared: CQL2 arithmetic, arrays, functions; timestamps and the handling preference.
+    assert not any(c.endswith(("/arithmetic", "/array-functions", "/functions", "/optimistic-locking-timestamps",
+                               "/handling")) for c in classes)
 
 
 async def test_collections_list_public_layers_only(client):

@@ -62,10 +62,10 @@ def test_405_and_options_list_every_method_of_the_path(fuzz_target):
     r = httpx.request("POST", f"{base}/jobs/x", headers={"X-API-Key": key})
     assert r.status_code == 405 and r.headers["Allow"] == "DELETE, GET, HEAD", r.headers.get("Allow")
     r = httpx.request("OPTIONS", f"{base}/jobs/x", headers={"X-API-Key": key})
-    assert r.status_code == 204 and r.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS", r.headers.get("Allow")
+    assert r.status_code == 200 and r.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS", r.headers.get("Allow")
     r = httpx.request("OPTIONS", f"{base}/municipalities/halle/collections/commercial-sites/items/gs-001")
-    assert r.status_code == 204 and r.headers["Allow"] == "GET, HEAD, OPTIONS", "what an anonymous caller may do"
+    assert r.status_code == 200 and r.headers["Allow"] == "GET, HEAD, OPTIONS", "what an anonymous caller may do"
     r = httpx.request("OPTIONS", f"{base}/municipalities/halle/collections/commercial-sites/items/gs-001",
                       headers={"X-API-Key": key})
-    assert r.status_code == 204 and r.headers["Allow"] == "DELETE, GET, HEAD, PATCH, PUT, OPTIONS", \
+    assert r.status_code == 200 and r.headers["Allow"] == "DELETE, GET, HEAD, PATCH, PUT, OPTIONS", \
         r.headers.get("Allow")

@@ -253,7 +253,7 @@ async def test_a_misspelt_or_unknown_member_of_an_admin_body_is_refused_by_name(
     (b"[]", "application/json", 400, "the body is a JSON object, not an array"),
     (b'"viewer"', "application/json", 400, "the body is a JSON object, not a string"),
     (b'{"role": "viewer"}', "text/plain", 415, "send the body as application/json, not text/plain"),
-    (b'{"role": "viewer"}', None, 415, "send the body as application/json, with a Content-Type header saying so"),
+    (b'{"role": "viewer"}', None, 400, "the request has no Content-Type header: send the body as application/json"),
     (b'{"role": "viewer", "label": "GIS\\u0000"}', "application/json", 400,
      "label: text may not hold the character U+0000 (NUL)"),  # was the regular expression that refused it
 ])
@@ -268,7 +268,7 @@ async def test_an_admin_body_of_the_wrong_shape_or_type_is_named_as_what_it_is(p
                           headers=who | ({"Content-Type": media} if media else {}))
     assert r.status_code == status, r.text
     assert words in r.json()["description"], r.json()
-    assert r.json().get("parameter") == ("Content-Type" if status == 415 else None)
+    assert r.json().get("parameter") == ("Content-Type" if status == 415 or media is None else None)
     assert (await client.get("/municipalities/halle/keys", headers=who)).json() == before
 
 
@@ -473,16 +473,21 @@ async def test_qgis_editing_through_ogc_api_features_asks_options_then_patches_w
     If-Match is still 412."""
     _, client = pub
     editor = {**auth(keys["halle_editor"]), **GEOJSON}
+    # 200 with Allow and, where POST or PATCH is allowed, the bodies they take (Part 4's options-response,
+    # options-accept-post and accept-patch)
     r = await client.options(f"{SITES}/items", headers=auth(keys["halle_editor"]))
-    assert r.status_code == 204 and r.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    assert r.status_code == 200 and r.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    assert r.headers["accept-post"] == "application/geo+json" and "accept-patch" not in r.headers
     r = await client.options(f"{SITES}/items/unknown_id", headers=auth(keys["halle_editor"]))
-    assert r.status_code == 204 and r.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT, OPTIONS"
+    assert r.status_code == 200 and r.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT, OPTIONS"
+    assert r.headers["accept-patch"] == "application/merge-patch+json" and "accept-post" not in r.headers
     # Only an editor of the municipality is offered editing: QGIS greys the pencil out for everybody else.
     for who in ({}, auth(keys["halle_viewer"]), auth(keys["leipzig_editor"])):
         r = await client.options(f"{SITES}/items/unknown_id", headers=who)
-        assert r.status_code == 204 and r.headers["allow"] == "GET, HEAD, OPTIONS", who
+        assert r.status_code == 200 and r.headers["allow"] == "GET, HEAD, OPTIONS", who
+        assert "accept-patch" not in r.headers, who
     r = await client.options("/region/collections/commercial-sites/items", headers=auth(keys["platform"]))
-    assert r.status_code == 204 and "POST" not in r.headers["allow"], "the region is read-only"
+    assert r.status_code == 200 and "POST" not in r.headers["allow"], "the region is read-only"
     assert (await client.options("/nowhere")).status_code == 404
 
     await client.post(f"{SITES}/items", headers=editor, content=json.dumps(site("qgis-1")))
@@ -503,6 +508,8 @@ async def test_qgis_editing_through_ogc_api_features_asks_options_then_patches_w
         if_match = [p for p in api["paths"]["/collections/{collectionId}/items/{featureId}"]["patch"]["parameters"]
                     if p.get("name") == "If-Match"]
         assert if_match and if_match[0]["required"] is False
+        classes = (await lenient.get("/municipalities/halle/conformance")).json()["conformsTo"]
+        assert not [c for c in classes if "optimistic-locking" in c], "a write without If-Match is not a 428 here"
         assert (await lenient.delete(f"{SITES}/items/qgis-1", headers=auth(keys["halle_editor"]))).status_code == 204
         assert (await lenient.delete(f"{SITES}/items/qgis-1",
                                      headers=auth(keys["leipzig_editor"]))).status_code == 403
@@ -566,6 +573,32 @@ async def test_any_feature_id_gets_links_that_lead_back_to_it(pub, keys):
         assert regional.status_code == 200 and regional.json()["id"] == f"halle:{fid}"
         r = await client.delete(path, headers={**editor, "If-Match": (await client.get(path)).headers["etag"]})
         assert r.status_code == 204 and (await client.get(path)).status_code == 404
+
+
+async def test_writes_answer_as_part_4_says_without_a_content_type_or_for_a_missing_feature(pub, keys):
+    """OGC API - Features - Part 4: a body without a Content-Type header is a 400 (a 415 is for a type not read),
+    and a feature that does not exist is a 404 without If-Match too: there is no ETag to send."""
+    _, client = pub
+    editor = auth(keys["halle_editor"])
+    before = await count(client)
+    body = json.dumps(site("ohne-typ")).encode()
+    for method, path in (("POST", f"{SITES}/items"), ("PUT", f"{SITES}/items/gs-001"),
+                         ("PATCH", f"{SITES}/items/gs-001")):
+        etag = (await client.get(f"{SITES}/items/gs-001")).headers["etag"]
+        r = await client.request(method, path, content=body, headers={**editor, "If-Match": etag})
+        assert (r.status_code, r.json()["parameter"]) == (400, "Content-Type"), (method, r.text)
+        assert "no Content-Type header" in r.json()["description"]
+    assert await count(client) == before
+    assert (await client.get(f"{SITES}/items/ohne-typ")).status_code == 404
+    for method, content, media in (("PUT", json.dumps(site()), "application/geo+json"),
+                                   ("PATCH", '{"properties": {"name": "x"}}', "application/merge-patch+json"),
+                                   ("DELETE", None, None)):
+        for condition in ({}, {"If-Match": '"xyz"'}):
+            r = await client.request(method, f"{SITES}/items/nirgends", content=content,
+                                     headers={**editor, **condition, **({"Content-Type": media} if media else {})})
+            assert (r.status_code, r.json()["parameter"]) == (404, "featureId"), (method, condition, r.text)
+    r = await client.delete(f"{SITES}/items/gs-001", headers=editor)
+    assert r.status_code == 428, "an existing feature still needs If-Match"
 
 
 @pytest.mark.parametrize("body, headers, status, where", [

@@ -95,7 +95,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
                       repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
         check_known(request.query_params, WRITE_PARAMETERS)
-        expected = _if_match(request)
+        expected = await _if_match(request, scope, c, feature_id)
         doc = await json_body(request, JSON_TYPES)
         if isinstance(doc, dict) and doc.get("id") not in (None, feature_id):
             raise InvalidBody(f"the body's id {doc.get('id')!r} is not the feature's id {feature_id!r}",
@@ -116,7 +116,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
                      repair: Repair = None) -> Response:
         c = scope.collection(collection_id)
         check_known(request.query_params, WRITE_PARAMETERS)
-        expected = _if_match(request)
+        expected = await _if_match(request, scope, c, feature_id)
         patch = await json_body(request, ("application/merge-patch+json", *JSON_TYPES))
         _check_patch(patch)
         if patch.get("id") not in (None, feature_id):
@@ -143,7 +143,7 @@ def build_edit_router(prefix: str, scope_dep: Callable[..., Awaitable[Scope]]) -
                      feature_id: FeatureId) -> Response:
         c = scope.collection(collection_id)
         check_known(request.query_params, set())
-        expected = _if_match(request)
+        expected = await _if_match(request, scope, c, feature_id)
         pk = c.members[0][0]
         async with connection(scope.pool) as conn, conn.transaction():
             await act_as(conn, _subject(scope), pk)
@@ -182,13 +182,17 @@ def _items_url(request: Request, scope: Scope, c: Collection) -> str:
     return f"{base_url(request)}{scope.dataset.path}/collections/{c.id}/items"
 
 
-def _if_match(request: Request) -> tuple[int, int | None]:
+async def _if_match(request: Request, scope: Scope, c: Collection, fid: str) -> tuple[int, int | None]:
     """The version the client last read: its change id (-1: any) and when it was made; without If-Match, 428, or
-    any when the deployment takes writes without it (GEOTWIN_API__IF_MATCH=optional, for QGIS's editing)."""
+    any when the deployment takes writes without it (GEOTWIN_API__IF_MATCH=optional, for QGIS's editing). A
+    feature that does not exist is a 404 all the same: there is no ETag to send (RFC 9110, section 13.2.1)."""
     expected = if_match_change(request.headers.get("if-match"))
     if expected is None and request.app.state.settings.api.if_match == "optional":
         return -1, None
     if expected is None:
+        async with connection(scope.pool) as conn:
+            if await current_change(conn, c.members[0][0], fid) is None:
+                raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
         raise PreconditionRequired("If-Match is required: send the ETag of the feature as you last read it, "
                                    "so nobody's change is overwritten unseen", parameter="If-Match")
     return expected

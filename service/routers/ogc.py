@@ -80,7 +80,8 @@ def build_router(kind: str, prefix: str, scope_dep: Callable[..., Awaitable[Scop
     @router.get("/conformance", operation_id=f"{kind}.getConformance", summary="Conformance classes")
     async def conformance(request: Request, scope: ScopeDep, f: HtmlOrJson = None) -> Response:
         check_known(request.query_params, {"f"})
-        doc = {"conformsTo": documents.CONFORMANCE}
+        doc = {"conformsTo": documents.conformance(kind == "municipality",
+                                                   request.app.state.settings.api.if_match == "required")}
         if negotiate(request) == "html":
             return html_response(request, "conformance.html", doc=doc, dataset=scope.dataset,
                                  root=_root(request, scope))
