@@ -192,10 +192,14 @@ async def _if_match(request: Request, scope: Scope, c: Collection, fid: str) -> 
     if expected is None:
         async with connection(scope.pool) as conn:
             if await current_change(conn, c.members[0][0], fid) is None:
-                raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
+                raise _missing(c, fid)
         raise PreconditionRequired("If-Match is required: send the ETag of the feature as you last read it, "
                                    "so nobody's change is overwritten unseen", parameter="If-Match")
     return expected
+
+
+def _missing(c: Collection, fid: str) -> NotFound:
+    return NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
 
 
 def _version(expected: tuple[int, int | None]) -> tuple[int | None, int | None]:
@@ -233,7 +237,7 @@ async def _current(scope: Scope, c: Collection, fid: str) -> dict[str, Any]:
     async with connection(scope.pool) as conn:
         row = await conn.fetchrow(sql, *args)
     if row is None:
-        raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
+        raise _missing(c, fid)
     return stored_json(row[0])
 
 
@@ -252,7 +256,7 @@ async def _update(request: Request, scope: Scope, c: Collection, fid: str, expec
 async def _explain_miss(conn: Any, pk: int, c: Collection, fid: str) -> None:
     current = await current_change(conn, pk, fid)
     if current is None:
-        raise NotFound(f"no feature {fid!r} in collection {c.id!r}", parameter="featureId")
+        raise _missing(c, fid)
     now = feature_etag(*current)
     raise PreconditionFailed(f"feature {fid!r} was changed since you read it (its ETag is now {now}); read it "
                              "again and reapply your change", parameter="If-Match").answering({"ETag": now})
